@@ -35,6 +35,14 @@ struct crdt_ts crdt_clock_tick(struct crdt_clock *clock, uint64_t *seq_out)
     return (struct crdt_ts){.counter = clock->counter, .replica = clock->replica};
 }
 
+struct crdt_ts crdt_clock_tick_n(struct crdt_clock *clock, uint64_t count, uint64_t *seq_out)
+{
+    struct crdt_ts first = crdt_clock_tick(clock, seq_out);
+    if (count > 1)
+        clock->counter += count - 1;
+    return first;
+}
+
 void crdt_clock_observe(struct crdt_clock *clock, struct crdt_ts seen)
 {
     if (seen.counter > clock->counter)

@@ -67,6 +67,12 @@ bool crdt_ts_is_none(struct crdt_ts ts);
 void crdt_clock_init(struct crdt_clock *clock, uint64_t replica);
 /* Issues the next timestamp (counter + 1) and seq for a local operation. */
 struct crdt_ts crdt_clock_tick(struct crdt_clock *clock, uint64_t *seq_out);
+/*
+ * Issues `count` (>= 1) consecutive counters as one operation with one seq:
+ * returns the first timestamp; the others are {first.counter + i, replica}.
+ * Text inserts use this so a typed run of characters has consecutive ids.
+ */
+struct crdt_ts crdt_clock_tick_n(struct crdt_clock *clock, uint64_t count, uint64_t *seq_out);
 /* Moves the counter past a timestamp seen from elsewhere (Lamport receive rule). */
 void crdt_clock_observe(struct crdt_clock *clock, struct crdt_ts seen);
 

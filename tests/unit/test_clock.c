@@ -30,6 +30,10 @@ static void test_clock_tick_observe(void)
     CHECK_INT(2, seq);
     crdt_clock_observe(&clock, (struct crdt_ts){4, 3});
     CHECK_INT(11, clock.counter);
+    struct crdt_ts run = crdt_clock_tick_n(&clock, 5, &seq);
+    CHECK_INT(12, run.counter);
+    CHECK_INT(3, seq);
+    CHECK_INT(16, clock.counter);
 }
 
 static void test_vv_compare_and_missing(void)
