@@ -53,8 +53,7 @@ CRDT_MUST_CHECK int crdt_reader_u8(struct crdt_reader *reader, uint8_t *out);
 /* Reads a varint; -EBADMSG if truncated, over 10 bytes or over 64 bits. */
 CRDT_MUST_CHECK int crdt_reader_varint(struct crdt_reader *reader, uint64_t *out);
 /* Reads a varint that must be <= max; -EBADMSG otherwise. */
-CRDT_MUST_CHECK int crdt_reader_varint_max(struct crdt_reader *reader, uint64_t max,
-                                           uint64_t *out);
+CRDT_MUST_CHECK int crdt_reader_varint_max(struct crdt_reader *reader, uint64_t max, uint64_t *out);
 /* Reads a zigzag varint. */
 CRDT_MUST_CHECK int crdt_reader_svarint(struct crdt_reader *reader, int64_t *out);
 /* Reads a little-endian u64. */

@@ -24,7 +24,7 @@ static int test_checks;
 
 #define CHECK_INT(expected, got)                                                                   \
     do {                                                                                           \
-        long long expected_ = (long long)(expected), got_ = (long long)(got);                     \
+        long long expected_ = (long long)(expected), got_ = (long long)(got);                      \
         test_checks++;                                                                             \
         if (expected_ != got_) {                                                                   \
             test_failures++;                                                                       \
