@@ -352,6 +352,10 @@ int tree__node_add(struct crdt_tree *tree, uint32_t *out, struct crdt_node_id id
     if (!grown)
         return -ENOMEM;
     tree->nodes = grown;
+    uint32_t *up = realloc(tree->up, (size_t)tree->node_cap * sizeof(*up));
+    if (!up)
+        return -ENOMEM;
+    tree->up = up;
     if ((uint64_t)(tree->node_count + 1) * 2 > tree->id_cap) {
         int rc = tree__id_table_resize(tree, tree->id_cap * 2);
         if (rc)
@@ -372,6 +376,7 @@ int tree__node_add(struct crdt_tree *tree, uint32_t *out, struct crdt_node_id id
         .prev_sibling = NIL,
         .name_next = NIL,
     };
+    tree->up[idx] = NIL;
     id_table_insert(tree->id_table, tree->id_cap, id, idx);
     *out = idx;
     return 0;
@@ -465,13 +470,34 @@ void tree__set_state(struct crdt_tree *tree, uint32_t idx, uint32_t parent, uint
         new_parent->live_children++;
         tree->causes += is_cause(new_parent);
     }
+    tree->up[idx] = (node->flags & F_TRASHED) ? TRASH_IDX : node->place_parent;
+    if (tree->causes > tree->causes_peak)
+        tree->causes_peak = tree->causes;
     touch(tree, idx);
 }
 
 static uint32_t raw_parent(const struct crdt_tree *tree, uint32_t idx)
 {
-    const struct node *node = &tree->nodes[idx];
-    return (node->flags & F_TRASHED) ? TRASH_IDX : node->place_parent;
+    return tree->up[idx];
+}
+
+/*
+ * Walks the raw parents from `idx`: true if it reaches the root; *passes is
+ * set if the walk meets `through` on the way (idx itself included).
+ */
+static bool raw_reaches_root(const struct crdt_tree *tree, uint32_t idx, uint32_t through,
+                             bool *passes)
+{
+    bool met = false;
+    for (uint32_t steps = 0; idx != NIL && steps <= tree->node_count; steps++) {
+        met |= idx == through;
+        if (idx == ROOT_IDX || idx == TRASH_IDX)
+            break;
+        idx = tree->up[idx];
+    }
+    if (passes)
+        *passes = met;
+    return idx == ROOT_IDX;
 }
 
 /* True if `ancestor` is `idx` or a raw ancestor of it. Bounded even on a corrupt state. */
@@ -489,7 +515,8 @@ bool tree__raw_is_ancestor(const struct crdt_tree *tree, uint32_t ancestor, uint
 
 /* ---------- the move algorithm ---------- */
 
-static void do_op(struct crdt_tree *tree, struct log_entry *entry)
+/* `acyclic_known`: the caller already checked that the move makes no cycle. */
+static void do_op(struct crdt_tree *tree, struct log_entry *entry, bool acyclic_known)
 {
     struct node *node = &tree->nodes[entry->child];
     entry->old_parent = node->place_parent;
@@ -507,7 +534,7 @@ static void do_op(struct crdt_tree *tree, struct log_entry *entry)
         tree__set_state(tree, entry->child, node->place_parent, node->place_name, F_TRASHED,
                         entry->kind);
         entry->applied = 1;
-    } else if (tree__raw_is_ancestor(tree, entry->child, entry->parent)) {
+    } else if (!acyclic_known && tree__raw_is_ancestor(tree, entry->child, entry->parent)) {
         entry->applied = 0;
     } else {
         tree__set_state(tree, entry->child, entry->parent, entry->name, 0, entry->kind);
@@ -622,6 +649,7 @@ static void tracking_begin(struct crdt_tree *tree, struct crdt_tree_changes *cha
 {
     tree->tracking = changes != NULL;
     tree->touched_len = 0;
+    tree->causes_peak = tree->causes;
 }
 
 static int tracking_end(struct crdt_tree *tree, struct crdt_tree_changes *changes, int rc)
@@ -633,6 +661,12 @@ static int tracking_end(struct crdt_tree *tree, struct crdt_tree_changes *change
     }
     tree->tracking = false;
     tree->touched_len = 0;
+    /* Scratch for one apply: a big merge must not keep its memory for the tree's life. */
+    if (tree->touched_cap > 4096) {
+        free(tree->touched);
+        tree->touched = NULL;
+        tree->touched_cap = 0;
+    }
     return rc;
 }
 
@@ -702,7 +736,7 @@ int crdt_tree_apply(struct crdt_tree *tree, const struct crdt_tree_op *ops, size
             next = &incoming[a++];
         else
             next = &redo[b++];
-        do_op(tree, next);
+        do_op(tree, next, false);
         tree->log[tree->log_len++] = *next;
     }
 out:
@@ -721,8 +755,9 @@ static bool is_trashed(const struct crdt_tree *tree, uint32_t idx)
 
 /*
  * If the place-parent walk from `idx` comes back to `idx`, returns the
- * breaker of that cycle (its trashed member with the smallest id; any member
- * if none is trashed, which only a corrupt state allows); else NIL.
+ * breaker of that cycle (its trashed member with the smallest id); else NIL.
+ * Every cycle has a trashed member: live places are raw parents, and the raw
+ * graph is acyclic (tree__raw_is_ancestor guards the walks of a corrupt one).
  * Brent's algorithm keeps this O(path + cycle) with no memory.
  */
 static uint32_t cycle_breaker(const struct crdt_tree *tree, uint32_t idx)
@@ -747,22 +782,23 @@ static uint32_t cycle_breaker(const struct crdt_tree *tree, uint32_t idx)
         walker = tree->nodes[walker].place_parent;
     if (walker != idx)
         return NIL;
-    uint32_t best = NIL, best_any = idx;
+    uint32_t best = NIL;
     walker = idx;
     for (uint32_t i = 0; i < length; i++) {
-        if (is_trashed(tree, walker) &&
+        if ((tree->nodes[walker].flags & F_TRASHED) &&
             (best == NIL || crdt_node_id_cmp(tree->nodes[walker].id, tree->nodes[best].id) < 0))
             best = walker;
-        if (crdt_node_id_cmp(tree->nodes[walker].id, tree->nodes[best_any].id) < 0)
-            best_any = walker;
         walker = tree->nodes[walker].place_parent;
     }
-    return best != NIL ? best : best_any;
+    return best;
 }
 
+static bool is_trashed(const struct crdt_tree *tree, uint32_t idx);
+
+/* Only a trashed node can break a cycle: a live one's place is its raw parent. */
 static bool is_breaker(const struct crdt_tree *tree, uint32_t idx)
 {
-    return cycle_breaker(tree, idx) == idx;
+    return is_trashed(tree, idx) && cycle_breaker(tree, idx) == idx;
 }
 
 /* Visible parent, assuming the node is shown at all. */
@@ -825,6 +861,9 @@ static bool is_visible(const struct crdt_tree *tree, uint32_t idx)
         return true;
     if (idx == TRASH_IDX)
         return false;
+    /* With no trashed node shown, seen and raw trees agree: walk the dense raw parents. */
+    if (tree->causes == 0)
+        return raw_reaches_root(tree, idx, NIL, NULL);
     if (is_trashed(tree, idx) && !is_needed(tree, idx))
         return false;
     /* Walk up; a cycle on the way always resolves to the root through its breaker. */
@@ -887,7 +926,8 @@ static bool plain_name_taken(const struct crdt_tree *tree, uint32_t parent, cons
 /*
  * "stem (conflict LABEL).ext", or "stem (conflict LABEL N).ext" for the N-th
  * loser from one device. If a real entry already has that name, the node's
- * id in hex is added instead, which no other node can produce. The stem is
+ * id in hex is added instead, which no other node can produce (number
+ * UINT32_MAX asks for that form at once). The stem is
  * cut (on a UTF-8 boundary) so the result fits NAME_MAX.
  */
 static void conflict_name(const struct crdt_tree *tree, struct crdt_tree_entry *entry,
@@ -904,7 +944,7 @@ static void conflict_name(const struct crdt_tree *tree, struct crdt_tree_entry *
             ext_at = i;
             break;
         }
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = number == UINT32_MAX; attempt < 2; attempt++) {
         char suffix[96];
         int suffix_len;
         if (attempt == 1)
@@ -965,8 +1005,11 @@ static void fill_entry(const struct crdt_tree *tree, uint32_t idx, struct crdt_t
     entry->parent = tree->nodes[parent].id;
     uint64_t replica = node->birth_counter ? tree->replicas[node->birth_replica] : node->id.lo;
     if (parent != node->place_parent) {
-        /* A cycle's breaker, hung from the root: never under a plain name there. */
-        conflict_name(tree, entry, parent, name, len, replica, 0, node->id);
+        /*
+         * A cycle's breaker, hung from the root: its name there carries its id,
+         * so it can clash with neither a plain name nor a conflict copy.
+         */
+        conflict_name(tree, entry, parent, name, len, replica, UINT32_MAX, node->id);
         return;
     }
     /* Rank among the same-named siblings shown here; count earlier losers from this device. */
@@ -1088,12 +1131,14 @@ static int changes_collect(struct crdt_tree *tree, struct crdt_tree_changes *cha
         for (size_t i = 0; i < tree->touched_len; i++) {
             const struct touched *t = &tree->touched[i];
             if ((rc = idx_push(&list, t->node)) ||
-                (rc = add_group(tree, &list, t->parent, t->name)) ||
-                (rc = add_ancestors(tree, &list, t->parent)))
+                (rc = add_group(tree, &list, t->parent, t->name)))
+                goto out;
+            /* Without a cause at any point, no trashed node was or became shown. */
+            if (tree->causes_peak > 0 && (rc = add_ancestors(tree, &list, t->parent)))
                 goto out;
         }
         /* Cycle breakers hang from the root: when any cause exists, a move may re-hang one. */
-        if (tree->causes > 0)
+        if (tree->causes_peak > 0)
             for (uint32_t i = 2; i < tree->node_count; i++)
                 if (is_trashed(tree, i) && is_breaker(tree, i) && (rc = idx_push(&list, i)))
                     goto out;
@@ -1148,6 +1193,7 @@ void crdt_tree_free(struct crdt_tree *tree)
     if (!tree)
         return;
     free(tree->nodes);
+    free(tree->up);
     free(tree->id_table);
     free(tree->name_buckets);
     free(tree->names);
@@ -1167,7 +1213,7 @@ void crdt_tree_set_labeler(struct crdt_tree *tree, crdt_tree_label_fn label, voi
 /* ---------- public: local ops ---------- */
 
 static int apply_local(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_clock *clock,
-                       struct crdt_tree_changes *changes)
+                       bool acyclic_known, struct crdt_tree_changes *changes)
 {
     op->ts = crdt_clock_tick(clock, NULL);
     /* The common case: newer than everything logged, so no undo is needed. */
@@ -1182,7 +1228,7 @@ static int apply_local(struct crdt_tree *tree, struct crdt_tree_op *op, struct c
         tracking_begin(tree, changes);
         rc = entry_from_op(tree, &entry, op);
         if (!rc) {
-            do_op(tree, &entry);
+            do_op(tree, &entry, acyclic_known);
             tree->log[tree->log_len++] = entry;
         }
         return tracking_end(tree, changes, rc);
@@ -1208,21 +1254,49 @@ int crdt_tree_move(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_
     if (!crdt_tree_name_valid(name, name_len))
         return -EINVAL;
     uint32_t child_idx = node_find(tree, child);
-    if (child_idx == NIL || child_idx == ROOT_IDX || child_idx == TRASH_IDX ||
-        !is_visible(tree, child_idx))
+    if (child_idx == NIL || child_idx == ROOT_IDX || child_idx == TRASH_IDX)
         return -ENOENT;
     uint32_t parent_idx = TRASH_IDX;
-    if (!crdt_node_id_eq(parent, CRDT_NODE_TRASH)) {
-        int rc = visible_dir(tree, &parent_idx, parent);
-        if (rc)
-            return rc;
-        /* rename(2) refuses to move a directory into itself, seen or raw. */
-        if (tree__raw_is_ancestor(tree, child_idx, parent_idx))
-            return -EINVAL;
-        for (uint32_t up = parent_idx, steps = 0; up != NIL && steps <= tree->node_count;
-             steps++, up = visible_parent(tree, up))
-            if (up == child_idx)
+    bool to_trash = crdt_node_id_eq(parent, CRDT_NODE_TRASH);
+    if (!to_trash) {
+        parent_idx = node_find(tree, parent);
+        if (parent_idx == NIL)
+            return -ENOENT;
+    }
+    bool acyclic_known = false;
+    if (tree->causes == 0) {
+        /*
+         * No trashed node is shown, so seen and raw trees agree: one walk from
+         * the parent proves it visible and not inside the child, one from the
+         * child proves the child visible. This is the hot path of rename(2).
+         */
+        bool inside = false;
+        if (!raw_reaches_root(tree, child_idx, NIL, NULL))
+            return -ENOENT;
+        if (!to_trash) {
+            if (!raw_reaches_root(tree, parent_idx, child_idx, &inside))
+                return -ENOENT;
+            if (parent_idx != ROOT_IDX && tree->nodes[parent_idx].kind != CRDT_KIND_DIR)
+                return -ENOTDIR;
+            if (inside)
                 return -EINVAL;
+            acyclic_known = true;
+        }
+    } else {
+        if (!is_visible(tree, child_idx))
+            return -ENOENT;
+        if (!to_trash) {
+            int rc = visible_dir(tree, &parent_idx, parent);
+            if (rc)
+                return rc;
+            /* rename(2) refuses to move a directory into itself, seen or raw. */
+            if (tree__raw_is_ancestor(tree, child_idx, parent_idx))
+                return -EINVAL;
+            for (uint32_t up = parent_idx, steps = 0; up != NIL && steps <= tree->node_count;
+                 steps++, up = visible_parent(tree, up))
+                if (up == child_idx)
+                    return -EINVAL;
+        }
     }
     *op = (struct crdt_tree_op){
         .child = child,
@@ -1231,7 +1305,7 @@ int crdt_tree_move(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_
         .name_len = (uint16_t)name_len,
         .kind = tree->nodes[child_idx].kind,
     };
-    return apply_local(tree, op, clock, changes);
+    return apply_local(tree, op, clock, acyclic_known, changes);
 }
 
 int crdt_tree_create(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_clock *clock,
@@ -1268,7 +1342,7 @@ int crdt_tree_create(struct crdt_tree *tree, struct crdt_tree_op *op, struct crd
         op->child = crdt_node_id_from_ts(
             (struct crdt_ts){.counter = clock->counter + 1, .replica = clock->replica});
     }
-    rc = apply_local(tree, op, clock, changes);
+    rc = apply_local(tree, op, clock, false, changes);
     assert(rc || !fresh_id || crdt_node_id_eq(op->child, crdt_node_id_from_ts(op->ts)));
     return rc;
 }
@@ -1490,7 +1564,7 @@ size_t crdt_tree_log_len(const struct crdt_tree *tree)
 
 size_t crdt_tree_mem_bytes(const struct crdt_tree *tree)
 {
-    return sizeof(*tree) + (size_t)tree->node_cap * sizeof(struct node) +
+    return sizeof(*tree) + (size_t)tree->node_cap * (sizeof(struct node) + sizeof(uint32_t)) +
            (size_t)tree->id_cap * sizeof(uint32_t) + (size_t)tree->bucket_cap * sizeof(uint32_t) +
            tree->names_cap + (size_t)tree->replica_cap * sizeof(uint64_t) +
            (size_t)tree->replica_table_cap * sizeof(uint32_t) +

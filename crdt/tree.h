@@ -121,7 +121,9 @@ bool crdt_tree_name_valid(const char *name, size_t name_len);
 /*
  * Applies ops from any replica, in any order, as one batch: sorted, the log
  * undone once back to the earliest new op, then everything applied and
- * redone in order. Ops already held are ignored. Nodes whose visible entry
+ * redone in order. Ops already held are ignored; a timestamp names one op, so
+ * a second, different op with a held timestamp (only a forger makes one, and
+ * sync/ refuses those) is ignored too. Nodes whose visible entry
  * may have changed are appended to `changes` (may be NULL). -EINVAL if an op
  * is malformed (nothing applied then), -ENOMEM.
  */

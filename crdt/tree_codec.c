@@ -357,6 +357,12 @@ int crdt_tree_load(struct crdt_tree **out, const uint8_t *data, size_t len)
             goto fail;
         }
         tree->nodes = nodes;
+        uint32_t *up = realloc(tree->up, (size_t)n * sizeof(*up));
+        if (!up) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        tree->up = up;
         tree->node_cap = (uint32_t)n;
         if ((rc = tree__id_table_resize(tree, id_cap)) ||
             (rc = tree__buckets_resize(tree, bucket_cap)))

@@ -54,6 +54,8 @@ struct touched {
 
 struct crdt_tree {
     struct node *nodes;
+    uint32_t *up; /* raw parent of each node (NIL: none), sized node_cap: a dense copy of
+                     what ancestor walks read, so a deep walk stays in L1 cache */
     uint32_t node_count;
     uint32_t node_cap;
 
@@ -79,7 +81,8 @@ struct crdt_tree {
     size_t log_cap;
     struct crdt_ts floor; /* ops <= floor were truncated: later copies are duplicates */
 
-    uint32_t causes; /* trashed nodes that are pinned or have a live child */
+    uint32_t causes;      /* trashed nodes that are pinned or have a live child */
+    uint32_t causes_peak; /* highest `causes` since tracking began */
 
     struct touched *touched; /* recorded while an apply runs with a change list */
     size_t touched_len;
