@@ -1308,6 +1308,30 @@ int crdt_tree_move(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_
     return apply_local(tree, op, clock, acyclic_known, changes);
 }
 
+int crdt_tree_undelete(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_clock *clock,
+                       struct crdt_node_id child, struct crdt_node_id parent, const char *name,
+                       size_t name_len, struct crdt_tree_changes *changes)
+{
+    if (!crdt_tree_name_valid(name, name_len))
+        return -EINVAL;
+    uint32_t child_idx = node_find(tree, child), parent_idx;
+    if (child_idx == NIL || child_idx == ROOT_IDX || child_idx == TRASH_IDX)
+        return -ENOENT;
+    int rc = visible_dir(tree, &parent_idx, parent);
+    if (rc)
+        return rc;
+    if (tree__raw_is_ancestor(tree, child_idx, parent_idx))
+        return -EINVAL;
+    *op = (struct crdt_tree_op){
+        .child = child,
+        .parent = parent,
+        .name = name,
+        .name_len = (uint16_t)name_len,
+        .kind = tree->nodes[child_idx].kind,
+    };
+    return apply_local(tree, op, clock, false, changes);
+}
+
 int crdt_tree_create(struct crdt_tree *tree, struct crdt_tree_op *op, struct crdt_clock *clock,
                      struct crdt_node_id parent, const char *name, size_t name_len, uint8_t kind,
                      struct crdt_tree_changes *changes)

@@ -143,6 +143,17 @@ CRDT_MUST_CHECK int crdt_tree_move(struct crdt_tree *tree, struct crdt_tree_op *
                                    struct crdt_tree_changes *changes);
 
 /*
+ * Like crdt_tree_move, but for a deleted node that is not shown: brings
+ * `child` back from the trash as `name` in `parent` (the store uses it when
+ * an editor recreates a file it just deleted). -ENOENT if child is unknown
+ * or parent is not a visible directory, -EINVAL if parent is inside child.
+ */
+CRDT_MUST_CHECK int crdt_tree_undelete(struct crdt_tree *tree, struct crdt_tree_op *op,
+                                       struct crdt_clock *clock, struct crdt_node_id child,
+                                       struct crdt_node_id parent, const char *name,
+                                       size_t name_len, struct crdt_tree_changes *changes);
+
+/*
  * Makes, applies and returns in *op the creation of a node of `kind` named
  * `name` in `parent`. A directory gets crdt_tree_dir_id (so concurrent mkdirs
  * meet) unless a visible node elsewhere holds that id; other kinds get the

@@ -1,0 +1,1162 @@
+/*
+ * fs/fs: see fs.h. Request handlers are short: translate, call the replica
+ * under the mutex, reply. Data I/O uses the handle's working-copy fd.
+ *
+ * Commit points (DESIGN.md "File contents"): the last release of a handle
+ * that wrote, fsync, and a timer for files held open for writing a long time.
+ */
+#define FUSE_USE_VERSION 314
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Virtual xattrs that carry weft's own commands through the kernel's path lookup. */
+#define XATTR_NODE    "user.weft.node"
+#define XATTR_LOG     "user.weft.log"
+#define XATTR_HISTORY "user.weft.history"
+#define XATTR_RESTORE "user.weft.restore"
+#define XATTR_PREFIX  "user.weft."
+
+static bool log_syslog;
+
+void fs_log_to_syslog(const char *ident)
+{
+    openlog(ident, LOG_PID, LOG_DAEMON);
+    log_syslog = true;
+}
+
+void fs_log(int priority, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    if (log_syslog) {
+        vsyslog(priority, fmt, args);
+    } else {
+        fputs("weft: ", stderr);
+        vfprintf(stderr, fmt, args);
+        fputc('\n', stderr);
+    }
+    va_end(args);
+}
+
+/* An open file: its working copy and whether it wrote since the last commit. */
+struct handle {
+    int fd;
+    uint64_t ino;
+    bool writable;
+    bool wrote;
+};
+
+/* Per inode, the handles open for writing: the last one to go commits. */
+struct writer {
+    uint64_t ino;
+    unsigned count;
+    bool dirty; /* written since the last commit */
+    struct writer *next;
+};
+
+struct queued_change {
+    struct meta_change change;
+    char name[META_NAME_MAX + 1];
+    struct queued_change *next;
+};
+
+struct fs {
+    struct meta_replica *replica;
+    const struct fs_options *options;
+    struct fuse_session *session;
+    pthread_mutex_t lock; /* the replica and `writers` */
+    struct writer *writers;
+
+    pthread_mutex_t queue_lock; /* remote changes waiting to be told to the kernel */
+    pthread_cond_t queue_cond;
+    struct queued_change *queue_head, **queue_tail;
+    bool stopping;
+    pthread_t notifier, committer;
+};
+
+static struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+/* ---------- attributes ---------- */
+
+static void to_stat(struct stat *st, const struct meta_attr *attr)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = attr->ino;
+    st->st_mode = attr->mode;
+    st->st_nlink = attr->nlink;
+    st->st_uid = attr->uid;
+    st->st_gid = attr->gid;
+    st->st_rdev = attr->rdev;
+    st->st_size = (off_t)attr->size;
+    st->st_blksize = 4096;
+    st->st_blocks = (blkcnt_t)((attr->size + 511) / 512);
+    st->st_atim.tv_sec = attr->atime_ns / 1000000000;
+    st->st_atim.tv_nsec = attr->atime_ns % 1000000000;
+    st->st_mtim.tv_sec = attr->mtime_ns / 1000000000;
+    st->st_mtim.tv_nsec = attr->mtime_ns % 1000000000;
+    st->st_ctim.tv_sec = attr->ctime_ns / 1000000000;
+    st->st_ctim.tv_nsec = attr->ctime_ns % 1000000000;
+}
+
+static void reply_entry(fuse_req_t req, const struct meta_attr *attr)
+{
+    struct fs *fs = fs_of(req);
+    struct fuse_entry_param entry;
+    memset(&entry, 0, sizeof(entry));
+    entry.ino = attr->ino;
+    entry.generation = 1; /* inode numbers are never reused */
+    to_stat(&entry.attr, attr);
+    entry.attr_timeout = fs->options->attr_timeout;
+    entry.entry_timeout = fs->options->entry_timeout;
+    fuse_reply_entry(req, &entry);
+}
+
+static void reply_attr(fuse_req_t req, const struct meta_attr *attr)
+{
+    struct stat st;
+    to_stat(&st, attr);
+    fuse_reply_attr(req, &st, fs_of(req)->options->attr_timeout);
+}
+
+static void report(struct fs *fs, const char *what, int rc)
+{
+    /* errnos a program provokes are its business; internal failures are ours to log. */
+    if (rc == -EIO || rc == -ENOMEM || rc == -EUCLEAN)
+        fs_log(LOG_ERR, "%s failed: %s (%s)", what, strerror(-rc),
+               meta_replica_errmsg(fs->replica));
+}
+
+/* ---------- writers ---------- */
+
+static struct writer **writer_slot(struct fs *fs, uint64_t ino)
+{
+    struct writer **slot = &fs->writers;
+    while (*slot && (*slot)->ino != ino)
+        slot = &(*slot)->next;
+    return slot;
+}
+
+static int writer_add(struct fs *fs, uint64_t ino)
+{
+    struct writer **slot = writer_slot(fs, ino);
+    if (!*slot) {
+        *slot = calloc(1, sizeof(**slot));
+        if (!*slot)
+            return -ENOMEM;
+        (*slot)->ino = ino;
+    }
+    (*slot)->count++;
+    return 0;
+}
+
+/* Drops one writer; true if it was the last one. */
+static bool writer_drop(struct fs *fs, uint64_t ino, bool *dirty)
+{
+    struct writer **slot = writer_slot(fs, ino);
+    if (!*slot)
+        return true;
+    *dirty = (*slot)->dirty;
+    if (--(*slot)->count > 0)
+        return false;
+    struct writer *gone = *slot;
+    *slot = gone->next;
+    free(gone);
+    return true;
+}
+
+static void writer_mark(struct fs *fs, uint64_t ino)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct writer *writer = *writer_slot(fs, ino);
+    if (writer)
+        writer->dirty = true;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+/* ---------- requests ---------- */
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_lookup(&attr, fs->replica, parent, name);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc == -ENOENT) {
+        /* A negative entry the kernel may cache; remote creates invalidate it. */
+        struct fuse_entry_param entry;
+        memset(&entry, 0, sizeof(entry));
+        entry.entry_timeout = fs->options->entry_timeout;
+        fuse_reply_entry(req, &entry);
+        return;
+    }
+    if (rc) {
+        report(fs, "lookup", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    reply_entry(req, &attr);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    /* Inode numbers live in the store, not in lookup counts: nothing to drop. */
+    (void)ino;
+    (void)nlookup;
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_getattr(&attr, fs->replica, ino);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        report(fs, "getattr", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    reply_attr(req, &attr);
+}
+
+static int64_t timespec_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return timespec_ns(&ts);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct meta_attr values;
+    memset(&values, 0, sizeof(values));
+    unsigned mask = 0;
+    if (to_set & FUSE_SET_ATTR_MODE) {
+        values.mode = st->st_mode;
+        mask |= META_SET_MODE;
+    }
+    if (to_set & FUSE_SET_ATTR_UID) {
+        values.uid = st->st_uid;
+        mask |= META_SET_UID;
+    }
+    if (to_set & FUSE_SET_ATTR_GID) {
+        values.gid = st->st_gid;
+        mask |= META_SET_GID;
+    }
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        values.size = (uint64_t)st->st_size;
+        mask |= META_SET_SIZE;
+    }
+    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+        values.atime_ns = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now_ns() : timespec_ns(&st->st_atim);
+        mask |= META_SET_ATIME;
+    }
+    if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+        values.mtime_ns = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now_ns() : timespec_ns(&st->st_mtim);
+        mask |= META_SET_MTIME;
+    }
+    if (to_set & FUSE_SET_ATTR_CTIME) {
+        values.ctime_ns = timespec_ns(&st->st_ctim);
+        mask |= META_SET_CTIME;
+    }
+    struct meta_attr attr;
+    int rc = 0;
+    if ((mask & META_SET_SIZE) && fi) {
+        /* ftruncate on an open handle: the working copy is this fd's file. */
+        struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+        if (ftruncate(handle->fd, st->st_size) != 0)
+            rc = -errno;
+    }
+    pthread_mutex_lock(&fs->lock);
+    if (!rc)
+        rc = meta_replica_setattr(&attr, fs->replica, ino, &values, mask);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        report(fs, "setattr", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    if (mask & META_SET_SIZE)
+        writer_mark(fs, ino);
+    reply_attr(req, &attr);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *fs = fs_of(req);
+    char *target = NULL;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_readlink(&target, fs->replica, ino);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fuse_reply_readlink(req, target);
+    free(target);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    struct fs *fs = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_mknod(&attr, fs->replica, parent, name, mode & ~ctx->umask, rdev,
+                                ctx->uid, ctx->gid);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        report(fs, "mknod", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    reply_entry(req, &attr);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct fs *fs = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_mkdir(&attr, fs->replica, parent, name, mode & ~ctx->umask, ctx->uid,
+                                ctx->gid);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        report(fs, "mkdir", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    reply_entry(req, &attr);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_symlink(&attr, fs->replica, parent, name, link, ctx->uid, ctx->gid);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        report(fs, "symlink", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    reply_entry(req, &attr);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_unlink(fs->replica, parent, name);
+    pthread_mutex_unlock(&fs->lock);
+    report(fs, "unlink", rc);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_rmdir(fs->replica, parent, name);
+    pthread_mutex_unlock(&fs->lock);
+    report(fs, "rmdir", rc);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    struct fs *fs = fs_of(req);
+    if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    unsigned meta_flags = ((flags & RENAME_NOREPLACE) ? META_RENAME_NOREPLACE : 0) |
+                          ((flags & RENAME_EXCHANGE) ? META_RENAME_EXCHANGE : 0);
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_rename(fs->replica, parent, name, newparent, newname, meta_flags);
+    pthread_mutex_unlock(&fs->lock);
+    report(fs, "rename", rc);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    /* A node has one parent in the tree CRDT: hard links cannot exist (README). */
+    (void)ino;
+    (void)newparent;
+    (void)newname;
+    fuse_reply_err(req, EPERM);
+}
+
+/* Opens the working copy and records the handle; the caller replies. */
+static int open_handle(struct fs *fs, struct handle **out, fuse_ino_t ino, int flags)
+{
+    struct handle *handle = calloc(1, sizeof(*handle));
+    if (!handle)
+        return -ENOMEM;
+    handle->ino = ino;
+    handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+    int open_flags = flags & (O_ACCMODE | O_TRUNC | O_APPEND);
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_open_file(&handle->fd, fs->replica, ino, open_flags);
+    if (!rc && handle->writable) {
+        rc = writer_add(fs, ino);
+        if (rc)
+            close(handle->fd);
+        else if (flags & O_TRUNC)
+            (*writer_slot(fs, ino))->dirty = true;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        free(handle);
+        return rc;
+    }
+    *out = handle;
+    return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct handle *handle;
+    int rc = open_handle(fs, &handle, ino, fi->flags);
+    if (rc) {
+        report(fs, "open", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)handle;
+    /* The page cache stays valid across opens: remote changes invalidate it explicitly. */
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) == -ENOENT) {
+        /* The opener was interrupted: undo the open. */
+        close(handle->fd);
+        free(handle);
+    }
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_mknod(&attr, fs->replica, parent, name,
+                                (mode & ~ctx->umask & 07777) | S_IFREG, 0, ctx->uid, ctx->gid);
+    pthread_mutex_unlock(&fs->lock);
+    struct handle *handle = NULL;
+    if (!rc)
+        rc = open_handle(fs, &handle, attr.ino, fi->flags & ~(O_CREAT | O_EXCL));
+    if (rc) {
+        report(fs, "create", rc);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)handle;
+    fi->keep_cache = 1;
+    struct fuse_entry_param entry;
+    memset(&entry, 0, sizeof(entry));
+    entry.ino = attr.ino;
+    entry.generation = 1;
+    to_stat(&entry.attr, &attr);
+    entry.attr_timeout = fs->options->attr_timeout;
+    entry.entry_timeout = fs->options->entry_timeout;
+    fuse_reply_create(req, &entry, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    /* Let libfuse splice straight from the working copy: no copy through us. */
+    struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+    buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    buf.buf[0].fd = handle->fd;
+    buf.buf[0].pos = off;
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+                         struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+    out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    out.buf[0].fd = handle->fd;
+    out.buf[0].pos = off;
+    ssize_t written = fuse_buf_copy(&out, in, 0);
+    if (written < 0) {
+        fuse_reply_err(req, (int)-written);
+        return;
+    }
+    if (!handle->wrote) {
+        handle->wrote = true;
+        writer_mark(fs, ino);
+    }
+    fuse_reply_write(req, (size_t)written);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)fi;
+    /* close(2) reports nothing the release commit could fail with later: reply now. */
+    fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    int rc = 0;
+    if (handle->writable) {
+        pthread_mutex_lock(&fs->lock);
+        bool dirty = handle->wrote;
+        if (writer_drop(fs, ino, &dirty) && dirty)
+            rc = meta_replica_commit(fs->replica, ino);
+        pthread_mutex_unlock(&fs->lock);
+        if (rc)
+            fs_log(LOG_ERR,
+                   "commit of inode %" PRIu64 " failed: %s (%s); its bytes stay in "
+                   "the working copy and are committed at the next write, fsync or mount",
+                   (uint64_t)ino, strerror(-rc), meta_replica_errmsg(fs->replica));
+    }
+    close(handle->fd);
+    free(handle);
+    fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    int rc = datasync ? fdatasync(handle->fd) : fsync(handle->fd);
+    rc = rc ? -errno : 0;
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        rc = meta_replica_fsync(fs->replica, ino);
+        struct writer *writer = *writer_slot(fs, ino);
+        if (!rc && writer)
+            writer->dirty = false;
+        pthread_mutex_unlock(&fs->lock);
+    }
+    report(fs, "fsync", rc);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_fsync(fs->replica, 0);
+    pthread_mutex_unlock(&fs->lock);
+    report(fs, "fsyncdir", rc);
+    fuse_reply_err(req, -rc);
+}
+
+struct dir_fill {
+    fuse_req_t req;
+    char *buf;
+    size_t size, used;
+    bool plus;
+    struct fs *fs;
+};
+
+static int dir_fill_one(struct dir_fill *fill, const char *name, const struct meta_attr *attr,
+                        off_t next)
+{
+    size_t room = fill->size - fill->used;
+    size_t need;
+    if (fill->plus) {
+        struct fuse_entry_param entry;
+        memset(&entry, 0, sizeof(entry));
+        entry.ino = attr->ino;
+        entry.generation = 1;
+        to_stat(&entry.attr, attr);
+        entry.attr_timeout = fill->fs->options->attr_timeout;
+        entry.entry_timeout = fill->fs->options->entry_timeout;
+        need = fuse_add_direntry_plus(fill->req, fill->buf + fill->used, room, name, &entry, next);
+    } else {
+        struct stat st;
+        to_stat(&st, attr);
+        need = fuse_add_direntry(fill->req, fill->buf + fill->used, room, name, &st, next);
+    }
+    if (need > room)
+        return 1; /* full: the kernel asks again from `next` */
+    fill->used += need;
+    return 0;
+}
+
+static int dir_each(void *ctx, const struct meta_dirent *entry, uint64_t next_offset)
+{
+    return dir_fill_one(ctx, entry->name, &entry->attr, (off_t)next_offset);
+}
+
+/*
+ * Offsets: 0 is ".", 1 is "..", and from 2 on the replica's own offsets
+ * (which never go below 2), so a listing resumes where it stopped even when
+ * entries come and go in between.
+ */
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+    struct fs *fs = fs_of(req);
+    struct dir_fill fill = {.req = req, .size = size, .plus = plus, .fs = fs};
+    fill.buf = malloc(size);
+    if (!fill.buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&fs->lock);
+    struct meta_attr self;
+    int rc = meta_replica_getattr(&self, fs->replica, ino);
+    if (!rc && off < 1 && dir_fill_one(&fill, ".", &self, 1))
+        goto done;
+    if (!rc && off < 2) {
+        /* ".." 's attributes are not used by the kernel; the directory's own will do. */
+        struct meta_attr parent = self;
+        if (dir_fill_one(&fill, "..", &parent, 2))
+            goto done;
+    }
+    if (!rc)
+        rc = meta_replica_readdir(fs->replica, ino, off < 2 ? 2 : (uint64_t)off, dir_each, &fill);
+done:
+    pthread_mutex_unlock(&fs->lock);
+    if (rc) {
+        report(fs, "readdir", rc);
+        fuse_reply_err(req, -rc);
+    } else {
+        fuse_reply_buf(req, fill.buf, fill.used);
+    }
+    free(fill.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    do_readdir(req, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)fi;
+    do_readdir(req, ino, size, off, true);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    struct fs *fs = fs_of(req);
+    struct statvfs st;
+    if (statvfs(meta_store_dir(meta_replica_store(fs->replica)), &st) != 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    st.f_namemax = 255;
+    fuse_reply_statfs(req, &st);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+    /* default_permissions: the kernel checks mode bits; only existence is ours. */
+    (void)mask;
+    struct fs *fs = fs_of(req);
+    struct meta_attr attr;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_getattr(&attr, fs->replica, ino);
+    pthread_mutex_unlock(&fs->lock);
+    fuse_reply_err(req, -rc);
+}
+
+/* ---------- xattrs, and weft's virtual ones ---------- */
+
+static void reply_xattr_value(fuse_req_t req, const void *value, size_t len, size_t size)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (len > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, value, len);
+}
+
+static void json_string(FILE *out, const char *text)
+{
+    fputc('"', out);
+    for (const unsigned char *at = (const unsigned char *)text; *at; at++) {
+        if (*at == '"' || *at == '\\')
+            fprintf(out, "\\%c", *at);
+        else if (*at < 0x20)
+            fprintf(out, "\\u%04x", *at);
+        else
+            fputc(*at, out);
+    }
+    fputc('"', out);
+}
+
+/*
+ * The history of a file, malloc'ed: as JSON (what `weft log --json` prints)
+ * or as the table `weft log` prints.
+ */
+static int history(char **out, size_t *out_len, struct fs *fs, uint64_t ino, bool as_json)
+{
+    struct meta_id id;
+    struct meta_log_entry *entries = NULL;
+    size_t count = 0;
+    int rc = meta_replica_node_id(&id, fs->replica, ino);
+    if (!rc)
+        rc = meta_replica_log(&entries, &count, fs->replica, ino);
+    if (rc)
+        return rc;
+    FILE *json = open_memstream(out, out_len);
+    if (!json) {
+        free(entries);
+        return -ENOMEM;
+    }
+    if (!as_json) {
+        fprintf(json, "node: ");
+        for (int i = 0; i < META_ID_LEN; i++)
+            fprintf(json, "%02x", id.bytes[i]);
+        fprintf(json, "\n%-28s %-20s %-16s %12s  %s\n", "VERSION", "TIME (UTC)", "DEVICE", "SIZE",
+                "KIND");
+        for (size_t i = 0; i < count; i++) {
+            const struct meta_log_entry *entry = &entries[i];
+            char when[64], version[64];
+            time_t secs = (time_t)(entry->time_ns / 1000000000);
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+            snprintf(version, sizeof(version), "%" PRIu64 ".%016" PRIx64, entry->ts.counter,
+                     entry->ts.replica);
+            fprintf(json, "%-28s %-20s %-16s %12" PRIu64 "  %s\n", version, when,
+                    entry->author_name, entry->size, entry->text ? "text" : "binary");
+        }
+        if (count == 0)
+            fprintf(json, "(no versions yet: the file has not been written)\n");
+        free(entries);
+        return fclose(json) == 0 ? 0 : -ENOMEM;
+    }
+    fprintf(json, "{\"node\": \"");
+    for (int i = 0; i < META_ID_LEN; i++)
+        fprintf(json, "%02x", id.bytes[i]);
+    fprintf(json, "\", \"versions\": [");
+    for (size_t i = 0; i < count; i++) {
+        const struct meta_log_entry *entry = &entries[i];
+        char when[64];
+        time_t secs = (time_t)(entry->time_ns / 1000000000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fprintf(json, "%s{\"version\": \"%" PRIu64 ".%016" PRIx64 "\", \"time\": \"%s\", ",
+                i ? ", " : "", entry->ts.counter, entry->ts.replica, when);
+        fprintf(json, "\"author\": ");
+        json_string(json, entry->author_name);
+        fprintf(json, ", \"size\": %" PRIu64 ", \"text\": %s}", entry->size,
+                entry->text ? "true" : "false");
+    }
+    fprintf(json, "]}\n");
+    free(entries);
+    return fclose(json) == 0 ? 0 : -ENOMEM;
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fs *fs = fs_of(req);
+    uint8_t *value = NULL;
+    size_t len = 0;
+    int rc;
+    pthread_mutex_lock(&fs->lock);
+    if (!strcmp(name, XATTR_NODE)) {
+        struct meta_id id;
+        rc = meta_replica_node_id(&id, fs->replica, ino);
+        if (!rc && (value = malloc(2 * META_ID_LEN + 1))) {
+            for (int i = 0; i < META_ID_LEN; i++)
+                sprintf((char *)value + 2 * i, "%02x", id.bytes[i]);
+            len = 2 * META_ID_LEN;
+        } else if (!rc) {
+            rc = -ENOMEM;
+        }
+    } else if (!strcmp(name, XATTR_LOG) || !strcmp(name, XATTR_HISTORY)) {
+        rc = history((char **)&value, &len, fs, ino, !strcmp(name, XATTR_LOG));
+    } else {
+        rc = meta_replica_getxattr(&value, &len, fs->replica, ino, name);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        reply_xattr_value(req, value, len, size);
+    free(value);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    struct fs *fs = fs_of(req);
+    int rc;
+    pthread_mutex_lock(&fs->lock);
+    if (!strcmp(name, XATTR_RESTORE)) {
+        /* "COUNTER.REPLICA" as `weft log` prints versions. */
+        char text[64];
+        struct crdt_ts ts = {0, 0};
+        rc = -EINVAL;
+        if (size < sizeof(text)) {
+            memcpy(text, value, size);
+            text[size] = '\0';
+            char *dot;
+            ts.counter = strtoull(text, &dot, 10);
+            if (*dot == '.') {
+                char *end;
+                ts.replica = strtoull(dot + 1, &end, 16);
+                if (*end == '\0' && ts.counter)
+                    rc = meta_replica_restore(fs->replica, ino, ts);
+            }
+        }
+    } else if (!strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX))) {
+        rc = -EPERM; /* weft's own names are not stored */
+    } else {
+        rc = meta_replica_setxattr(fs->replica, ino, name, value, size, flags);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    report(fs, "setxattr", rc);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct fs *fs = fs_of(req);
+    char *names = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_listxattr(&names, &len, fs->replica, ino);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        reply_xattr_value(req, names, len, size);
+    free(names);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    int rc = meta_replica_removexattr(fs->replica, ino, name);
+    pthread_mutex_unlock(&fs->lock);
+    report(fs, "removexattr", rc);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    int rc = fallocate(handle->fd, mode, offset, length) ? -errno : 0;
+    if (!rc && !(mode & FALLOC_FL_KEEP_SIZE) && !handle->wrote) {
+        handle->wrote = true;
+        writer_mark(fs, ino);
+    }
+    fuse_reply_err(req, -rc);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                     struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    off_t at = lseek(handle->fd, off, whence);
+    if (at < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_lseek(req, at);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    if (conn->capable & FUSE_CAP_SPLICE_READ)
+        conn->want |= FUSE_CAP_SPLICE_READ;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+        conn->want |= FUSE_CAP_SPLICE_MOVE;
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+        conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    /* O_TRUNC arrives with open, so a truncate-and-write save is one request, not two. */
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    conn->max_write = 1024 * 1024;
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .symlink = op_symlink,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .create = op_create,
+    .read = op_read,
+    .write_buf = op_write_buf,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .access = op_access,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .fallocate = op_fallocate,
+    .lseek = op_lseek,
+};
+
+/* ---------- remote changes and the commit timer ---------- */
+
+static void on_change(void *ctx, const struct meta_change *change)
+{
+    struct fs *fs = ctx;
+    if (!change->remote)
+        return; /* the kernel made local changes itself and knows them */
+    struct queued_change *queued = calloc(1, sizeof(*queued));
+    if (!queued) {
+        fs_log(LOG_WARNING, "out of memory: a remote change may show late");
+        return;
+    }
+    queued->change = *change;
+    if (change->name) {
+        snprintf(queued->name, sizeof(queued->name), "%s", change->name);
+        queued->change.name = queued->name;
+    }
+    pthread_mutex_lock(&fs->queue_lock);
+    *fs->queue_tail = queued;
+    fs->queue_tail = &queued->next;
+    pthread_cond_signal(&fs->queue_cond);
+    pthread_mutex_unlock(&fs->queue_lock);
+}
+
+static void *notifier_main(void *arg)
+{
+    struct fs *fs = arg;
+    pthread_mutex_lock(&fs->queue_lock);
+    for (;;) {
+        while (!fs->queue_head && !fs->stopping)
+            pthread_cond_wait(&fs->queue_cond, &fs->queue_lock);
+        if (!fs->queue_head && fs->stopping)
+            break;
+        struct queued_change *batch = fs->queue_head;
+        fs->queue_head = NULL;
+        fs->queue_tail = &fs->queue_head;
+        pthread_mutex_unlock(&fs->queue_lock);
+        /* No lock is held here: the kernel may need our handlers to finish these. */
+        while (batch) {
+            struct queued_change *next = batch->next;
+            const struct meta_change *change = &batch->change;
+            switch (change->kind) {
+            case META_CHANGE_CONTENT:
+                fuse_lowlevel_notify_inval_inode(fs->session, change->ino, 0, 0);
+                break;
+            case META_CHANGE_ATTR:
+                fuse_lowlevel_notify_inval_inode(fs->session, change->ino, -1, 0);
+                break;
+            case META_CHANGE_ENTRY:
+                fuse_lowlevel_notify_inval_entry(fs->session, change->parent, change->name,
+                                                 strlen(change->name));
+                break;
+            }
+            free(batch);
+            batch = next;
+        }
+        pthread_mutex_lock(&fs->queue_lock);
+    }
+    pthread_mutex_unlock(&fs->queue_lock);
+    return NULL;
+}
+
+static void *committer_main(void *arg)
+{
+    struct fs *fs = arg;
+    pthread_mutex_lock(&fs->queue_lock);
+    while (!fs->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += fs->options->commit_interval_s;
+        while (!fs->stopping &&
+               pthread_cond_timedwait(&fs->queue_cond, &fs->queue_lock, &until) != ETIMEDOUT)
+            ;
+        if (fs->stopping)
+            break;
+        pthread_mutex_unlock(&fs->queue_lock);
+        /* Files held open for writing a long time still get committed now and then. */
+        pthread_mutex_lock(&fs->lock);
+        for (struct writer *writer = fs->writers; writer; writer = writer->next) {
+            if (!writer->dirty)
+                continue;
+            int rc = meta_replica_commit(fs->replica, writer->ino);
+            if (rc)
+                fs_log(LOG_ERR, "periodic commit of inode %" PRIu64 " failed: %s (%s)", writer->ino,
+                       strerror(-rc), meta_replica_errmsg(fs->replica));
+            else
+                writer->dirty = false;
+        }
+        pthread_mutex_unlock(&fs->lock);
+        pthread_mutex_lock(&fs->queue_lock);
+    }
+    pthread_mutex_unlock(&fs->queue_lock);
+    return NULL;
+}
+
+/* ---------- serving ---------- */
+
+void fs_options_init(struct fs_options *options)
+{
+    memset(options, 0, sizeof(*options));
+    options->entry_timeout = 10.0;
+    options->attr_timeout = 10.0;
+    options->commit_interval_s = 30;
+    options->ready_fd = -1;
+}
+
+static void tell_ready(const struct fs_options *options, const char *message)
+{
+    if (options->ready_fd < 0)
+        return;
+    size_t len = strlen(message);
+    /* The parent reads until EOF; a short write here only shortens its message. */
+    if (write(options->ready_fd, message, len) != (ssize_t)len) {
+    }
+}
+
+int fs_serve(struct meta_replica *replica, const struct fs_options *options, char *errbuf,
+             size_t errlen)
+{
+    struct fs fs = {.replica = replica, .options = options};
+    pthread_mutex_init(&fs.lock, NULL);
+    pthread_mutex_init(&fs.queue_lock, NULL);
+    pthread_cond_init(&fs.queue_cond, NULL);
+    fs.queue_tail = &fs.queue_head;
+
+    char opts[512];
+    snprintf(opts, sizeof(opts), "default_permissions,fsname=%s,subtype=weft%s%s",
+             options->fsname ? options->fsname : "weft", options->allow_other ? ",allow_other" : "",
+             options->read_only ? ",ro" : "");
+    char *argv[] = {"weft", "-o", opts, options->debug ? "-d" : NULL, NULL};
+    struct fuse_args args = FUSE_ARGS_INIT(options->debug ? 4 : 3, argv);
+    int rc = 0;
+    fs.session = fuse_session_new(&args, &ops, sizeof(ops), &fs);
+    if (!fs.session) {
+        snprintf(errbuf, errlen, "could not start a FUSE session (is /dev/fuse there?)");
+        rc = -EIO;
+        goto out;
+    }
+    if (fuse_set_signal_handlers(fs.session) != 0) {
+        snprintf(errbuf, errlen, "could not install signal handlers");
+        rc = -EIO;
+        goto out_session;
+    }
+    if (fuse_session_mount(fs.session, options->mountpoint) != 0) {
+        snprintf(errbuf, errlen,
+                 "could not mount on %s (see the messages above; is it an empty directory "
+                 "you may write to, and is the fuse3 package installed?)",
+                 options->mountpoint);
+        rc = -EIO;
+        goto out_signals;
+    }
+    meta_replica_subscribe(replica, on_change, &fs);
+    pthread_create(&fs.notifier, NULL, notifier_main, &fs);
+    pthread_create(&fs.committer, NULL, committer_main, &fs);
+    tell_ready(options, "ok\n");
+
+    struct fuse_loop_config *config = fuse_loop_cfg_create();
+    if (config) {
+        fuse_loop_cfg_set_max_threads(config, 16);
+        rc = fuse_session_loop_mt(fs.session, config);
+        fuse_loop_cfg_destroy(config);
+    } else {
+        rc = fuse_session_loop(fs.session);
+    }
+    if (rc > 0)
+        rc = 0; /* a signal ended the loop: that is how an unmount by signal looks */
+
+    pthread_mutex_lock(&fs.queue_lock);
+    fs.stopping = true;
+    pthread_cond_broadcast(&fs.queue_cond);
+    pthread_mutex_unlock(&fs.queue_lock);
+    pthread_join(fs.notifier, NULL);
+    pthread_join(fs.committer, NULL);
+    meta_replica_subscribe(replica, NULL, NULL);
+    /* Files still open for writing when the mount goes are committed now. */
+    for (struct writer *writer = fs.writers, *next; writer; writer = next) {
+        next = writer->next;
+        if (writer->dirty && meta_replica_commit(replica, writer->ino) != 0)
+            fs_log(LOG_ERR, "commit at unmount failed: %s", meta_replica_errmsg(replica));
+        free(writer);
+    }
+    fuse_session_unmount(fs.session);
+out_signals:
+    fuse_remove_signal_handlers(fs.session);
+out_session:
+    fuse_session_destroy(fs.session);
+out:
+    fuse_opt_free_args(&args);
+    for (struct queued_change *queued = fs.queue_head, *next; queued; queued = next) {
+        next = queued->next;
+        free(queued);
+    }
+    pthread_cond_destroy(&fs.queue_cond);
+    pthread_mutex_destroy(&fs.queue_lock);
+    pthread_mutex_destroy(&fs.lock);
+    return rc;
+}

@@ -1,0 +1,781 @@
+/*
+ * fs/weft: the `weft` command. Subcommands: init, mount, umount, status,
+ * log, restore. Exit codes: 0 ok, 1 runtime error, 2 usage error. Every
+ * error says what failed and what to do about it.
+ *
+ * `log` and `restore` act on a path inside a mounted share: they reach the
+ * mount's daemon through virtual extended attributes (user.weft.*), so the
+ * kernel resolves the path and checks permissions as for any other access.
+ */
+#include "fs/fs.h"
+#include "meta/replica.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+
+static const char usage_main[] =
+    "usage: weft COMMAND [ARGS]\n"
+    "\n"
+    "weft is a local-first synchronized file system: a folder that every program can\n"
+    "use, kept on each device, whose changes merge when devices meet.\n"
+    "\n"
+    "Commands:\n"
+    "  init NAME                 create a share and this device's identity\n"
+    "  mount NAME DIR            mount a share on DIR (runs in the background)\n"
+    "  umount DIR                unmount it, committing what is pending\n"
+    "  status [NAME] [--json]    shares on this device and where they are mounted\n"
+    "  log PATH [--json]         the versions of a file in a mounted share\n"
+    "  restore PATH --version V  make an earlier version the file's content again\n"
+    "\n"
+    "Run 'weft COMMAND --help' for a command's options.\n"
+    "\n"
+    "Shares live in $XDG_DATA_HOME/weft/NAME (default ~/.local/share/weft/NAME).\n"
+    "Exit status: 0 success, 1 the command failed, 2 the command line was wrong.\n";
+
+static const char usage_init[] =
+    "usage: weft init NAME [--device-name DEVICE]\n"
+    "\n"
+    "Creates the share NAME in $XDG_DATA_HOME/weft/NAME: an empty replica, a random\n"
+    "share key and this device's Ed25519 identity. NAME may hold letters, digits,\n"
+    "'.', '_' and '-'.\n"
+    "\n"
+    "  --device-name DEVICE  how this device is named in history and in conflict\n"
+    "                        copies (default: the host name)\n";
+
+static const char usage_mount[] =
+    "usage: weft mount NAME DIR [--foreground] [--debug] [-o OPTIONS]\n"
+    "\n"
+    "Mounts share NAME on the existing directory DIR and returns once the mount\n"
+    "is live; a daemon keeps serving it in the background (logging to syslog /\n"
+    "the journal). A mount left stale by a daemon that died is cleaned up first.\n"
+    "\n"
+    "  -f, --foreground   stay in the foreground and log to stderr\n"
+    "  -d, --debug        also print every FUSE request (implies --foreground)\n"
+    "  -o OPTIONS         comma-separated: ro (read-only), allow_other (let other\n"
+    "                     users in; needs root or user_allow_other in\n"
+    "                     /etc/fuse.conf)\n";
+
+static const char usage_umount[] =
+    "usage: weft umount DIR\n"
+    "\n"
+    "Unmounts the weft share mounted on DIR. Pending changes are committed and the\n"
+    "daemon exits. If a process still uses a file or its working directory inside\n"
+    "DIR, the unmount is refused: 'fuser -vm DIR' shows which.\n";
+
+static const char usage_status[] =
+    "usage: weft status [NAME] [--json]\n"
+    "\n"
+    "Lists the shares on this device (or just NAME): where each is mounted and by\n"
+    "which process. --json prints one JSON object for scripts.\n";
+
+static const char usage_log[] =
+    "usage: weft log PATH [--json]\n"
+    "\n"
+    "Prints the versions of the file PATH, which must be inside a mounted share,\n"
+    "newest first: version, time, device, size, and whether it is merged as text.\n"
+    "The node line is the file's identity, kept through renames and editors' saves.\n";
+
+static const char usage_restore[] =
+    "usage: weft restore PATH --version VERSION\n"
+    "\n"
+    "Makes version VERSION (as 'weft log PATH' prints it) the content of PATH\n"
+    "again. This is a new change: it syncs like an edit, and the history keeps\n"
+    "every version.\n";
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int fail(const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    fputs("weft: ", stderr);
+    vfprintf(stderr, fmt, args);
+    fputc('\n', stderr);
+    va_end(args);
+    return 1;
+}
+
+static int usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *usage, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    fputs("weft: ", stderr);
+    vfprintf(stderr, fmt, args);
+    fputc('\n', stderr);
+    va_end(args);
+    fputs(usage, stderr);
+    return EXIT_USAGE;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return true;
+    return false;
+}
+
+/* ---------- where shares live ---------- */
+
+static bool share_name_valid(const char *name)
+{
+    if (!*name || name[0] == '.' || strlen(name) > 64)
+        return false;
+    for (const char *at = name; *at; at++)
+        if (!((*at >= 'a' && *at <= 'z') || (*at >= 'A' && *at <= 'Z') ||
+              (*at >= '0' && *at <= '9') || *at == '.' || *at == '_' || *at == '-'))
+            return false;
+    return true;
+}
+
+static int data_root(char *out, size_t cap)
+{
+    const char *xdg = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    int n;
+    if (xdg && *xdg == '/')
+        n = snprintf(out, cap, "%s/weft", xdg);
+    else if (home && *home)
+        n = snprintf(out, cap, "%s/.local/share/weft", home);
+    else
+        return fail("neither XDG_DATA_HOME nor HOME is set: set one to say where shares live");
+    return n < 0 || (size_t)n >= cap ? fail("the data directory path is too long") : 0;
+}
+
+static int share_dir(char *out, size_t cap, const char *name)
+{
+    char root[PATH_MAX];
+    if (data_root(root, sizeof(root)))
+        return 1;
+    int n = snprintf(out, cap, "%s/%s", root, name);
+    return n < 0 || (size_t)n >= cap ? fail("the share path is too long") : 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *at = buf + 1; *at; at++) {
+        if (*at != '/')
+            continue;
+        *at = '\0';
+        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+            return -errno;
+        *at = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* ---------- init ---------- */
+
+static int cmd_init(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"device-name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *device = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "n:h", options, NULL)) != -1) {
+        if (opt == 'n')
+            device = optarg;
+        else if (opt == 'h')
+            return fputs(usage_init, stdout), 0;
+        else
+            return usage_error(usage_init, "init: unknown option");
+    }
+    if (argc - optind != 1)
+        return usage_error(usage_init, "init: expected one share NAME");
+    const char *name = argv[optind];
+    if (!share_name_valid(name))
+        return usage_error(usage_init,
+                           "init: '%s' is not a valid share name (letters, digits, '.', '_', "
+                           "'-'; not starting with '.'; at most 64)",
+                           name);
+    char host[256] = "device";
+    if (!device) {
+        if (gethostname(host, sizeof(host)) != 0 || !host[0])
+            snprintf(host, sizeof(host), "device");
+        host[sizeof(host) - 1] = '\0';
+        device = host;
+    }
+    char root[PATH_MAX], dir[PATH_MAX];
+    if (data_root(root, sizeof(root)) || share_dir(dir, sizeof(dir), name))
+        return 1;
+    int rc = mkdir_p(root, 0700);
+    if (rc)
+        return fail("cannot create %s: %s", root, strerror(-rc));
+    struct meta_replica *replica;
+    struct meta_err err = {{0}};
+    struct meta_share_params params = {.device_name = device};
+    rc = meta_replica_create(&replica, &err, dir, &params);
+    if (rc)
+        return fail("cannot create share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
+    meta_replica_close(replica);
+    printf("created share '%s' in %s (this device: %s)\n", name, dir, device);
+    printf("mount it with: weft mount %s DIR\n", name);
+    return 0;
+}
+
+/* ---------- mounts ---------- */
+
+/*
+ * Finds the weft mount on `dir` in /proc/self/mountinfo; fills source
+ * ("weft:NAME") when found. 1 found, 0 not mounted, <0 error.
+ */
+static int find_mount(const char *dir, char *source, size_t cap)
+{
+    FILE *info = fopen("/proc/self/mountinfo", "r");
+    if (!info)
+        return -errno;
+    char line[8192];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), info)) {
+        /* id parent major:minor root mountpoint options [optional...] - fstype source superopts */
+        char mountpoint[PATH_MAX];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mountpoint) != 1)
+            continue;
+        /* mountinfo escapes spaces as \040; weft mount points with spaces still compare here */
+        char *dash = strstr(line, " - ");
+        if (!dash)
+            continue;
+        char fstype[64], src[512];
+        if (sscanf(dash + 3, "%63s %511s", fstype, src) != 2)
+            continue;
+        if (strcmp(mountpoint, dir) == 0 && strcmp(fstype, "fuse.weft") == 0) {
+            snprintf(source, cap, "%s", src);
+            found = 1;
+        }
+    }
+    fclose(info);
+    return found;
+}
+
+static int read_pid(const char *path)
+{
+    FILE *file = fopen(path, "r");
+    if (!file)
+        return 0;
+    int pid = 0;
+    if (fscanf(file, "%d", &pid) != 1)
+        pid = 0;
+    fclose(file);
+    return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+}
+
+/* A mount whose daemon died answers ENOTCONN; detach it so the directory is usable again. */
+static int recover_stale(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        return 0;
+    if (errno != ENOTCONN)
+        return -errno;
+    if (umount2(dir, MNT_DETACH) != 0) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            execlp("fusermount3", "fusermount3", "-uz", dir, (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0)
+            return -ENOTCONN;
+    }
+    fprintf(stderr,
+            "weft: %s was still mounted by a weft daemon that is gone (killed or crashed); "
+            "cleaned up the stale mount\n",
+            dir);
+    return 0;
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"foreground", no_argument, NULL, 'f'},
+        {"debug", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    struct fs_options fs_options;
+    fs_options_init(&fs_options);
+    bool foreground = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "fdo:h", options, NULL)) != -1) {
+        switch (opt) {
+        case 'f':
+            foreground = true;
+            break;
+        case 'd':
+            foreground = fs_options.debug = true;
+            break;
+        case 'o': {
+            char *list = strdup(optarg), *save = NULL;
+            for (char *item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+                if (!strcmp(item, "ro"))
+                    fs_options.read_only = true;
+                else if (!strcmp(item, "rw"))
+                    fs_options.read_only = false;
+                else if (!strcmp(item, "allow_other"))
+                    fs_options.allow_other = true;
+                else {
+                    int rc = usage_error(usage_mount, "mount: unknown option -o %s", item);
+                    free(list);
+                    return rc;
+                }
+            }
+            free(list);
+            break;
+        }
+        case 'h':
+            return fputs(usage_mount, stdout), 0;
+        default:
+            return usage_error(usage_mount, "mount: unknown option");
+        }
+    }
+    if (argc - optind != 2)
+        return usage_error(usage_mount, "mount: expected a share NAME and a directory DIR");
+    const char *name = argv[optind];
+    if (!share_name_valid(name))
+        return usage_error(usage_mount, "mount: '%s' is not a valid share name", name);
+    char dir[PATH_MAX], mountpoint[PATH_MAX], store_db[PATH_MAX + 16], pid_path[PATH_MAX + 16];
+    if (share_dir(dir, sizeof(dir), name))
+        return 1;
+    snprintf(store_db, sizeof(store_db), "%s/store.db", dir);
+    if (access(store_db, F_OK) != 0)
+        return fail("there is no share called '%s' (looked in %s); create it with: weft init %s",
+                    name, dir, name);
+    int rc = recover_stale(argv[optind + 1]);
+    if (rc == -ENOENT)
+        return fail("mount point %s does not exist; create it first: mkdir -p %s", argv[optind + 1],
+                    argv[optind + 1]);
+    if (rc)
+        return fail("cannot use mount point %s: %s", argv[optind + 1], strerror(-rc));
+    if (!realpath(argv[optind + 1], mountpoint))
+        return fail("cannot resolve mount point %s: %s", argv[optind + 1], strerror(errno));
+    struct stat st;
+    if (stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode))
+        return fail("mount point %s is not a directory", mountpoint);
+    char source[512];
+    if (find_mount(mountpoint, source, sizeof(source)) == 1)
+        return fail("%s is already a weft mount (%s); unmount it first: weft umount %s", mountpoint,
+                    source, mountpoint);
+    snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", dir);
+    int pid = read_pid(pid_path);
+    if (pid)
+        return fail("share '%s' is already mounted by process %d; unmount it first "
+                    "(weft status shows where)",
+                    name, pid);
+    char fsname[128];
+    snprintf(fsname, sizeof(fsname), "weft:%s", name);
+    fs_options.fsname = fsname;
+    fs_options.mountpoint = mountpoint;
+
+    int ready[2] = {-1, -1};
+    if (!foreground) {
+        if (pipe(ready) != 0)
+            return fail("pipe: %s", strerror(errno));
+        pid_t child = fork();
+        if (child < 0)
+            return fail("fork: %s", strerror(errno));
+        if (child > 0) {
+            /* The parent reports what the daemon says, and returns once the mount is live. */
+            close(ready[1]);
+            char message[2048];
+            size_t used = 0;
+            ssize_t got;
+            /* "ok\n" once mounted; an error text then EOF otherwise. */
+            while (used < sizeof(message) - 1 &&
+                   (got = read(ready[0], message + used, sizeof(message) - 1 - used)) > 0) {
+                used += (size_t)got;
+                if (message[used - 1] == '\n')
+                    break;
+            }
+            message[used] = '\0';
+            close(ready[0]);
+            if (strcmp(message, "ok\n") == 0) {
+                printf("mounted share '%s' on %s\n", name, mountpoint);
+                return 0;
+            }
+            int status;
+            waitpid(child, &status, 0);
+            return fail("%s", used ? message : "the mount daemon exited before mounting");
+        }
+        close(ready[0]);
+        setsid();
+        fs_options.ready_fd = ready[1];
+    }
+
+    struct meta_replica *replica = NULL;
+    struct meta_err err = {{0}};
+    rc = meta_replica_open(&replica, &err, dir);
+    if (rc) {
+        char message[META_ERRMSG_LEN + 128];
+        snprintf(message, sizeof(message), "cannot open share '%s': %s", name,
+                 err.msg[0] ? err.msg : strerror(-rc));
+        if (foreground)
+            return fail("%s", message);
+        if (write(ready[1], message, strlen(message)) < 0) {
+        }
+        _exit(1);
+    }
+    FILE *pid_file = fopen(pid_path, "w");
+    if (pid_file) {
+        fprintf(pid_file, "%d\n", (int)getpid());
+        fclose(pid_file);
+    }
+    if (!foreground) {
+        fs_log_to_syslog("weft");
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+            if (null > 2)
+                close(null);
+        }
+        if (chdir("/") != 0) {
+        }
+    }
+    fs_log(LOG_INFO, "serving share '%s' on %s", name, mountpoint);
+    char errbuf[512] = "";
+    rc = fs_serve(replica, &fs_options, errbuf, sizeof(errbuf));
+    if (rc) {
+        if (foreground)
+            fail("%s", errbuf);
+        else if (write(ready[1], errbuf, strlen(errbuf)) < 0) {
+        }
+    }
+    if (ready[1] >= 0)
+        close(ready[1]);
+    meta_replica_close(replica);
+    unlink(pid_path);
+    fs_log(LOG_INFO, "share '%s' unmounted from %s", name, mountpoint);
+    return rc ? 1 : 0;
+}
+
+static int cmd_umount(int argc, char **argv)
+{
+    if (wants_help(argc, argv))
+        return fputs(usage_umount, stdout), 0;
+    if (argc != 2)
+        return usage_error(usage_umount, "umount: expected one directory DIR");
+    char mountpoint[PATH_MAX], source[512];
+    if (!realpath(argv[1], mountpoint)) {
+        if (errno == ENOTCONN) {
+            if (umount2(argv[1], MNT_DETACH) == 0) {
+                printf("unmounted %s (its daemon had died; nothing was lost that was "
+                       "committed)\n",
+                       argv[1]);
+                return 0;
+            }
+        }
+        return fail("cannot resolve %s: %s", argv[1], strerror(errno));
+    }
+    int found = find_mount(mountpoint, source, sizeof(source));
+    if (found <= 0)
+        return fail("%s is not a weft mount (see: weft status)", mountpoint);
+    const char *name = strncmp(source, "weft:", 5) == 0 ? source + 5 : source;
+    char dir[PATH_MAX], pid_path[PATH_MAX + 16];
+    int pid = 0;
+    if (share_dir(dir, sizeof(dir), name) == 0) {
+        snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", dir);
+        pid = read_pid(pid_path);
+    }
+    if (umount2(mountpoint, 0) != 0) {
+        int err = errno;
+        if (err == EBUSY)
+            return fail("%s is busy: a process has a file or its working directory inside it; "
+                        "close it (fuser -vm %s shows which) and run weft umount again",
+                        mountpoint, mountpoint);
+        if (err != EPERM)
+            return fail("cannot unmount %s: %s", mountpoint, strerror(err));
+        /* Not root: the setuid helper may unmount our own mounts. */
+        pid_t helper = fork();
+        if (helper == 0) {
+            execlp("fusermount3", "fusermount3", "-u", mountpoint, (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        if (helper < 0 || waitpid(helper, &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0)
+            return fail("cannot unmount %s (fusermount3 said why above)", mountpoint);
+    }
+    /* Wait for the daemon to commit and close the store, so the share is free again. */
+    for (int waited = 0; pid && kill(pid, 0) == 0 && waited < 600; waited++) {
+        struct timespec tick = {0, 50 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+    }
+    if (pid && kill(pid, 0) == 0)
+        return fail("unmounted %s, but its daemon (pid %d) is still finishing; "
+                    "see the journal (journalctl -t weft)",
+                    mountpoint, pid);
+    printf("unmounted %s\n", mountpoint);
+    return 0;
+}
+
+/* ---------- status ---------- */
+
+struct share_state {
+    char name[128];
+    char dir[PATH_MAX];
+    char mountpoint[PATH_MAX];
+    int pid;
+};
+
+static void share_state_read(struct share_state *state, const char *root, const char *name)
+{
+    memset(state, 0, sizeof(*state));
+    snprintf(state->name, sizeof(state->name), "%s", name);
+    snprintf(state->dir, sizeof(state->dir), "%s/%s", root, name);
+    char pid_path[PATH_MAX + 16];
+    snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", state->dir);
+    state->pid = read_pid(pid_path);
+    FILE *info = fopen("/proc/self/mountinfo", "r");
+    if (!info)
+        return;
+    char line[8192], want[160];
+    snprintf(want, sizeof(want), "weft:%s", name);
+    while (fgets(line, sizeof(line), info)) {
+        char mountpoint[PATH_MAX], fstype[64], src[512];
+        char *dash = strstr(line, " - ");
+        if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mountpoint) != 1 ||
+            sscanf(dash + 3, "%63s %511s", fstype, src) != 2)
+            continue;
+        if (!strcmp(fstype, "fuse.weft") && !strcmp(src, want))
+            snprintf(state->mountpoint, sizeof(state->mountpoint), "%s", mountpoint);
+    }
+    fclose(info);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        if (opt == 'j')
+            json = true;
+        else if (opt == 'h')
+            return fputs(usage_status, stdout), 0;
+        else
+            return usage_error(usage_status, "status: unknown option");
+    }
+    if (argc - optind > 1)
+        return usage_error(usage_status, "status: expected at most one share NAME");
+    const char *only = argc - optind == 1 ? argv[optind] : NULL;
+    char root[PATH_MAX];
+    if (data_root(root, sizeof(root)))
+        return 1;
+    struct share_state states[256];
+    size_t count = 0;
+    if (only) {
+        char store_db[PATH_MAX + 160];
+        snprintf(store_db, sizeof(store_db), "%s/%s/store.db", root, only);
+        if (!share_name_valid(only) || access(store_db, F_OK) != 0)
+            return fail("there is no share called '%s' in %s", only, root);
+        share_state_read(&states[count++], root, only);
+    } else {
+        DIR *list = opendir(root);
+        struct dirent *entry;
+        while (list && count < 256 && (entry = readdir(list))) {
+            char store_db[PATH_MAX + 300];
+            snprintf(store_db, sizeof(store_db), "%s/%s/store.db", root, entry->d_name);
+            if (share_name_valid(entry->d_name) && access(store_db, F_OK) == 0)
+                share_state_read(&states[count++], root, entry->d_name);
+        }
+        if (list)
+            closedir(list);
+    }
+    if (json) {
+        printf("{\"data_dir\": \"%s\", \"shares\": [", root);
+        for (size_t i = 0; i < count; i++) {
+            printf("%s{\"name\": \"%s\", \"dir\": \"%s\", \"mounted\": %s", i ? ", " : "",
+                   states[i].name, states[i].dir, states[i].mountpoint[0] ? "true" : "false");
+            if (states[i].mountpoint[0])
+                printf(", \"mountpoint\": \"%s\", \"pid\": %d", states[i].mountpoint,
+                       states[i].pid);
+            printf("}");
+        }
+        printf("]}\n");
+        return 0;
+    }
+    if (count == 0) {
+        printf("no shares in %s; create one with: weft init NAME\n", root);
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (states[i].mountpoint[0])
+            printf("%-20s mounted on %s (pid %d)\n", states[i].name, states[i].mountpoint,
+                   states[i].pid);
+        else
+            printf("%-20s not mounted\n", states[i].name);
+    }
+    return 0;
+}
+
+/* ---------- log and restore ---------- */
+
+static int read_virtual(char **out, const char *path, const char *name)
+{
+    ssize_t len = getxattr(path, name, NULL, 0);
+    if (len < 0)
+        return -errno;
+    char *value = malloc((size_t)len + 1);
+    if (!value)
+        return -ENOMEM;
+    len = getxattr(path, name, value, (size_t)len);
+    if (len < 0) {
+        int err = errno;
+        free(value);
+        return -err;
+    }
+    value[len] = '\0';
+    *out = value;
+    return 0;
+}
+
+static int not_weft(const char *path, int rc)
+{
+    if (rc == -ENODATA || rc == -ENOTSUP || rc == -EOPNOTSUPP)
+        return fail("%s is not in a mounted weft share (mount one with: weft mount NAME DIR)",
+                    path);
+    if (rc == -EISDIR || rc == -EINVAL)
+        return fail("%s has no history: only regular files have versions", path);
+    return fail("%s: %s", path, strerror(-rc));
+}
+
+static int cmd_log(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        if (opt == 'j')
+            json = true;
+        else if (opt == 'h')
+            return fputs(usage_log, stdout), 0;
+        else
+            return usage_error(usage_log, "log: unknown option");
+    }
+    if (argc - optind != 1)
+        return usage_error(usage_log, "log: expected one PATH");
+    const char *path = argv[optind];
+    char *value = NULL;
+    int rc = read_virtual(&value, path, json ? "user.weft.log" : "user.weft.history");
+    if (rc)
+        return not_weft(path, rc);
+    if (json) {
+        /* Add the path the user gave, in front of what the daemon said. */
+        printf("{\"path\": \"");
+        for (const char *at = path; *at; at++)
+            printf(*at == '"' || *at == '\\' ? "\\%c" : "%c", *at);
+        printf("\", %s", value + 1);
+    } else {
+        printf("%s", value);
+    }
+    free(value);
+    return 0;
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"version", required_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *version = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "v:h", options, NULL)) != -1) {
+        if (opt == 'v')
+            version = optarg;
+        else if (opt == 'h')
+            return fputs(usage_restore, stdout), 0;
+        else
+            return usage_error(usage_restore, "restore: unknown option");
+    }
+    if (argc - optind != 1 || !version)
+        return usage_error(usage_restore, "restore: expected a PATH and --version VERSION");
+    const char *path = argv[optind];
+    if (setxattr(path, "user.weft.restore", version, strlen(version), 0) != 0) {
+        int err = errno;
+        if (err == EINVAL || err == ENOENT)
+            return fail("%s has no version '%s'; 'weft log %s' lists them", path, version, path);
+        return not_weft(path, -err);
+    }
+    printf("restored %s to version %s\n", path, version);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error(usage_main, "no command given");
+    const char *command = argv[1];
+    if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {
+        if (argc > 2) {
+            command = argv[2];
+            const char *usages[][2] = {{"init", usage_init},     {"mount", usage_mount},
+                                       {"umount", usage_umount}, {"status", usage_status},
+                                       {"log", usage_log},       {"restore", usage_restore}};
+            for (size_t i = 0; i < sizeof(usages) / sizeof(usages[0]); i++)
+                if (!strcmp(command, usages[i][0]))
+                    return fputs(usages[i][1], stdout), 0;
+            return usage_error(usage_main, "unknown command '%s'", command);
+        }
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (!strcmp(command, "--version")) {
+        printf("weft 0.1.0\n");
+        return 0;
+    }
+    argc--;
+    argv++;
+    if (!strcmp(command, "init"))
+        return cmd_init(argc, argv);
+    if (!strcmp(command, "mount"))
+        return cmd_mount(argc, argv);
+    if (!strcmp(command, "umount") || !strcmp(command, "unmount"))
+        return cmd_umount(argc, argv);
+    if (!strcmp(command, "status"))
+        return cmd_status(argc, argv);
+    if (!strcmp(command, "log"))
+        return cmd_log(argc, argv);
+    if (!strcmp(command, "restore"))
+        return cmd_restore(argc, argv);
+    return usage_error(usage_main, "unknown command '%s'", command);
+}

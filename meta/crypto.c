@@ -1,0 +1,43 @@
+/* meta/crypto: see crypto.h. */
+#include "crypto.h"
+
+#include <errno.h>
+#include <sodium.h>
+
+int meta_crypto_init(void)
+{
+    /* sodium_init is itself thread-safe and returns 1 when already started. */
+    return sodium_init() < 0 ? -EIO : 0;
+}
+
+void meta_crypto_random(void *out, size_t len)
+{
+    randombytes_buf(out, len);
+}
+
+int meta_crypto_hash(uint8_t *out, size_t out_len, const uint8_t *key, const void *data, size_t len)
+{
+    if (out_len < crypto_generichash_BYTES_MIN || out_len > crypto_generichash_BYTES_MAX)
+        return -EINVAL;
+    if (crypto_generichash(out, out_len, data, len, key, key ? META_KEY_LEN : 0) != 0)
+        return -EINVAL;
+    return 0;
+}
+
+int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
+                             uint8_t secret_key[META_SECRET_KEY_LEN])
+{
+    _Static_assert(crypto_sign_PUBLICKEYBYTES == META_PUBLIC_KEY_LEN, "Ed25519 public key");
+    _Static_assert(crypto_sign_SECRETKEYBYTES == META_SECRET_KEY_LEN, "Ed25519 secret key");
+    return crypto_sign_keypair(public_key, secret_key) == 0 ? 0 : -EIO;
+}
+
+void meta_crypto_wipe(void *bytes, size_t len)
+{
+    sodium_memzero(bytes, len);
+}
+
+int meta_crypto_equal(const void *a, const void *b, size_t len)
+{
+    return sodium_memcmp(a, b, len) == 0;
+}

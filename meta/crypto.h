@@ -1,0 +1,37 @@
+/*
+ * meta/crypto: the one home of libsodium inside meta/. It holds only what the
+ * store needs: library start-up, random bytes, BLAKE2b (plain and keyed) and
+ * Ed25519 key pairs. Sealing and signing for the wire belong to sync/.
+ */
+#ifndef WEFT_META_CRYPTO_H
+#define WEFT_META_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define META_MUST_CHECK __attribute__((warn_unused_result))
+
+#define META_KEY_LEN        32 /* share key, keyed-hash key */
+#define META_HASH_LEN       32 /* BLAKE2b-256: chunk ids */
+#define META_PUBLIC_KEY_LEN 32 /* Ed25519 public key */
+#define META_SECRET_KEY_LEN 64 /* Ed25519 secret key (seed || public key, libsodium layout) */
+
+/* Starts libsodium once per process (thread-safe, idempotent); 0 or -EIO. */
+META_MUST_CHECK int meta_crypto_init(void);
+/* Fills `out` with `len` bytes from the OS's CSPRNG. Needs meta_crypto_init. */
+void meta_crypto_random(void *out, size_t len);
+/*
+ * BLAKE2b of `data` into out[0..out_len) (16..64 bytes), keyed with
+ * key[0..META_KEY_LEN) or unkeyed when key is NULL; 0 or -EINVAL.
+ */
+META_MUST_CHECK int meta_crypto_hash(uint8_t *out, size_t out_len, const uint8_t *key,
+                                     const void *data, size_t len);
+/* A fresh Ed25519 key pair; 0 or -EIO. */
+META_MUST_CHECK int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
+                                             uint8_t secret_key[META_SECRET_KEY_LEN]);
+/* Zeroes secret bytes in a way the compiler cannot drop. */
+void meta_crypto_wipe(void *bytes, size_t len);
+/* Constant-time equality of two byte strings of length len: 1 if equal, else 0. */
+int meta_crypto_equal(const void *a, const void *b, size_t len);
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * meta/internal: what the files of meta/ share and nothing outside meta/ may
+ * include: the store's layout in memory, the statement cache, savepoints,
+ * error recording and SQLite-to-errno mapping.
+ */
+#ifndef WEFT_META_INTERNAL_H
+#define WEFT_META_INTERNAL_H
+
+#include "crdt/clock.h"
+#include "meta/chunk.h"
+#include "meta/store.h"
+
+#include <sqlite3.h>
+
+#define STMT_CACHE_MAX 96
+
+struct stmt_slot {
+    const char *sql; /* identity: a static string of the calling file */
+    sqlite3_stmt *stmt;
+};
+
+struct meta_store {
+    sqlite3 *db;
+    char *dir;
+    int lock_fd;
+    int files_fd;       /* DIR/files, for openat/renameat of working copies */
+    bool in_txn;        /* inside meta_store_txn_begin .. commit/rollback */
+    bool stale_pending; /* a change marked a working copy STALE: redo after commit */
+    uint64_t replica;
+    uint8_t share_id[META_SHARE_ID_LEN];
+    uint8_t share_key[META_KEY_LEN];
+    uint8_t public_key[META_PUBLIC_KEY_LEN];
+    uint8_t secret_key[META_SECRET_KEY_LEN];
+    const struct meta_io *io;
+    struct meta_chunker *chunker;
+    struct stmt_slot stmts[STMT_CACHE_MAX];
+    size_t stmt_count;
+    char errmsg[META_ERRMSG_LEN];
+};
+
+/* Records a message (printf format) as the store's error and returns rc. */
+int store_fail(struct meta_store *store, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Maps a SQLite result code to 0 / -errno. */
+int store_errno(int sqlite_rc);
+/* Records SQLite's message for `what` and returns the mapped errno. */
+int store_sql_fail(struct meta_store *store, int sqlite_rc, const char *what);
+
+/*
+ * The cached prepared statement for `sql` (a static string: cached by its
+ * address), reset and with bindings cleared. NULL on failure (error recorded).
+ */
+sqlite3_stmt *store_stmt(struct meta_store *store, const char *sql);
+/* Steps a statement expecting SQLITE_DONE; 0 or the mapped error (recorded). */
+int store_step_done(struct meta_store *store, sqlite3_stmt *stmt, const char *what);
+
+/*
+ * Savepoints make each change atomic both alone and inside a caller's
+ * transaction: begin, do the work, end with its result. end(rc != 0) rolls
+ * the savepoint back; end(0) releases it, which commits when it is the
+ * outermost (then STALE working copies are rewritten, as after
+ * meta_store_txn_commit). Returns rc, or the release's or rewrite's error.
+ */
+int store_save_begin(struct meta_store *store);
+int store_save_end(struct meta_store *store, int rc);
+
+/* Binds a u64 as SQLite's signed 64-bit integer (same bits). */
+int store_bind_u64(sqlite3_stmt *stmt, int index, uint64_t value);
+/* Reads a column bound with store_bind_u64. */
+uint64_t store_column_u64(sqlite3_stmt *stmt, int index);
+/* Binds a node id (16-byte blob). */
+int store_bind_id(sqlite3_stmt *stmt, int index, const struct meta_id *id);
+/* Copies a 16-byte blob column into *out; -EUCLEAN if it is not 16 bytes. */
+int store_column_id(struct meta_id *out, sqlite3_stmt *stmt, int index);
+
+/* Applies every migration the database lacks, each in one transaction (schema.c). */
+int schema_migrate(struct meta_store *store, int from_version);
+/* Checks the database's own consistency beyond integrity_check (version.c). */
+int version_check(struct meta_store *store);
+/* Rewrites every STALE working copy from its newest version (version.c). */
+int version_redo_stale(struct meta_store *store);
+/* Writes a version's content to fd from offset 0 through the I/O hook (version.c). */
+int version_write_wc(struct meta_store *store, const struct meta_id *node, struct crdt_ts ts,
+                     int fd);
+/* Writes data through the store's I/O hook, all of it; 0 or -errno (wcopy.c). */
+int wc_write_all(struct meta_store *store, int fd, const void *data, size_t len, off_t offset);
+/* fsync through the store's I/O hook; 0 or -errno (wcopy.c). */
+int wc_fsync(struct meta_store *store, int fd);
+/* Replaces a working copy with a version's content atomically (wcopy.c). */
+int wc_replace_from_version(struct meta_store *store, const struct meta_id *node,
+                            const struct crdt_ts *ts);
+/* Formats a node id as 32 lowercase hex digits plus NUL. */
+void id_hex(char out[2 * META_ID_LEN + 1], const struct meta_id *id);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * meta/nodes: the materialized tree (what the mount shows, read without
+ * touching the op log), extended attributes as LWW registers, and the text
+ * CRDT state of each text file.
+ *
+ * The tree CRDT (crdt/tree) decides what these rows say; this module only
+ * stores them. Inode numbers come from a counter in the store and never
+ * change for a node, so they are stable across remounts; 1 is the root's.
+ */
+#ifndef WEFT_META_NODES_H
+#define WEFT_META_NODES_H
+
+#include "crdt/clock.h"
+#include "meta/store.h"
+
+#define META_INO_ROOT 1 /* FUSE_ROOT_ID */
+
+enum meta_node_kind {
+    META_NODE_FILE = 1,
+    META_NODE_DIR = 2,
+    META_NODE_SYMLINK = 3,
+    META_NODE_SPECIAL = 4, /* fifo, socket, device: mode and rdev say which */
+};
+
+/*
+ * How a file node's working copy relates to its newest version:
+ * CLEAN: same bytes, durably. DIRTY: local writes not yet committed (the
+ * working copy is newer: commit it). STALE: a committed version is newer
+ * (the store rewrites the working copy after commit and at open).
+ */
+enum meta_wc_state {
+    META_WC_CLEAN = 0,
+    META_WC_DIRTY = 1,
+    META_WC_STALE = 2,
+};
+
+/* One node of the materialized tree. */
+struct meta_node {
+    struct meta_id id;
+    struct meta_id parent;
+    bool has_parent; /* false only for the root and the trash */
+    char name[META_NAME_MAX + 1];
+    enum meta_node_kind kind;
+    uint32_t mode, uid, gid;
+    uint64_t rdev;
+    uint64_t size;
+    int64_t mtime_ns, ctime_ns;
+    char *target; /* symlink target or NULL; malloc'ed when read: meta_node_clear */
+    uint64_t ino;
+    enum meta_wc_state wc_state;
+};
+
+/* A live extended attribute. */
+struct meta_xattr {
+    char *name;
+    uint8_t *value;
+    size_t value_len;
+    struct crdt_ts ts;
+};
+
+/*
+ * Inserts a node or updates its attributes. A new node gets node->ino if it
+ * is nonzero (-EEXIST if taken) or the next inode number, and starts with
+ * node->wc_state; an existing one keeps its inode number and wc_state.
+ * *out_ino (may be NULL) is the node's inode number.
+ */
+META_MUST_CHECK int meta_node_put(uint64_t *out_ino, struct meta_store *store,
+                                  const struct meta_node *node);
+/* Reads a node; release with meta_node_clear. -ENOENT. */
+META_MUST_CHECK int meta_node_get(struct meta_node *out, struct meta_store *store,
+                                  const struct meta_id *id);
+/* Reads the node with inode number ino; -ENOENT. */
+META_MUST_CHECK int meta_node_get_by_ino(struct meta_node *out, struct meta_store *store,
+                                         uint64_t ino);
+/*
+ * Reads a child of `parent` called `name`; -ENOENT. When several share the
+ * name (concurrent creates) it returns the one with the smallest id; which
+ * one the user sees under the name is crdt/tree's rule, not this one.
+ */
+META_MUST_CHECK int meta_node_lookup(struct meta_node *out, struct meta_store *store,
+                                     const struct meta_id *parent, const char *name);
+/* The children of `parent`, by name then id; free with meta_node_list_free. */
+META_MUST_CHECK int meta_node_list(struct meta_node **out, size_t *out_len,
+                                   struct meta_store *store, const struct meta_id *parent);
+/* The ids of file nodes whose working copy is in `state`; *out malloc'ed (NULL if none). */
+META_MUST_CHECK int meta_node_list_wc(struct meta_id **out, size_t *out_len,
+                                      struct meta_store *store, enum meta_wc_state state);
+/* Removes a node and its xattrs, text state and versions. -ENOENT. */
+META_MUST_CHECK int meta_node_delete(struct meta_store *store, const struct meta_id *id);
+/* Frees what meta_node_get put in a node (not the node itself). */
+void meta_node_clear(struct meta_node *node);
+/* Frees a list from meta_node_list. */
+void meta_node_list_free(struct meta_node *nodes, size_t len);
+
+/*
+ * Writes xattr `name` of a node if ts is newer than what is stored (LWW);
+ * value NULL removes it (a tombstone keeps ts). *out_applied (may be NULL)
+ * says whether it won. -ENOENT if the node is unknown.
+ */
+META_MUST_CHECK int meta_xattr_set(bool *out_applied, struct meta_store *store,
+                                   const struct meta_id *node, const char *name, const void *value,
+                                   size_t value_len, struct crdt_ts ts);
+/* Reads a live xattr's value into a malloc'ed buffer; -ENODATA if absent or removed. */
+META_MUST_CHECK int meta_xattr_get(uint8_t **out, size_t *out_len, struct meta_store *store,
+                                   const struct meta_id *node, const char *name);
+/* The node's live xattrs by name; free with meta_xattr_list_free. */
+META_MUST_CHECK int meta_xattr_list(struct meta_xattr **out, size_t *out_len,
+                                    struct meta_store *store, const struct meta_id *node);
+/* Frees a list from meta_xattr_list. */
+void meta_xattr_list_free(struct meta_xattr *xattrs, size_t len);
+
+/* Stores a text file's encoded CRDT state (crdt/text's format, opaque here). */
+META_MUST_CHECK int meta_text_put(struct meta_store *store, const struct meta_id *node,
+                                  const void *state, size_t len);
+/* Reads it into a malloc'ed buffer the caller frees; -ENOENT. */
+META_MUST_CHECK int meta_text_get(uint8_t **out, size_t *out_len, struct meta_store *store,
+                                  const struct meta_id *node);
+
+#endif

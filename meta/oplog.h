@@ -1,0 +1,55 @@
+/*
+ * meta/oplog: the log of every operation the replica holds, its own and
+ * other replicas', and the version vector that summarizes it.
+ *
+ * Invariant: for each replica r, the log holds exactly ops (r, 1..vv[r]).
+ * Appending (r, s) with s <= vv[r] is a duplicate (-EEXIST, nothing changes);
+ * with s > vv[r] + 1 it would leave a gap and is refused (-EINVAL): sync/
+ * delivers each replica's ops in seq order.
+ */
+#ifndef WEFT_META_OPLOG_H
+#define WEFT_META_OPLOG_H
+
+#include "crdt/clock.h"
+#include "meta/store.h"
+
+/* What an op changes; decides which crdt/ module decodes its body. */
+enum meta_op_kind {
+    META_OP_TREE = 1, /* a move (create, rename, move, delete) */
+    META_OP_TEXT = 2, /* text-CRDT inserts/deletes of one file */
+    META_OP_ATTR = 3, /* an LWW attribute or xattr write */
+};
+
+/* One logged operation. Its Lamport timestamp is (counter, replica). */
+struct meta_op {
+    uint64_t replica; /* the replica that issued it: its seq space and ts tie-break */
+    uint64_t seq;     /* 1, 2, 3, ... per replica */
+    uint64_t counter; /* Lamport counter, > 0 */
+    enum meta_op_kind kind;
+    struct meta_id node; /* the node it changes */
+    uint64_t author;     /* replica id of the device that signed it */
+    uint8_t *body;       /* the op encoded by crdt/ (opaque here) */
+    size_t body_len;
+};
+
+/* Called per op (body valid only during the call); nonzero stops and is passed back. */
+typedef int (*meta_op_fn)(void *ctx, const struct meta_op *op);
+
+/* Appends an op (body copied) and raises the version vector; -EEXIST, -EINVAL (see top). */
+META_MUST_CHECK int meta_oplog_append(struct meta_store *store, const struct meta_op *op);
+/* Reads op (replica, seq); out->body is malloc'ed: release with meta_op_clear. -ENOENT. */
+META_MUST_CHECK int meta_oplog_get(struct meta_op *out, struct meta_store *store, uint64_t replica,
+                                   uint64_t seq);
+/* Frees an op's body read by meta_oplog_get. */
+void meta_op_clear(struct meta_op *op);
+/*
+ * Calls fn for every op that a replica holding `have` lacks, in Lamport
+ * order (counter, then replica), which respects causality. 0, an error, or
+ * what fn returned.
+ */
+META_MUST_CHECK int meta_oplog_since(struct meta_store *store, const struct crdt_vv *have,
+                                     meta_op_fn fn, void *ctx);
+/* The store's version vector into a fresh *out (caller frees with crdt_vv_free). */
+META_MUST_CHECK int meta_vv_load(struct crdt_vv *out, struct meta_store *store);
+
+#endif

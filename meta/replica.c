@@ -1,0 +1,1741 @@
+/*
+ * meta/replica: see replica.h.
+ *
+ * State. The store is the truth; in memory we keep the tree CRDT (rebuilt at
+ * open from the logged tree ops) and the Lamport clock. A local change runs
+ * as: begin a store transaction, make the CRDT op (which also applies it in
+ * memory), log it, update the materialized rows of every node the op may
+ * have changed, commit. If the commit fails the in-memory tree is rebuilt
+ * from the log, so memory never holds an op the disk does not.
+ *
+ * Identity across editors' saves (DESIGN.md "Atomic save"). The replica
+ * remembers, for a few seconds, which node was displaced from which
+ * (directory, name): unlinked, renamed away, or replaced by a rename. When a
+ * regular file takes that name again within the window, the old node takes
+ * the new content instead of a new node being born, so history and text
+ * merging stay whole. The kernel already holds inode numbers for both files,
+ * so the two nodes swap inode numbers: the one the kernel now sees at the
+ * path is the old node.
+ */
+#include "meta/replica.h"
+
+#include "crdt/tree.h"
+#include "internal.h"
+#include "meta/oplog.h"
+#include "meta/version.h"
+#include "meta/wcopy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long a displaced name waits for an editor's new file (DESIGN.md "Atomic save"). */
+#define SAVE_WINDOW_NS (10LL * 1000 * 1000 * 1000)
+#define RECENT_MAX     32
+
+enum displacement {
+    DISPLACED_DELETED, /* unlinked, or replaced by a rename onto its name */
+    DISPLACED_RENAMED, /* renamed away (vim and emacs keep a backup this way) */
+};
+
+struct recent {
+    uint64_t parent_ino;
+    char name[META_NAME_MAX + 1];
+    struct crdt_node_id node;
+    enum displacement how;
+    int64_t when_ns;
+};
+
+struct born {
+    struct crdt_node_id node;
+    int64_t when_ns;
+};
+
+struct pending_change {
+    struct meta_change change;
+    char name[META_NAME_MAX + 1];
+};
+
+struct meta_replica {
+    struct meta_store *store;
+    struct crdt_tree *tree;
+    struct crdt_clock clock;
+    meta_change_fn change_fn;
+    void *change_ctx;
+    struct recent recent[RECENT_MAX];
+    size_t recent_next;
+    struct born born[RECENT_MAX]; /* regular files this replica made moments ago */
+    size_t born_next;
+    struct pending_change *pending; /* changes of the open transaction, told after commit */
+    size_t pending_len, pending_cap;
+    char errmsg[META_ERRMSG_LEN];
+};
+
+/* ---------- small helpers ---------- */
+
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int replica_fail(struct meta_replica *replica, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int replica_fail(struct meta_replica *replica, int rc, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(replica->errmsg, sizeof(replica->errmsg), fmt, args);
+    va_end(args);
+    return rc;
+}
+
+/* Ids: crdt's {hi, lo} as 16 big-endian bytes, so byte order is id order. */
+static struct meta_id to_meta_id(struct crdt_node_id id)
+{
+    struct meta_id out;
+    for (int i = 0; i < 8; i++) {
+        out.bytes[i] = (uint8_t)(id.hi >> (56 - 8 * i));
+        out.bytes[8 + i] = (uint8_t)(id.lo >> (56 - 8 * i));
+    }
+    return out;
+}
+
+static struct crdt_node_id from_meta_id(const struct meta_id *id)
+{
+    struct crdt_node_id out = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        out.hi = out.hi << 8 | id->bytes[i];
+        out.lo = out.lo << 8 | id->bytes[8 + i];
+    }
+    return out;
+}
+
+static uint8_t crdt_kind_of_mode(uint32_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFDIR:
+        return CRDT_KIND_DIR;
+    case S_IFLNK:
+        return CRDT_KIND_SYMLINK;
+    case S_IFIFO:
+        return CRDT_KIND_FIFO;
+    case S_IFSOCK:
+        return CRDT_KIND_SOCKET;
+    case S_IFCHR:
+        return CRDT_KIND_CHRDEV;
+    case S_IFBLK:
+        return CRDT_KIND_BLKDEV;
+    default:
+        return CRDT_KIND_FILE;
+    }
+}
+
+static uint32_t type_bits_of_kind(uint8_t kind)
+{
+    switch (kind) {
+    case CRDT_KIND_DIR:
+        return S_IFDIR;
+    case CRDT_KIND_SYMLINK:
+        return S_IFLNK;
+    case CRDT_KIND_FIFO:
+        return S_IFIFO;
+    case CRDT_KIND_SOCKET:
+        return S_IFSOCK;
+    case CRDT_KIND_CHRDEV:
+        return S_IFCHR;
+    case CRDT_KIND_BLKDEV:
+        return S_IFBLK;
+    default:
+        return S_IFREG;
+    }
+}
+
+static enum meta_node_kind meta_kind_of(uint8_t crdt_kind)
+{
+    switch (crdt_kind) {
+    case CRDT_KIND_FILE:
+        return META_NODE_FILE;
+    case CRDT_KIND_DIR:
+        return META_NODE_DIR;
+    case CRDT_KIND_SYMLINK:
+        return META_NODE_SYMLINK;
+    default:
+        return META_NODE_SPECIAL;
+    }
+}
+
+static int check_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len > CRDT_NAME_MAX)
+        return -ENAMETOOLONG;
+    return crdt_tree_name_valid(name, len) ? 0 : -EINVAL;
+}
+
+/* ---------- change events ---------- */
+
+static void change_add(struct meta_replica *replica, enum meta_change_kind kind, uint64_t ino,
+                       uint64_t parent, const char *name, bool remote)
+{
+    if (!replica->change_fn)
+        return;
+    if (replica->pending_len == replica->pending_cap) {
+        size_t cap = replica->pending_cap ? replica->pending_cap * 2 : 16;
+        struct pending_change *grown = realloc(replica->pending, cap * sizeof(*grown));
+        if (!grown)
+            return; /* worst case the kernel shows a stale entry until its timeout */
+        replica->pending = grown;
+        replica->pending_cap = cap;
+    }
+    struct pending_change *pending = &replica->pending[replica->pending_len++];
+    memset(pending, 0, sizeof(*pending));
+    pending->change =
+        (struct meta_change){.kind = kind, .ino = ino, .parent = parent, .remote = remote};
+    if (name)
+        snprintf(pending->name, sizeof(pending->name), "%s", name);
+}
+
+static void changes_flush(struct meta_replica *replica, bool deliver)
+{
+    for (size_t i = 0; deliver && replica->change_fn && i < replica->pending_len; i++) {
+        struct meta_change change = replica->pending[i].change;
+        change.name = replica->pending[i].name[0] ? replica->pending[i].name : NULL;
+        replica->change_fn(replica->change_ctx, &change);
+    }
+    replica->pending_len = 0;
+}
+
+/* ---------- the in-memory tree ---------- */
+
+struct rebuild_ctx {
+    struct meta_replica *replica;
+    struct crdt_tree_op *ops;
+    uint8_t **bodies;
+    size_t len, cap;
+    int rc;
+};
+
+static int collect_tree_op(void *arg, const struct meta_op *op)
+{
+    struct rebuild_ctx *ctx = arg;
+    crdt_clock_observe(&ctx->replica->clock, (struct crdt_ts){op->counter, op->replica});
+    if (op->kind != META_OP_TREE)
+        return 0;
+    if (ctx->len == ctx->cap) {
+        size_t cap = ctx->cap ? ctx->cap * 2 : 256;
+        struct crdt_tree_op *ops = realloc(ctx->ops, cap * sizeof(*ops));
+        uint8_t **bodies = ops ? realloc(ctx->bodies, cap * sizeof(*bodies)) : NULL;
+        if (ops)
+            ctx->ops = ops;
+        if (!ops || !bodies)
+            return -ENOMEM;
+        ctx->bodies = bodies;
+        ctx->cap = cap;
+    }
+    /* Decoded names point into the body: keep a copy alive until the batch is applied. */
+    uint8_t *body = malloc(op->body_len ? op->body_len : 1);
+    if (!body)
+        return -ENOMEM;
+    memcpy(body, op->body, op->body_len);
+    struct crdt_reader reader;
+    crdt_reader_init(&reader, body, op->body_len);
+    int rc = crdt_tree_op_decode(&reader, &ctx->ops[ctx->len]);
+    if (rc) {
+        free(body);
+        return replica_fail(ctx->replica, -EUCLEAN,
+                            "tree op (%016" PRIx64 ", %" PRIu64 ") in the log is damaged",
+                            op->replica, op->seq);
+    }
+    ctx->bodies[ctx->len++] = body;
+    return 0;
+}
+
+/* Rebuilds the tree CRDT and the clock from the op log. */
+static int tree_rebuild(struct meta_replica *replica)
+{
+    struct crdt_tree *tree;
+    int rc = crdt_tree_new(&tree);
+    if (rc)
+        return rc;
+    uint64_t self = meta_store_replica(replica->store);
+    crdt_clock_init(&replica->clock, self);
+    struct crdt_vv empty = {0}, have = {0};
+    struct rebuild_ctx ctx = {.replica = replica};
+    rc = meta_oplog_since(replica->store, &empty, collect_tree_op, &ctx);
+    if (!rc)
+        rc = crdt_tree_apply(tree, ctx.ops, ctx.len, NULL);
+    if (!rc)
+        rc = meta_vv_load(&have, replica->store);
+    if (!rc)
+        replica->clock.seq = crdt_vv_get(&have, self);
+    for (size_t i = 0; i < ctx.len; i++)
+        free(ctx.bodies[i]);
+    free(ctx.bodies);
+    free(ctx.ops);
+    crdt_vv_free(&have);
+    if (rc) {
+        crdt_tree_free(tree);
+        return rc;
+    }
+    crdt_tree_free(replica->tree);
+    replica->tree = tree;
+    return 0;
+}
+
+static const char *label_of(void *ctx, uint64_t replica_id)
+{
+    /* Device names for conflict copies; a small cache keeps this pure per call. */
+    struct meta_replica *replica = ctx;
+    static _Thread_local char name[META_NAME_MAX + 1];
+    struct meta_device device;
+    if (meta_device_get(&device, replica->store, replica_id) != 0)
+        return NULL;
+    snprintf(name, sizeof(name), "%s", device.name);
+    return name;
+}
+
+/* ---------- transactions ---------- */
+
+static int txn_begin(struct meta_replica *replica, struct crdt_clock *saved)
+{
+    *saved = replica->clock;
+    replica->pending_len = 0;
+    int rc = meta_store_txn_begin(replica->store);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    return 0;
+}
+
+/*
+ * Ends a change: commits if rc is 0, else rolls back. On any failure the
+ * in-memory tree and clock are put back in step with the store.
+ */
+static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock *saved)
+{
+    if (!rc) {
+        rc = meta_store_txn_commit(replica->store);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    } else {
+        if (!replica->errmsg[0])
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        meta_store_txn_rollback(replica->store);
+    }
+    if (rc) {
+        replica->clock = *saved;
+        if (tree_rebuild(replica) != 0)
+            replica_fail(replica, rc,
+                         "%s; and rebuilding the tree from the log failed too: remount the share",
+                         replica->errmsg);
+        changes_flush(replica, false);
+        return rc;
+    }
+    changes_flush(replica, true);
+    return 0;
+}
+
+/* ---------- the materialized tree ---------- */
+
+static int node_by_ino(struct meta_node *out, struct meta_replica *replica, uint64_t ino)
+{
+    int rc = meta_node_get_by_ino(out, replica->store, ino);
+    if (rc == -ENOENT)
+        return rc;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    return 0;
+}
+
+static int node_by_id(struct meta_node *out, struct meta_replica *replica, struct crdt_node_id id)
+{
+    struct meta_id mid = to_meta_id(id);
+    int rc = meta_node_get(out, replica->store, &mid);
+    if (rc && rc != -ENOENT)
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    return rc;
+}
+
+/* Attributes a node gets when an op creates it before its attribute op arrives. */
+static void default_attrs(struct meta_node *node, uint8_t kind)
+{
+    node->kind = meta_kind_of(kind);
+    node->mode = type_bits_of_kind(kind) | (kind == CRDT_KIND_DIR ? 0755 : 0644);
+    node->mtime_ns = node->ctime_ns = realtime_ns();
+}
+
+/*
+ * Brings the materialized rows of `ids` in line with the tree CRDT: parent
+ * and display name of visible nodes, the trash for hidden ones. `fresh`
+ * (may be NULL) holds the attributes for a node this change creates.
+ */
+static int materialize(struct meta_replica *replica, const struct crdt_tree_changes *changes,
+                       const struct meta_node *fresh, bool remote)
+{
+    for (size_t i = 0; i < changes->len; i++) {
+        struct crdt_tree_entry entry;
+        int rc = crdt_tree_get(replica->tree, changes->ids[i], &entry);
+        if (rc)
+            return replica_fail(replica, -EIO, "the tree lost a node it reported");
+        struct meta_node node;
+        struct meta_id mid = to_meta_id(entry.id);
+        rc = meta_node_get(&node, replica->store, &mid);
+        bool exists = rc == 0;
+        if (rc && rc != -ENOENT)
+            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        struct meta_id old_parent = node.parent;
+        char old_name[META_NAME_MAX + 1];
+        bool was_shown = exists && node.has_parent &&
+                         !crdt_node_id_eq(from_meta_id(&node.parent), CRDT_NODE_TRASH);
+        if (exists) {
+            snprintf(old_name, sizeof(old_name), "%s", node.name);
+        } else {
+            if (fresh && memcmp(fresh->id.bytes, mid.bytes, META_ID_LEN) == 0) {
+                node = *fresh;
+                node.target = fresh->target;
+            } else {
+                memset(&node, 0, sizeof(node));
+                default_attrs(&node, entry.kind);
+            }
+            node.id = mid;
+            node.ino = 0;
+        }
+        node.has_parent = true;
+        node.parent = to_meta_id(entry.visible ? entry.parent : CRDT_NODE_TRASH);
+        snprintf(node.name, sizeof(node.name), "%s", entry.name);
+        if (entry.kind)
+            node.kind = meta_kind_of(entry.kind);
+        uint64_t ino = 0;
+        rc = meta_node_put(&ino, replica->store, &node);
+        if (exists)
+            meta_node_clear(&node);
+        if (rc)
+            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        /* Tell the kernel about both places, so cached entries drop. */
+        if (was_shown) {
+            struct meta_node parent_node;
+            if (meta_node_get(&parent_node, replica->store, &old_parent) == 0) {
+                change_add(replica, META_CHANGE_ENTRY, ino, parent_node.ino, old_name, remote);
+                meta_node_clear(&parent_node);
+            }
+        }
+        if (entry.visible) {
+            struct meta_node parent_node;
+            struct meta_id parent_id = to_meta_id(entry.parent);
+            if (meta_node_get(&parent_node, replica->store, &parent_id) == 0) {
+                change_add(replica, META_CHANGE_ENTRY, ino, parent_node.ino, entry.name, remote);
+                meta_node_clear(&parent_node);
+            }
+        }
+        change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, remote);
+    }
+    return 0;
+}
+
+/* ---------- logging ops ---------- */
+
+static int log_op(struct meta_replica *replica, enum meta_op_kind kind, struct crdt_ts ts,
+                  uint64_t seq, struct crdt_node_id node, const struct crdt_buf *body)
+{
+    if (crdt_buf_status(body))
+        return -ENOMEM;
+    struct meta_op op = {
+        .replica = ts.replica,
+        .seq = seq,
+        .counter = ts.counter,
+        .kind = kind,
+        .node = to_meta_id(node),
+        .author = ts.replica,
+        .body = body->data,
+        .body_len = body->len,
+    };
+    int rc = meta_oplog_append(replica->store, &op);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    return 0;
+}
+
+static int log_tree_op(struct meta_replica *replica, const struct crdt_tree_op *op)
+{
+    struct crdt_buf body = {0};
+    crdt_tree_op_encode(&body, op);
+    int rc = log_op(replica, META_OP_TREE, op->ts, replica->clock.seq, op->child, &body);
+    crdt_buf_free(&body);
+    return rc;
+}
+
+/*
+ * Attribute op body (version 1): u8 version, u8 field mask, then per set
+ * field in bit order: mode varint, uid varint, gid varint, rdev varint,
+ * mtime svarint, symlink target bytes. Last writer (by timestamp) wins per
+ * node; sync/ carries these to peers.
+ */
+enum {
+    ATTR_MODE = 1,
+    ATTR_UID = 2,
+    ATTR_GID = 4,
+    ATTR_RDEV = 8,
+    ATTR_MTIME = 16,
+    ATTR_TARGET = 32,
+};
+
+static int log_attr_op(struct meta_replica *replica, struct crdt_node_id id,
+                       const struct meta_node *node, unsigned fields)
+{
+    uint64_t seq;
+    struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+    struct crdt_buf body = {0};
+    crdt_buf_put_u8(&body, 1);
+    crdt_buf_put_u8(&body, (uint8_t)fields);
+    if (fields & ATTR_MODE)
+        crdt_buf_put_varint(&body, node->mode);
+    if (fields & ATTR_UID)
+        crdt_buf_put_varint(&body, node->uid);
+    if (fields & ATTR_GID)
+        crdt_buf_put_varint(&body, node->gid);
+    if (fields & ATTR_RDEV)
+        crdt_buf_put_varint(&body, node->rdev);
+    if (fields & ATTR_MTIME)
+        crdt_buf_put_svarint(&body, node->mtime_ns);
+    if ((fields & ATTR_TARGET) && node->target)
+        crdt_buf_put_bytes(&body, node->target, strlen(node->target));
+    int rc = log_op(replica, META_OP_ATTR, ts, seq, id, &body);
+    crdt_buf_free(&body);
+    return rc;
+}
+
+/* ---------- lifecycle ---------- */
+
+static int replica_init(struct meta_replica **out, struct meta_store *store, bool fresh)
+{
+    struct meta_replica *replica = calloc(1, sizeof(*replica));
+    if (!replica) {
+        meta_store_close(store);
+        return -ENOMEM;
+    }
+    replica->store = store;
+    int rc = tree_rebuild(replica);
+    if (!rc && fresh) {
+        /* The root and the trash are rows like any other; the root is inode 1. */
+        struct crdt_clock saved;
+        rc = txn_begin(replica, &saved);
+        if (!rc) {
+            struct meta_node root = {.kind = META_NODE_DIR,
+                                     .mode = S_IFDIR | 0755,
+                                     .uid = (uint32_t)getuid(),
+                                     .gid = (uint32_t)getgid(),
+                                     .ino = META_INO_ROOT};
+            root.mtime_ns = root.ctime_ns = realtime_ns();
+            root.id = to_meta_id(CRDT_NODE_ROOT);
+            rc = meta_node_put(NULL, store, &root);
+            if (!rc) {
+                struct meta_node trash = root;
+                trash.id = to_meta_id(CRDT_NODE_TRASH);
+                trash.mode = S_IFDIR | 0700;
+                trash.ino = 0;
+                rc = meta_node_put(NULL, store, &trash);
+            }
+            rc = txn_end(replica, rc, &saved);
+        }
+    }
+    if (rc) {
+        snprintf(replica->errmsg, sizeof(replica->errmsg), "%s", meta_store_errmsg(store));
+        meta_replica_close(replica);
+        return rc;
+    }
+    crdt_tree_set_labeler(replica->tree, label_of, replica);
+    *out = replica;
+    return 0;
+}
+
+int meta_replica_create(struct meta_replica **out, struct meta_err *err, const char *dir,
+                        const struct meta_share_params *params)
+{
+    struct meta_store *store;
+    int rc = meta_store_create(&store, err, dir, params);
+    if (rc)
+        return rc;
+    rc = replica_init(out, store, true);
+    if (rc && err)
+        snprintf(err->msg, sizeof(err->msg), "setting up the new share failed");
+    return rc;
+}
+
+int meta_replica_open(struct meta_replica **out, struct meta_err *err, const char *dir)
+{
+    struct meta_store *store;
+    int rc = meta_store_open(&store, err, dir);
+    if (rc)
+        return rc;
+    rc = replica_init(out, store, false);
+    if (rc && err)
+        snprintf(err->msg, sizeof(err->msg), "loading the share failed");
+    return rc;
+}
+
+void meta_replica_close(struct meta_replica *replica)
+{
+    if (!replica)
+        return;
+    crdt_tree_free(replica->tree);
+    meta_store_close(replica->store);
+    free(replica->pending);
+    free(replica);
+}
+
+const char *meta_replica_errmsg(const struct meta_replica *replica)
+{
+    return replica->errmsg;
+}
+
+struct meta_store *meta_replica_store(struct meta_replica *replica)
+{
+    return replica->store;
+}
+
+void meta_replica_subscribe(struct meta_replica *replica, meta_change_fn fn, void *ctx)
+{
+    replica->change_fn = fn;
+    replica->change_ctx = ctx;
+}
+
+/* ---------- reading ---------- */
+
+static bool is_dirty(const struct meta_node *node)
+{
+    return node->kind == META_NODE_FILE && node->wc_state == META_WC_DIRTY;
+}
+
+static void fill_attr(struct meta_replica *replica, struct meta_attr *out,
+                      const struct meta_node *node)
+{
+    memset(out, 0, sizeof(*out));
+    out->ino = node->ino;
+    out->mode = node->mode;
+    out->uid = node->uid;
+    out->gid = node->gid;
+    out->nlink = 1;
+    out->rdev = node->rdev;
+    out->size = node->kind == META_NODE_SYMLINK && node->target ? strlen(node->target) : node->size;
+    out->mtime_ns = node->mtime_ns;
+    out->atime_ns = node->mtime_ns;
+    out->ctime_ns = node->ctime_ns;
+    if (is_dirty(node)) {
+        /* Writes not yet committed: the working copy knows the size and time. */
+        char path[4096];
+        struct stat st;
+        if (meta_wc_path(path, sizeof(path), replica->store, &node->id) == 0 &&
+            stat(path, &st) == 0) {
+            out->size = (uint64_t)st.st_size;
+            out->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+            out->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+        }
+    }
+}
+
+static bool node_shown(const struct meta_node *node)
+{
+    return node->has_parent && !crdt_node_id_eq(from_meta_id(&node->parent), CRDT_NODE_TRASH);
+}
+
+int meta_replica_getattr(struct meta_attr *out, struct meta_replica *replica, uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    fill_attr(replica, out, &node);
+    meta_node_clear(&node);
+    return 0;
+}
+
+/* The child `name` of directory `parent_ino`; the directory too when asked. */
+static int child_of(struct meta_node *out, struct meta_node *dir_out, struct meta_replica *replica,
+                    uint64_t parent_ino, const char *name)
+{
+    struct meta_node dir;
+    int rc = node_by_ino(&dir, replica, parent_ino);
+    if (rc)
+        return rc;
+    if (dir.kind != META_NODE_DIR) {
+        meta_node_clear(&dir);
+        return -ENOTDIR;
+    }
+    if (strlen(name) > CRDT_NAME_MAX) {
+        meta_node_clear(&dir);
+        return -ENAMETOOLONG;
+    }
+    rc = meta_node_lookup(out, replica->store, &dir.id, name);
+    if (rc && rc != -ENOENT)
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (dir_out && !rc)
+        *dir_out = dir;
+    else
+        meta_node_clear(&dir);
+    return rc;
+}
+
+int meta_replica_lookup(struct meta_attr *out, struct meta_replica *replica, uint64_t parent,
+                        const char *name)
+{
+    struct meta_node node;
+    int rc = child_of(&node, NULL, replica, parent, name);
+    if (rc)
+        return rc;
+    fill_attr(replica, out, &node);
+    meta_node_clear(&node);
+    return 0;
+}
+
+static int ino_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct meta_node *)a)->ino, y = ((const struct meta_node *)b)->ino;
+    return x < y ? -1 : x > y;
+}
+
+int meta_replica_readdir(struct meta_replica *replica, uint64_t ino, uint64_t offset,
+                         int (*each)(void *ctx, const struct meta_dirent *entry,
+                                     uint64_t next_offset),
+                         void *ctx)
+{
+    struct meta_node dir;
+    int rc = node_by_ino(&dir, replica, ino);
+    if (rc)
+        return rc;
+    if (dir.kind != META_NODE_DIR) {
+        meta_node_clear(&dir);
+        return -ENOTDIR;
+    }
+    struct meta_node *children = NULL;
+    size_t count = 0;
+    rc = meta_node_list(&children, &count, replica->store, &dir.id);
+    meta_node_clear(&dir);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    /* Offsets are inode numbers: a listing resumes right even when entries come and go. */
+    qsort(children, count, sizeof(*children), ino_cmp);
+    for (size_t i = 0; i < count; i++) {
+        if (children[i].ino < offset)
+            continue;
+        struct meta_dirent entry = {.name = children[i].name};
+        fill_attr(replica, &entry.attr, &children[i]);
+        if (each(ctx, &entry, children[i].ino + 1))
+            break;
+    }
+    meta_node_list_free(children, count);
+    return 0;
+}
+
+int meta_replica_readlink(char **out, struct meta_replica *replica, uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    if (node.kind != META_NODE_SYMLINK || !node.target) {
+        meta_node_clear(&node);
+        return -EINVAL;
+    }
+    *out = node.target; /* handed over: meta_node_clear would free it */
+    node.target = NULL;
+    meta_node_clear(&node);
+    return 0;
+}
+
+int meta_replica_node_id(struct meta_id *out, struct meta_replica *replica, uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    *out = node.id;
+    meta_node_clear(&node);
+    return 0;
+}
+
+/* ---------- recent displacements (atomic saves) ---------- */
+
+static void recent_note(struct meta_replica *replica, uint64_t parent_ino, const char *name,
+                        struct crdt_node_id node, enum displacement how)
+{
+    struct recent *slot = &replica->recent[replica->recent_next++ % RECENT_MAX];
+    slot->parent_ino = parent_ino;
+    snprintf(slot->name, sizeof(slot->name), "%s", name);
+    slot->node = node;
+    slot->how = how;
+    slot->when_ns = monotonic_ns();
+}
+
+/* The node displaced from (parent, name) within the window, newest first; NULL if none. */
+static struct recent *recent_find(struct meta_replica *replica, uint64_t parent_ino,
+                                  const char *name)
+{
+    int64_t now = monotonic_ns();
+    struct recent *best = NULL;
+    for (size_t i = 0; i < RECENT_MAX; i++) {
+        struct recent *slot = &replica->recent[i];
+        if (slot->when_ns == 0 || now - slot->when_ns > SAVE_WINDOW_NS ||
+            slot->parent_ino != parent_ino || strcmp(slot->name, name) != 0)
+            continue;
+        if (!best || slot->when_ns > best->when_ns)
+            best = slot;
+    }
+    return best;
+}
+
+static void recent_forget(struct recent *slot)
+{
+    slot->when_ns = 0;
+}
+
+static void born_note(struct meta_replica *replica, struct crdt_node_id node)
+{
+    struct born *slot = &replica->born[replica->born_next++ % RECENT_MAX];
+    slot->node = node;
+    slot->when_ns = monotonic_ns();
+}
+
+/* Was `node` made here within the window (an editor's temporary file)? */
+static bool born_recently(struct meta_replica *replica, struct crdt_node_id node)
+{
+    int64_t now = monotonic_ns();
+    for (size_t i = 0; i < RECENT_MAX; i++)
+        if (replica->born[i].when_ns && now - replica->born[i].when_ns <= SAVE_WINDOW_NS &&
+            crdt_node_id_eq(replica->born[i].node, node))
+            return true;
+    return false;
+}
+
+/* ---------- working copies ---------- */
+
+/*
+ * Gives a node an empty working copy. Whatever file was at its path is
+ * unlinked first, not truncated: a program that still has the old file open
+ * keeps reading the old bytes, as POSIX promises for a replaced file.
+ */
+static int wc_fresh(struct meta_replica *replica, const struct meta_id *id)
+{
+    char path[4096];
+    int rc = meta_wc_path(path, sizeof(path), replica->store, id);
+    if (rc)
+        return replica_fail(replica, rc, "working copy path too long");
+    if (unlink(path) != 0 && errno != ENOENT)
+        return replica_fail(replica, -errno, "cannot replace working copy %s: %s", path,
+                            strerror(errno));
+    int fd;
+    rc = meta_wc_open(&fd, replica->store, id, O_WRONLY | O_CREAT | O_TRUNC);
+    if (rc)
+        return replica_fail(replica, rc, "cannot create working copy: %s",
+                            meta_store_errmsg(replica->store));
+    close(fd);
+    return 0;
+}
+
+/* Moves node `from`'s working copy file to be node `to`'s (same inode: open fds follow). */
+static int wc_move(struct meta_replica *replica, const struct meta_id *from,
+                   const struct meta_id *to)
+{
+    char from_path[4096], to_path[4096];
+    int rc = meta_wc_path(from_path, sizeof(from_path), replica->store, from);
+    if (!rc)
+        rc = meta_wc_path(to_path, sizeof(to_path), replica->store, to);
+    if (rc)
+        return replica_fail(replica, rc, "working copy path too long");
+    /* The fan-out directory of `to` may not exist yet: opening with O_CREAT makes it. */
+    int fd;
+    rc = meta_wc_open(&fd, replica->store, to, O_WRONLY | O_CREAT);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    close(fd);
+    if (rename(from_path, to_path) != 0)
+        return replica_fail(replica, -errno, "cannot move working copy %s to %s: %s", from_path,
+                            to_path, strerror(errno));
+    return 0;
+}
+
+/* Swaps the inode numbers of two nodes (the kernel's view of who is where, see top). */
+static int swap_inos(struct meta_replica *replica, const struct meta_id *a, uint64_t ino_a,
+                     const struct meta_id *b, uint64_t ino_b)
+{
+    static const char sql[] = "UPDATE nodes SET ino = ?2 WHERE id = ?1;";
+    const struct {
+        const struct meta_id *id;
+        int64_t ino;
+    } steps[] = {{a, -1}, {b, (int64_t)ino_a}, {a, (int64_t)ino_b}};
+    for (size_t i = 0; i < 3; i++) {
+        sqlite3_stmt *stmt = store_stmt(replica->store, sql);
+        if (!stmt)
+            return replica_fail(replica, -ENOMEM, "%s", meta_store_errmsg(replica->store));
+        store_bind_id(stmt, 1, steps[i].id);
+        sqlite3_bind_int64(stmt, 2, steps[i].ino);
+        int rc = store_step_done(replica->store, stmt, "swapping inode numbers");
+        if (rc)
+            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    }
+    return 0;
+}
+
+/* Gives a node a fresh inode number: the kernel's old one stays with the unlinked file. */
+static int renumber(struct meta_replica *replica, const struct meta_id *id)
+{
+    static const char take_sql[] = "UPDATE counters SET value = value + 1 "
+                                   "WHERE name = 'next_ino' RETURNING value - 1;";
+    static const char set_sql[] = "UPDATE nodes SET ino = ?2 WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(replica->store, take_sql);
+    if (!stmt || sqlite3_step(stmt) != SQLITE_ROW)
+        return replica_fail(replica, -EIO, "cannot take an inode number: %s",
+                            meta_store_errmsg(replica->store));
+    int64_t ino = sqlite3_column_int64(stmt, 0);
+    sqlite3_reset(stmt);
+    stmt = store_stmt(replica->store, set_sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, id);
+    sqlite3_bind_int64(stmt, 2, ino);
+    int rc = store_step_done(replica->store, stmt, "renumbering a node");
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
+/* ---------- content commits ---------- */
+
+/* Commits a dirty file's working copy as its newest version (one op's timestamp). */
+static int commit_content(struct meta_replica *replica, const struct meta_id *id)
+{
+    uint64_t seq;
+    struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+    struct meta_version version = {
+        .node = *id,
+        .ts = ts,
+        .author = ts.replica,
+        .time_ns = realtime_ns(),
+    };
+    int rc = meta_version_commit_wc(NULL, replica->store, &version);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    /*
+     * Until sync/ carries versions, the op log records that a version was
+     * made (its seq keeps the replica's numbering gap-free).
+     */
+    struct crdt_buf body = {0};
+    crdt_buf_put_u8(&body, 1);
+    crdt_buf_put_u8(&body, 0); /* no attribute fields: a content marker */
+    rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(id), &body);
+    crdt_buf_free(&body);
+    return rc;
+}
+
+/* ---------- continuing a node across an editor's save ---------- */
+
+/* What continue_begin did, for continue_finish. */
+struct continuation {
+    struct meta_id old_id;
+    uint64_t old_ino;
+    bool with_backup;
+    struct meta_id backup_id;
+};
+
+/*
+ * A regular file is being made at (parent, name) where node recent->node
+ * was displaced moments ago: the tree half of making that node the new file.
+ * Logs its tree ops; the caller materializes, then calls continue_finish.
+ */
+static int continue_begin(struct meta_replica *replica, struct continuation *cont,
+                          struct crdt_tree_changes *changes, const struct recent *recent,
+                          struct crdt_node_id parent, const char *name)
+{
+    struct meta_node old;
+    int rc = node_by_id(&old, replica, recent->node);
+    if (rc)
+        return rc;
+    memset(cont, 0, sizeof(*cont));
+    cont->old_id = old.id;
+    cont->old_ino = old.ino;
+    bool shown = node_shown(&old);
+    struct crdt_tree_op op;
+    if (recent->how == DISPLACED_DELETED || !shown) {
+        /* unlink + create (git checkout): bring the node back from the trash. */
+        rc = crdt_tree_undelete(replica->tree, &op, &replica->clock, recent->node, parent, name,
+                                strlen(name), changes);
+        if (!rc)
+            rc = log_tree_op(replica, &op);
+        meta_node_clear(&old);
+        return rc;
+    }
+    /*
+     * Renamed away, new file in its place (vim, emacs): the node comes back
+     * to its name, and a new node keeps the backup with the old bytes.
+     */
+    struct meta_node backup = old;
+    rc = crdt_tree_move(replica->tree, &op, &replica->clock, recent->node, parent, name,
+                        strlen(name), changes);
+    if (!rc)
+        rc = log_tree_op(replica, &op);
+    struct crdt_tree_op backup_op;
+    if (!rc)
+        rc = crdt_tree_create(replica->tree, &backup_op, &replica->clock, from_meta_id(&old.parent),
+                              old.name, strlen(old.name), CRDT_KIND_FILE, changes);
+    if (!rc)
+        rc = log_tree_op(replica, &backup_op);
+    if (!rc) {
+        /* The backup's row, with the old node's attributes, before materialize names it. */
+        backup.id = to_meta_id(backup_op.child);
+        backup.ino = 0;
+        backup.wc_state = META_WC_DIRTY;
+        rc = meta_node_put(NULL, replica->store, &backup);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    }
+    if (!rc) {
+        cont->with_backup = true;
+        cont->backup_id = backup.id;
+        rc = log_attr_op(replica, backup_op.child, &backup,
+                         ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_MTIME);
+    }
+    meta_node_clear(&old);
+    return rc;
+}
+
+/*
+ * The working-copy half: the kernel holds the old node's inode number for
+ * whatever is now at the old place (nothing, after an unlink; the backup,
+ * after a rename), and will get a new one for the new file.
+ */
+static int continue_finish(struct meta_replica *replica, const struct continuation *cont)
+{
+    if (!cont->with_backup)
+        return renumber(replica, &cont->old_id);
+    struct meta_node backup;
+    int rc = meta_node_get(&backup, replica->store, &cont->backup_id);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    uint64_t backup_ino = backup.ino;
+    meta_node_clear(&backup);
+    rc = wc_move(replica, &cont->old_id, &cont->backup_id);
+    if (!rc)
+        rc = swap_inos(replica, &cont->old_id, cont->old_ino, &cont->backup_id, backup_ino);
+    if (!rc)
+        rc = commit_content(replica, &cont->backup_id);
+    return rc;
+}
+
+/* ---------- making nodes ---------- */
+
+static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64_t parent_ino,
+                     const char *name, uint32_t mode, uint64_t rdev, uint32_t uid, uint32_t gid,
+                     const char *target)
+{
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    struct meta_node dir, existing;
+    rc = node_by_ino(&dir, replica, parent_ino);
+    if (rc)
+        return rc;
+    if (dir.kind != META_NODE_DIR) {
+        meta_node_clear(&dir);
+        return -ENOTDIR;
+    }
+    rc = meta_node_lookup(&existing, replica->store, &dir.id, name);
+    if (rc == 0) {
+        meta_node_clear(&existing);
+        meta_node_clear(&dir);
+        return -EEXIST;
+    }
+    uint8_t kind = crdt_kind_of_mode(mode);
+    struct crdt_node_id parent_id = from_meta_id(&dir.id);
+    meta_node_clear(&dir);
+
+    /* A regular file taking a name an editor just vacated continues that node. */
+    struct recent *recent = kind == CRDT_KIND_FILE ? recent_find(replica, parent_ino, name) : NULL;
+
+    struct crdt_clock saved;
+    rc = txn_begin(replica, &saved);
+    if (rc)
+        return rc;
+    struct crdt_tree_changes changes = {0};
+    struct crdt_tree_op op;
+    struct meta_node fresh = {0};
+    int64_t now = realtime_ns();
+    fresh.kind = meta_kind_of(kind);
+    fresh.mode = (mode & 07777) | type_bits_of_kind(kind);
+    fresh.uid = uid;
+    fresh.gid = gid;
+    fresh.rdev = rdev;
+    fresh.mtime_ns = fresh.ctime_ns = now;
+    fresh.target = (char *)target;
+    struct crdt_node_id id;
+    struct continuation cont;
+    if (recent) {
+        id = recent->node;
+        rc = continue_begin(replica, &cont, &changes, recent, parent_id, name);
+    } else {
+        rc = crdt_tree_create(replica->tree, &op, &replica->clock, parent_id, name, strlen(name),
+                              kind, &changes);
+        id = op.child;
+        if (!rc)
+            rc = log_tree_op(replica, &op);
+    }
+    fresh.id = to_meta_id(id);
+    if (!rc)
+        rc = materialize(replica, &changes, &fresh, false);
+    if (!rc && recent) {
+        rc = continue_finish(replica, &cont);
+        /* The continued node takes the caller's new attributes and starts empty. */
+        struct meta_node node;
+        if (!rc)
+            rc = node_by_id(&node, replica, id);
+        if (!rc) {
+            node.mode = fresh.mode;
+            node.uid = uid;
+            node.gid = gid;
+            node.mtime_ns = node.ctime_ns = now;
+            node.size = 0;
+            rc = meta_node_put(NULL, replica->store, &node);
+            if (!rc)
+                rc = meta_wc_mark_dirty(replica->store, &node.id);
+            if (!rc)
+                rc = wc_fresh(replica, &node.id);
+            meta_node_clear(&node);
+        }
+        recent_forget(recent);
+    } else if (!rc && kind == CRDT_KIND_FILE) {
+        /* A new file's working copy exists from birth, so opens never race its creation. */
+        rc = meta_wc_mark_dirty(replica->store, &fresh.id);
+        if (!rc)
+            rc = wc_fresh(replica, &fresh.id);
+    }
+    if (!rc && kind == CRDT_KIND_FILE)
+        born_note(replica, id);
+    if (!rc)
+        rc = log_attr_op(replica, id, &fresh,
+                         ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_MTIME | (rdev ? ATTR_RDEV : 0) |
+                             (target ? ATTR_TARGET : 0));
+    crdt_tree_changes_free(&changes);
+    rc = txn_end(replica, rc, &saved);
+    if (rc)
+        return rc;
+    struct meta_node made;
+    rc = node_by_id(&made, replica, id);
+    if (rc)
+        return rc;
+    fill_attr(replica, out, &made);
+    meta_node_clear(&made);
+    return 0;
+}
+
+int meta_replica_mknod(struct meta_attr *out, struct meta_replica *replica, uint64_t parent,
+                       const char *name, uint32_t mode, uint64_t rdev, uint32_t uid, uint32_t gid)
+{
+    uint32_t type = mode & S_IFMT;
+    if (type == 0)
+        mode |= S_IFREG;
+    else if (type == S_IFDIR || type == S_IFLNK)
+        return -EINVAL;
+    return make_node(out, replica, parent, name, mode, rdev, uid, gid, NULL);
+}
+
+int meta_replica_mkdir(struct meta_attr *out, struct meta_replica *replica, uint64_t parent,
+                       const char *name, uint32_t mode, uint32_t uid, uint32_t gid)
+{
+    return make_node(out, replica, parent, name, (mode & 07777) | S_IFDIR, 0, uid, gid, NULL);
+}
+
+int meta_replica_symlink(struct meta_attr *out, struct meta_replica *replica, uint64_t parent,
+                         const char *name, const char *target, uint32_t uid, uint32_t gid)
+{
+    if (strlen(target) >= 4096)
+        return -ENAMETOOLONG;
+    return make_node(out, replica, parent, name, S_IFLNK | 0777, 0, uid, gid, target);
+}
+
+/* Moves a node to the trash as part of the caller's transaction. */
+static int trash_node(struct meta_replica *replica, const struct meta_node *node,
+                      struct crdt_tree_changes *changes)
+{
+    struct crdt_tree_op op;
+    int rc = crdt_tree_move(replica->tree, &op, &replica->clock, from_meta_id(&node->id),
+                            CRDT_NODE_TRASH, node->name, strlen(node->name), changes);
+    if (rc)
+        return replica_fail(replica, rc, "cannot delete %s: %s", node->name, strerror(-rc));
+    return log_tree_op(replica, &op);
+}
+
+/* Whether a directory shows any entry. */
+static int dir_is_empty(bool *out, struct meta_replica *replica, const struct meta_id *dir)
+{
+    struct meta_node *children = NULL;
+    size_t count = 0;
+    int rc = meta_node_list(&children, &count, replica->store, dir);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    *out = count == 0;
+    meta_node_list_free(children, count);
+    return 0;
+}
+
+static int remove_entry(struct meta_replica *replica, uint64_t parent, const char *name, bool dir)
+{
+    if (!strcmp(name, ".") || !strcmp(name, ".."))
+        return dir ? -EINVAL : -EISDIR;
+    struct meta_node node;
+    int rc = child_of(&node, NULL, replica, parent, name);
+    if (rc)
+        return rc;
+    if (dir && node.kind != META_NODE_DIR)
+        rc = -ENOTDIR;
+    else if (!dir && node.kind == META_NODE_DIR)
+        rc = -EISDIR;
+    bool empty = true;
+    if (!rc && dir)
+        rc = dir_is_empty(&empty, replica, &node.id);
+    if (!rc && !empty)
+        rc = -ENOTEMPTY;
+    if (rc) {
+        meta_node_clear(&node);
+        return rc;
+    }
+    struct crdt_clock saved;
+    rc = txn_begin(replica, &saved);
+    if (rc) {
+        meta_node_clear(&node);
+        return rc;
+    }
+    struct crdt_tree_changes changes = {0};
+    rc = trash_node(replica, &node, &changes);
+    if (!rc)
+        rc = materialize(replica, &changes, NULL, false);
+    crdt_tree_changes_free(&changes);
+    rc = txn_end(replica, rc, &saved);
+    if (!rc && node.kind == META_NODE_FILE)
+        recent_note(replica, parent, name, from_meta_id(&node.id), DISPLACED_DELETED);
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_unlink(struct meta_replica *replica, uint64_t parent, const char *name)
+{
+    return remove_entry(replica, parent, name, false);
+}
+
+int meta_replica_rmdir(struct meta_replica *replica, uint64_t parent, const char *name)
+{
+    return remove_entry(replica, parent, name, true);
+}
+
+/*
+ * rename(S, T) over an existing regular file T, where S is a file this
+ * replica just made (an editor's temporary file): T keeps its identity and
+ * takes S's bytes; S goes to the trash. The two swap inode numbers, since the
+ * kernel now shows S's at T's name.
+ */
+static int replace_keeping_identity(struct meta_replica *replica, struct meta_node *source,
+                                    struct meta_node *target, struct crdt_tree_changes *changes)
+{
+    int rc = trash_node(replica, source, changes);
+    if (!rc)
+        rc = materialize(replica, changes, NULL, false);
+    if (!rc)
+        rc = meta_wc_mark_dirty(replica->store, &target->id);
+    if (!rc)
+        rc = wc_move(replica, &source->id, &target->id);
+    if (!rc)
+        rc = swap_inos(replica, &source->id, source->ino, &target->id, target->ino);
+    if (!rc)
+        rc = commit_content(replica, &target->id);
+    if (!rc) {
+        change_add(replica, META_CHANGE_CONTENT, source->ino, 0, NULL, false);
+        change_add(replica, META_CHANGE_ATTR, source->ino, 0, NULL, false);
+    }
+    return rc;
+}
+
+static int move_node(struct meta_replica *replica, const struct meta_node *node,
+                     const struct meta_id *parent, const char *name,
+                     struct crdt_tree_changes *changes)
+{
+    struct crdt_tree_op op;
+    int rc = crdt_tree_move(replica->tree, &op, &replica->clock, from_meta_id(&node->id),
+                            from_meta_id(parent), name, strlen(name), changes);
+    if (rc)
+        return rc == -EINVAL ? -EINVAL : replica_fail(replica, rc, "move: %s", strerror(-rc));
+    return log_tree_op(replica, &op);
+}
+
+int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const char *name,
+                        uint64_t new_parent, const char *new_name, unsigned flags)
+{
+    if ((flags & META_RENAME_NOREPLACE) && (flags & META_RENAME_EXCHANGE))
+        return -EINVAL;
+    int rc = check_name(new_name);
+    if (rc)
+        return rc;
+    struct meta_node source, target, new_dir;
+    rc = child_of(&source, NULL, replica, parent, name);
+    if (rc)
+        return rc;
+    struct meta_node dir_probe;
+    rc = node_by_ino(&dir_probe, replica, new_parent);
+    if (rc) {
+        meta_node_clear(&source);
+        return rc;
+    }
+    if (dir_probe.kind != META_NODE_DIR) {
+        meta_node_clear(&dir_probe);
+        meta_node_clear(&source);
+        return -ENOTDIR;
+    }
+    new_dir = dir_probe;
+    bool has_target = meta_node_lookup(&target, replica->store, &new_dir.id, new_name) == 0;
+    if (has_target && !memcmp(target.id.bytes, source.id.bytes, META_ID_LEN)) {
+        /* rename(x, x): nothing to do, as POSIX says. */
+        meta_node_clear(&target);
+        meta_node_clear(&source);
+        meta_node_clear(&new_dir);
+        return 0;
+    }
+    rc = 0;
+    if ((flags & META_RENAME_NOREPLACE) && has_target)
+        rc = -EEXIST;
+    else if ((flags & META_RENAME_EXCHANGE) && !has_target)
+        rc = -ENOENT;
+    else if (has_target && !(flags & META_RENAME_EXCHANGE)) {
+        bool source_dir = source.kind == META_NODE_DIR, target_dir = target.kind == META_NODE_DIR;
+        if (source_dir && !target_dir)
+            rc = -ENOTDIR;
+        else if (!source_dir && target_dir)
+            rc = -EISDIR;
+        else if (target_dir) {
+            bool empty = true;
+            rc = dir_is_empty(&empty, replica, &target.id);
+            if (!rc && !empty)
+                rc = -ENOTEMPTY;
+        }
+    }
+    if (!rc && source.kind == META_NODE_DIR &&
+        crdt_tree_is_ancestor(replica->tree, from_meta_id(&source.id), from_meta_id(&new_dir.id)))
+        rc = -EINVAL;
+    struct crdt_clock saved;
+    if (!rc)
+        rc = txn_begin(replica, &saved);
+    if (rc)
+        goto out;
+    struct crdt_tree_changes changes = {0};
+    bool continuity = has_target && !(flags & META_RENAME_EXCHANGE) &&
+                      source.kind == META_NODE_FILE && target.kind == META_NODE_FILE &&
+                      born_recently(replica, from_meta_id(&source.id));
+    if (continuity) {
+        rc = replace_keeping_identity(replica, &source, &target, &changes);
+    } else if (flags & META_RENAME_EXCHANGE) {
+        struct meta_id source_parent = source.parent, target_parent = target.parent;
+        char source_name[META_NAME_MAX + 1];
+        snprintf(source_name, sizeof(source_name), "%s", source.name);
+        rc = move_node(replica, &source, &target_parent, new_name, &changes);
+        if (!rc)
+            rc = move_node(replica, &target, &source_parent, source_name, &changes);
+        if (!rc)
+            rc = materialize(replica, &changes, NULL, false);
+    } else {
+        /* POSIX replace: the target goes to the trash, where its history stays. */
+        if (has_target)
+            rc = trash_node(replica, &target, &changes);
+        if (!rc)
+            rc = move_node(replica, &source, &new_dir.id, new_name, &changes);
+        if (!rc)
+            rc = materialize(replica, &changes, NULL, false);
+    }
+    crdt_tree_changes_free(&changes);
+    rc = txn_end(replica, rc, &saved);
+    if (!rc && !continuity && !(flags & META_RENAME_EXCHANGE) && source.kind == META_NODE_FILE)
+        recent_note(replica, parent, name, from_meta_id(&source.id), DISPLACED_RENAMED);
+out:
+    if (has_target)
+        meta_node_clear(&target);
+    meta_node_clear(&source);
+    meta_node_clear(&new_dir);
+    return rc;
+}
+
+int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, uint64_t ino,
+                         const struct meta_attr *values, unsigned to_set)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    if ((to_set & META_SET_SIZE) && node.kind != META_NODE_FILE) {
+        meta_node_clear(&node);
+        return node.kind == META_NODE_DIR ? -EISDIR : -EINVAL;
+    }
+    struct crdt_clock saved;
+    rc = txn_begin(replica, &saved);
+    if (rc) {
+        meta_node_clear(&node);
+        return rc;
+    }
+    unsigned fields = 0;
+    if (to_set & META_SET_MODE) {
+        node.mode = (node.mode & S_IFMT) | (values->mode & 07777);
+        fields |= ATTR_MODE;
+    }
+    if (to_set & META_SET_UID) {
+        node.uid = values->uid;
+        fields |= ATTR_UID;
+    }
+    if (to_set & META_SET_GID) {
+        node.gid = values->gid;
+        fields |= ATTR_GID;
+    }
+    if (to_set & META_SET_MTIME) {
+        node.mtime_ns = values->mtime_ns;
+        fields |= ATTR_MTIME;
+    }
+    node.ctime_ns = (to_set & META_SET_CTIME) ? values->ctime_ns : realtime_ns();
+    if (to_set & META_SET_SIZE) {
+        int fd;
+        rc = meta_wc_mark_dirty(replica->store, &node.id);
+        if (!rc)
+            rc = meta_wc_open(&fd, replica->store, &node.id, O_WRONLY | O_CREAT);
+        if (!rc) {
+            if (ftruncate(fd, (off_t)values->size) != 0)
+                rc = replica_fail(replica, -errno, "truncate: %s", strerror(errno));
+            close(fd);
+        }
+        if (!rc && !(to_set & META_SET_MTIME))
+            node.mtime_ns = node.ctime_ns;
+        node.wc_state = META_WC_DIRTY;
+        change_add(replica, META_CHANGE_CONTENT, ino, 0, NULL, false);
+    }
+    if (!rc)
+        rc = meta_node_put(NULL, replica->store, &node);
+    if (!rc && fields)
+        rc = log_attr_op(replica, from_meta_id(&node.id), &node, fields);
+    rc = txn_end(replica, rc, &saved);
+    meta_node_clear(&node);
+    if (rc)
+        return rc;
+    return meta_replica_getattr(out, replica, ino);
+}
+
+int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t ino, int flags)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    if (node.kind != META_NODE_FILE) {
+        meta_node_clear(&node);
+        return node.kind == META_NODE_DIR ? -EISDIR : -EINVAL;
+    }
+    bool writable = (flags & O_ACCMODE) != O_RDONLY;
+    if (writable && node.wc_state != META_WC_DIRTY) {
+        /* Durably dirty before the first byte lands (meta/wcopy's protocol). */
+        struct crdt_clock saved;
+        rc = txn_begin(replica, &saved);
+        if (!rc)
+            rc = txn_end(replica, meta_wc_mark_dirty(replica->store, &node.id), &saved);
+    }
+    if (!rc) {
+        rc = meta_wc_open(out_fd, replica->store, &node.id,
+                          (flags & (O_ACCMODE | O_TRUNC | O_APPEND)) | O_CREAT);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    }
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_written(struct meta_replica *replica, uint64_t ino, uint64_t size_hint)
+{
+    /* The node was marked dirty at open; getattr reads size and time off the working copy. */
+    (void)replica;
+    (void)ino;
+    (void)size_hint;
+    return 0;
+}
+
+int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    if (!is_dirty(&node)) {
+        meta_node_clear(&node);
+        return 0;
+    }
+    struct crdt_clock saved;
+    rc = txn_begin(replica, &saved);
+    if (!rc) {
+        rc = commit_content(replica, &node.id);
+        if (!rc)
+            change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, false);
+        rc = txn_end(replica, rc, &saved);
+    }
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_fsync(struct meta_replica *replica, uint64_t ino)
+{
+    if (ino)
+        return meta_replica_commit(replica, ino);
+    /* Everything: commit every dirty file (each commit is durable on return). */
+    struct meta_id *ids = NULL;
+    size_t count = 0;
+    int rc = meta_node_list_wc(&ids, &count, replica->store, META_WC_DIRTY);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    for (size_t i = 0; i < count && !rc; i++) {
+        struct meta_node node;
+        if (meta_node_get(&node, replica->store, &ids[i]) != 0)
+            continue;
+        uint64_t node_ino = node.ino;
+        meta_node_clear(&node);
+        rc = meta_replica_commit(replica, node_ino);
+    }
+    free(ids);
+    return rc;
+}
+
+int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino, const char *name,
+                          const void *value, size_t len, int flags)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    if (strlen(name) > 255 || len > 65536) {
+        meta_node_clear(&node);
+        return strlen(name) > 255 ? -ERANGE : -E2BIG;
+    }
+    uint8_t *existing = NULL;
+    size_t existing_len = 0;
+    bool exists = meta_xattr_get(&existing, &existing_len, replica->store, &node.id, name) == 0;
+    free(existing);
+    if ((flags & XATTR_CREATE) && exists)
+        rc = -EEXIST;
+    else if ((flags & XATTR_REPLACE) && !exists)
+        rc = -ENODATA;
+    struct crdt_clock saved;
+    if (!rc)
+        rc = txn_begin(replica, &saved);
+    if (!rc) {
+        uint64_t seq;
+        struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+        rc = meta_xattr_set(NULL, replica->store, &node.id, name, value ? value : "", len, ts);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        struct crdt_buf body = {0};
+        crdt_buf_put_u8(&body, 1);
+        crdt_buf_put_u8(&body, 64); /* xattr write: name bytes, value bytes */
+        crdt_buf_put_bytes(&body, name, strlen(name));
+        crdt_buf_put_bytes(&body, value, len);
+        if (!rc)
+            rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(&node.id), &body);
+        crdt_buf_free(&body);
+        rc = txn_end(replica, rc, &saved);
+    }
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_getxattr(uint8_t **out, size_t *out_len, struct meta_replica *replica,
+                          uint64_t ino, const char *name)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    rc = meta_xattr_get(out, out_len, replica->store, &node.id, name);
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_listxattr(char **out, size_t *out_len, struct meta_replica *replica, uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    struct meta_xattr *xattrs = NULL;
+    size_t count = 0;
+    rc = meta_xattr_list(&xattrs, &count, replica->store, &node.id);
+    meta_node_clear(&node);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++)
+        total += strlen(xattrs[i].name) + 1;
+    char *names = malloc(total ? total : 1);
+    if (!names) {
+        meta_xattr_list_free(xattrs, count);
+        return -ENOMEM;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t len = strlen(xattrs[i].name) + 1;
+        memcpy(names + at, xattrs[i].name, len);
+        at += len;
+    }
+    meta_xattr_list_free(xattrs, count);
+    *out = names;
+    *out_len = total;
+    return 0;
+}
+
+int meta_replica_removexattr(struct meta_replica *replica, uint64_t ino, const char *name)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    uint8_t *existing = NULL;
+    size_t existing_len = 0;
+    rc = meta_xattr_get(&existing, &existing_len, replica->store, &node.id, name);
+    free(existing);
+    struct crdt_clock saved;
+    if (!rc)
+        rc = txn_begin(replica, &saved);
+    if (!rc) {
+        uint64_t seq;
+        struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+        rc = meta_xattr_set(NULL, replica->store, &node.id, name, NULL, 0, ts);
+        struct crdt_buf body = {0};
+        crdt_buf_put_u8(&body, 1);
+        crdt_buf_put_u8(&body, 128); /* xattr removal: name bytes */
+        crdt_buf_put_bytes(&body, name, strlen(name));
+        if (!rc)
+            rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(&node.id), &body);
+        crdt_buf_free(&body);
+        rc = txn_end(replica, rc, &saved);
+    }
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_log(struct meta_log_entry **out, size_t *out_len, struct meta_replica *replica,
+                     uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    if (node.kind != META_NODE_FILE) {
+        meta_node_clear(&node);
+        return node.kind == META_NODE_DIR ? -EISDIR : -EINVAL;
+    }
+    struct meta_version *versions = NULL;
+    size_t count = 0;
+    rc = meta_version_list(&versions, &count, replica->store, &node.id);
+    meta_node_clear(&node);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    struct meta_log_entry *entries = calloc(count ? count : 1, sizeof(*entries));
+    if (!entries) {
+        free(versions);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        entries[i].ts = versions[i].ts;
+        entries[i].author = versions[i].author;
+        entries[i].time_ns = versions[i].time_ns;
+        entries[i].size = versions[i].size;
+        struct meta_device device;
+        if (meta_device_get(&device, replica->store, versions[i].author) == 0)
+            snprintf(entries[i].author_name, sizeof(entries[i].author_name), "%s", device.name);
+        else
+            snprintf(entries[i].author_name, sizeof(entries[i].author_name), "%016" PRIx64,
+                     versions[i].author);
+    }
+    free(versions);
+    *out = entries;
+    *out_len = count;
+    return 0;
+}
+
+int meta_replica_restore(struct meta_replica *replica, uint64_t ino, struct crdt_ts ts)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    struct meta_version old;
+    rc = meta_version_get(&old, NULL, replica->store, &node.id, ts);
+    if (rc) {
+        meta_node_clear(&node);
+        return rc == -ENOENT ? -EINVAL
+                             : replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    }
+    if (is_dirty(&node)) {
+        /* Uncommitted bytes first, so the restore never hides them from history. */
+        rc = meta_replica_commit(replica, ino);
+        if (rc) {
+            meta_node_clear(&node);
+            return rc;
+        }
+    }
+    struct crdt_clock saved;
+    rc = txn_begin(replica, &saved);
+    if (!rc) {
+        uint64_t seq;
+        struct crdt_ts now_ts = crdt_clock_tick(&replica->clock, &seq);
+        struct meta_version version = {
+            .node = node.id, .ts = now_ts, .author = now_ts.replica, .time_ns = realtime_ns()};
+        rc = meta_version_restore(replica->store, &version, ts);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        struct crdt_buf body = {0};
+        crdt_buf_put_u8(&body, 1);
+        crdt_buf_put_u8(&body, 0);
+        if (!rc)
+            rc = log_op(replica, META_OP_ATTR, now_ts, seq, from_meta_id(&node.id), &body);
+        crdt_buf_free(&body);
+        change_add(replica, META_CHANGE_CONTENT, ino, 0, NULL, true);
+        change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, true);
+        rc = txn_end(replica, rc, &saved);
+    }
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_resolve(uint64_t *out, struct meta_replica *replica, const char *path)
+{
+    uint64_t at = META_INO_ROOT;
+    char component[META_NAME_MAX + 1];
+    while (*path) {
+        while (*path == '/')
+            path++;
+        if (!*path)
+            break;
+        size_t len = strcspn(path, "/");
+        if (len > META_NAME_MAX)
+            return -ENAMETOOLONG;
+        memcpy(component, path, len);
+        component[len] = '\0';
+        path += len;
+        struct meta_attr attr;
+        int rc = meta_replica_lookup(&attr, replica, at, component);
+        if (rc)
+            return rc;
+        at = attr.ino;
+    }
+    *out = at;
+    return 0;
+}

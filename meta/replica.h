@@ -1,0 +1,207 @@
+/*
+ * meta/replica: a share's live replica, the store plus the CRDT state held
+ * in memory, with the file-system operations the mount needs. Every change
+ * a program makes through the mount becomes CRDT ops here, in one store
+ * transaction with the materialized tree it updates; remote ops arrive here
+ * too (meta_replica_apply_remote). Readers never touch the op log.
+ *
+ * Nodes are addressed by inode number: the store gives each node one, stable
+ * across remounts; META_INO_ROOT is the root. Errors are negative errnos as
+ * ext4 would give them, so fs/ passes them to the kernel unchanged; on an
+ * internal failure meta_replica_errmsg says what happened in words.
+ *
+ * Not thread-safe: the mount daemon serializes calls (one mutex).
+ */
+#ifndef WEFT_META_REPLICA_H
+#define WEFT_META_REPLICA_H
+
+#include "crdt/clock.h"
+#include "meta/nodes.h"
+#include "meta/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct meta_replica;
+
+/* What the kernel sees of a node. */
+struct meta_attr {
+    uint64_t ino;
+    uint32_t mode; /* st_mode: type bits and permissions */
+    uint32_t uid, gid;
+    uint32_t nlink;
+    uint64_t rdev;
+    uint64_t size;
+    int64_t atime_ns, mtime_ns, ctime_ns;
+};
+
+/* Fields of meta_replica_setattr's request (bit mask). */
+enum {
+    META_SET_MODE = 1 << 0,
+    META_SET_UID = 1 << 1,
+    META_SET_GID = 1 << 2,
+    META_SET_SIZE = 1 << 3,
+    META_SET_ATIME = 1 << 4,
+    META_SET_MTIME = 1 << 5,
+    META_SET_CTIME = 1 << 6,
+};
+
+/* rename(2) flags understood by meta_replica_rename. */
+enum {
+    META_RENAME_NOREPLACE = 1 << 0,
+    META_RENAME_EXCHANGE = 1 << 1,
+};
+
+/* What changed, for the mount to drop the kernel's caches of it. */
+enum meta_change_kind {
+    META_CHANGE_CONTENT, /* ino's bytes changed: drop its page cache */
+    META_CHANGE_ATTR,    /* ino's attributes changed */
+    META_CHANGE_ENTRY,   /* the entry `name` of directory `parent` appeared, went or changed */
+};
+
+struct meta_change {
+    enum meta_change_kind kind;
+    uint64_t ino;
+    uint64_t parent;
+    const char *name; /* for ENTRY; valid during the call */
+    bool remote;      /* caused by ops from another replica */
+};
+
+/*
+ * Called after each commit or apply, once per change, outside the store's
+ * transaction; must not call back into the replica.
+ */
+typedef void (*meta_change_fn)(void *ctx, const struct meta_change *change);
+
+/* One entry of a directory listing. */
+struct meta_dirent {
+    const char *name;
+    struct meta_attr attr;
+};
+
+/* One version of a file, newest first in meta_replica_log. */
+struct meta_log_entry {
+    struct crdt_ts ts;
+    uint64_t author;
+    char author_name[META_NAME_MAX + 1];
+    int64_t time_ns;
+    uint64_t size;
+    bool text;
+};
+
+/*
+ * Creates a new share's store in `dir` and opens it as a replica. *out is
+ * the caller's (meta_replica_close). On failure *err says why.
+ */
+META_MUST_CHECK int meta_replica_create(struct meta_replica **out, struct meta_err *err,
+                                        const char *dir, const struct meta_share_params *params);
+/* Opens the replica in `dir` (see meta_store_open for the refusals). */
+META_MUST_CHECK int meta_replica_open(struct meta_replica **out, struct meta_err *err,
+                                      const char *dir);
+/* Commits what is pending, writes a checkpoint of the CRDT state, closes. NULL is fine. */
+void meta_replica_close(struct meta_replica *replica);
+/* The message of the last failure. */
+const char *meta_replica_errmsg(const struct meta_replica *replica);
+/* The underlying store (owned by the replica). */
+struct meta_store *meta_replica_store(struct meta_replica *replica);
+/* Sets the change callback (NULL: none). */
+void meta_replica_subscribe(struct meta_replica *replica, meta_change_fn fn, void *ctx);
+
+/* Attributes of a node. -ENOENT. */
+META_MUST_CHECK int meta_replica_getattr(struct meta_attr *out, struct meta_replica *replica,
+                                         uint64_t ino);
+/* The entry `name` of directory `parent`. -ENOENT, -ENOTDIR, -ENAMETOOLONG. */
+META_MUST_CHECK int meta_replica_lookup(struct meta_attr *out, struct meta_replica *replica,
+                                        uint64_t parent, const char *name);
+/*
+ * Lists directory `ino` from position `offset` (0 = start; "." and ".." are
+ * the caller's). `each` gets an entry and the offset of the next one; a
+ * nonzero return stops the listing (that value is not an error).
+ */
+META_MUST_CHECK int
+meta_replica_readdir(struct meta_replica *replica, uint64_t ino, uint64_t offset,
+                     int (*each)(void *ctx, const struct meta_dirent *entry, uint64_t next_offset),
+                     void *ctx);
+/* A symlink's target into a malloc'ed string the caller frees. -EINVAL if not a symlink. */
+META_MUST_CHECK int meta_replica_readlink(char **out, struct meta_replica *replica, uint64_t ino);
+
+/*
+ * Makes a node: a regular file, fifo, socket or device by `mode`'s type bits
+ * (rdev for devices). -EEXIST, -ENOENT, -ENOTDIR, -ENAMETOOLONG, -EINVAL.
+ */
+META_MUST_CHECK int meta_replica_mknod(struct meta_attr *out, struct meta_replica *replica,
+                                       uint64_t parent, const char *name, uint32_t mode,
+                                       uint64_t rdev, uint32_t uid, uint32_t gid);
+/* Makes a directory (rule 1: made at one path on two devices, it is one directory). */
+META_MUST_CHECK int meta_replica_mkdir(struct meta_attr *out, struct meta_replica *replica,
+                                       uint64_t parent, const char *name, uint32_t mode,
+                                       uint32_t uid, uint32_t gid);
+/* Makes a symlink to `target`. */
+META_MUST_CHECK int meta_replica_symlink(struct meta_attr *out, struct meta_replica *replica,
+                                         uint64_t parent, const char *name, const char *target,
+                                         uint32_t uid, uint32_t gid);
+/* Removes a non-directory entry. -ENOENT, -EISDIR. */
+META_MUST_CHECK int meta_replica_unlink(struct meta_replica *replica, uint64_t parent,
+                                        const char *name);
+/* Removes an empty directory. -ENOENT, -ENOTDIR, -ENOTEMPTY, -EBUSY (the root). */
+META_MUST_CHECK int meta_replica_rmdir(struct meta_replica *replica, uint64_t parent,
+                                       const char *name);
+/*
+ * rename(2), with META_RENAME_NOREPLACE / _EXCHANGE. A replaced file keeps
+ * its history. -EINVAL (into itself), -ENOTEMPTY, -EISDIR, -ENOTDIR, -EEXIST.
+ */
+META_MUST_CHECK int meta_replica_rename(struct meta_replica *replica, uint64_t parent,
+                                        const char *name, uint64_t new_parent, const char *new_name,
+                                        unsigned flags);
+/* Changes attributes; META_SET_SIZE truncates the working copy. *out gets the result. */
+META_MUST_CHECK int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica,
+                                         uint64_t ino, const struct meta_attr *values,
+                                         unsigned to_set);
+
+/*
+ * Opens a regular file's working copy with open(2) `flags`; *out_fd is the
+ * caller's. A writable open marks the node dirty until meta_replica_commit.
+ */
+META_MUST_CHECK int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t ino,
+                                           int flags);
+/* Notes that a write through the mount changed ino (size, mtime) without committing. */
+META_MUST_CHECK int meta_replica_written(struct meta_replica *replica, uint64_t ino,
+                                         uint64_t size_hint);
+/*
+ * A commit point for a file (last close of a writer, fsync, a timer): its
+ * working copy becomes text ops or a binary version. No-op if clean.
+ */
+META_MUST_CHECK int meta_replica_commit(struct meta_replica *replica, uint64_t ino);
+/* Commits ino (or everything, ino 0) and makes it durable: power-loss safe on return. */
+META_MUST_CHECK int meta_replica_fsync(struct meta_replica *replica, uint64_t ino);
+
+/* xattrs, as the calls of the same names (-ENODATA, -ERANGE is the caller's). */
+META_MUST_CHECK int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino,
+                                          const char *name, const void *value, size_t len,
+                                          int flags);
+/* Reads a value into a malloc'ed buffer the caller frees. */
+META_MUST_CHECK int meta_replica_getxattr(uint8_t **out, size_t *out_len,
+                                          struct meta_replica *replica, uint64_t ino,
+                                          const char *name);
+/* The NUL-separated list of names into a malloc'ed buffer the caller frees. */
+META_MUST_CHECK int meta_replica_listxattr(char **out, size_t *out_len,
+                                           struct meta_replica *replica, uint64_t ino);
+/* Removes an xattr. -ENODATA. */
+META_MUST_CHECK int meta_replica_removexattr(struct meta_replica *replica, uint64_t ino,
+                                             const char *name);
+
+/* The versions of a file, newest first; *out malloc'ed, the caller frees it. */
+META_MUST_CHECK int meta_replica_log(struct meta_log_entry **out, size_t *out_len,
+                                     struct meta_replica *replica, uint64_t ino);
+/* Makes version `ts` of a file its content again, as a new local change. */
+META_MUST_CHECK int meta_replica_restore(struct meta_replica *replica, uint64_t ino,
+                                         struct crdt_ts ts);
+/* The node id behind an inode number (its identity across renames and saves). -ENOENT. */
+META_MUST_CHECK int meta_replica_node_id(struct meta_id *out, struct meta_replica *replica,
+                                         uint64_t ino);
+/* Resolves a path relative to the root ("a/b/c") to an inode number. */
+META_MUST_CHECK int meta_replica_resolve(uint64_t *out, struct meta_replica *replica,
+                                         const char *path);
+
+#endif

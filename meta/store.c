@@ -1,0 +1,1166 @@
+/*
+ * meta/store: see store.h. Opening, creating and closing a store, its lock,
+ * keys and identity, transactions, settings and devices; and the helpers the
+ * other files of meta/ share (internal.h).
+ */
+#include "internal.h"
+#include "meta/nodes.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- errors ---- */
+
+int store_fail(struct meta_store *store, int rc, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(store->errmsg, sizeof(store->errmsg), fmt, args);
+    va_end(args);
+    return rc;
+}
+
+int store_errno(int sqlite_rc)
+{
+    switch (sqlite_rc) {
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_UNIQUE:
+        return -EEXIST;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return -ENOENT;
+    case SQLITE_IOERR_NOMEM:
+        return -ENOMEM;
+    default:
+        break;
+    }
+    switch (sqlite_rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return 0;
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return -EUCLEAN;
+    case SQLITE_READONLY:
+        return -EROFS;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+        return -EINVAL;
+    case SQLITE_TOOBIG:
+        return -EFBIG;
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        return -EPERM;
+    default: /* SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL, ... */
+        return -EIO;
+    }
+}
+
+int store_sql_fail(struct meta_store *store, int sqlite_rc, const char *what)
+{
+    int rc = store_errno(sqlite_rc);
+    if (rc == 0)
+        rc = -EIO; /* an unexpected row or success where the caller saw a failure */
+    const char *detail = store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(sqlite_rc);
+    if ((sqlite_rc & 0xff) == SQLITE_CORRUPT)
+        return store_fail(store, rc,
+                          "%s: the database %s/store.db is corrupt (%s); weft will not repair it: "
+                          "restore the share from a relay or a backup",
+                          what, store->dir, detail);
+    if ((sqlite_rc & 0xff) == SQLITE_FULL)
+        return store_fail(store, rc, "%s: the disk holding %s is full (%s)", what, store->dir,
+                          detail);
+    return store_fail(store, rc, "%s: %s", what, detail);
+}
+
+/* ---- statements, savepoints, binding ---- */
+
+sqlite3_stmt *store_stmt(struct meta_store *store, const char *sql)
+{
+    for (size_t i = 0; i < store->stmt_count; i++) {
+        if (store->stmts[i].sql == sql) {
+            sqlite3_stmt *stmt = store->stmts[i].stmt;
+            /* reset's result repeats the last step's error, already handled there. */
+            sqlite3_reset(stmt);
+            sqlite3_clear_bindings(stmt);
+            return stmt;
+        }
+    }
+    if (store->stmt_count == STMT_CACHE_MAX) {
+        store_fail(store, -ENOMEM, "statement cache full (raise STMT_CACHE_MAX)");
+        return NULL;
+    }
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        store_sql_fail(store, rc, "preparing a statement");
+        return NULL;
+    }
+    store->stmts[store->stmt_count].sql = sql;
+    store->stmts[store->stmt_count].stmt = stmt;
+    store->stmt_count++;
+    return stmt;
+}
+
+int store_step_done(struct meta_store *store, sqlite3_stmt *stmt, const char *what)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    if (rc == SQLITE_DONE)
+        return 0;
+    return store_sql_fail(store, rc, what);
+}
+
+/* True when the caller's transaction was rolled back by SQLite after an I/O error. */
+static bool txn_lost(const struct meta_store *store)
+{
+    return store->in_txn && sqlite3_get_autocommit(store->db);
+}
+
+int store_save_begin(struct meta_store *store)
+{
+    if (txn_lost(store))
+        return store_fail(store, -EIO,
+                          "the transaction was rolled back after an earlier error; roll back "
+                          "and start again");
+    int rc = sqlite3_exec(store->db, "SAVEPOINT meta;", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : store_sql_fail(store, rc, "starting a change");
+}
+
+static int redo_after_commit(struct meta_store *store);
+
+int store_save_end(struct meta_store *store, int rc)
+{
+    bool outermost = !store->in_txn;
+    if (rc == 0) {
+        int src = sqlite3_exec(store->db, "RELEASE meta;", NULL, NULL, NULL);
+        if (src == SQLITE_OK)
+            return outermost ? redo_after_commit(store) : 0;
+        rc = store_sql_fail(store, src, "committing a change");
+    }
+    if (sqlite3_get_autocommit(store->db))
+        return rc; /* SQLite already rolled everything back */
+    /* A rollback can fail only if the connection is broken; the rc we return says so already. */
+    if (outermost)
+        sqlite3_exec(store->db, "ROLLBACK;", NULL, NULL, NULL);
+    else
+        sqlite3_exec(store->db, "ROLLBACK TO meta; RELEASE meta;", NULL, NULL, NULL);
+    return rc;
+}
+
+int store_bind_u64(sqlite3_stmt *stmt, int index, uint64_t value)
+{
+    return sqlite3_bind_int64(stmt, index, (sqlite3_int64)value);
+}
+
+uint64_t store_column_u64(sqlite3_stmt *stmt, int index)
+{
+    return (uint64_t)sqlite3_column_int64(stmt, index);
+}
+
+int store_bind_id(sqlite3_stmt *stmt, int index, const struct meta_id *id)
+{
+    return sqlite3_bind_blob(stmt, index, id->bytes, META_ID_LEN, SQLITE_STATIC);
+}
+
+int store_column_id(struct meta_id *out, sqlite3_stmt *stmt, int index)
+{
+    if (sqlite3_column_bytes(stmt, index) != META_ID_LEN)
+        return -EUCLEAN;
+    memcpy(out->bytes, sqlite3_column_blob(stmt, index), META_ID_LEN);
+    return 0;
+}
+
+void id_hex(char out[2 * META_ID_LEN + 1], const struct meta_id *id)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < META_ID_LEN; i++) {
+        out[2 * i] = digits[id->bytes[i] >> 4];
+        out[2 * i + 1] = digits[id->bytes[i] & 15];
+    }
+    out[2 * META_ID_LEN] = '\0';
+}
+
+static void hex_encode(char *out, const uint8_t *bytes, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static int hex_decode(uint8_t *out, size_t len, const char *hex)
+{
+    if (strlen(hex) != 2 * len)
+        return -EINVAL;
+    for (size_t i = 0; i < 2 * len; i++) {
+        char c = hex[i];
+        int nibble = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (nibble < 0)
+            return -EINVAL;
+        if (i % 2 == 0)
+            out[i / 2] = (uint8_t)(nibble << 4);
+        else
+            out[i / 2] |= (uint8_t)nibble;
+    }
+    return 0;
+}
+
+/* ---- files, lock and keys ---- */
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+static int make_dir(const char *path)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+/*
+ * The lock is an OFD lock (F_OFD_SETLK) on DIR/lock: unlike a POSIX record
+ * lock it belongs to the open file description, so a second open in the same
+ * process conflicts too, and it vanishes when the process dies (no stale
+ * locks after kill -9). The holder's pid is written into the file for the
+ * message a second opener gets.
+ */
+static int take_lock(struct meta_store *store)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/lock", store->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return store_fail(store, -errno, "cannot open the lock file %s: %s", path, strerror(errno));
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_SETLK, &lock) != 0) {
+        int saved = errno;
+        char holder[32] = {0};
+        ssize_t got = pread(fd, holder, sizeof(holder) - 1, 0);
+        long pid = got > 0 ? strtol(holder, NULL, 10) : 0;
+        close(fd);
+        if (saved != EAGAIN && saved != EACCES)
+            return store_fail(store, -saved, "cannot lock %s: %s", path, strerror(saved));
+        if (pid == (long)getpid())
+            return store_fail(store, -EBUSY,
+                              "share at %s is already open in this process (lock file %s); "
+                              "close it first",
+                              store->dir, path);
+        if (pid > 0)
+            return store_fail(store, -EBUSY,
+                              "share at %s is already open by process %ld (lock file %s); "
+                              "close that weft first",
+                              store->dir, pid, path);
+        return store_fail(store, -EBUSY,
+                          "share at %s is already open by another process (lock file %s); "
+                          "close that weft first",
+                          store->dir, path);
+    }
+    char pid_text[32];
+    int len = snprintf(pid_text, sizeof(pid_text), "%ld\n", (long)getpid());
+    /* The pid is only for the message above: failing to write it must not stop the open. */
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid_text, (size_t)len, 0) != len)
+        pid_text[0] = '\0';
+    store->lock_fd = fd;
+    return 0;
+}
+
+static int write_key_file(struct meta_store *store, const char *name, const uint8_t *key,
+                          size_t len)
+{
+    char path[4096], tmp[4096], keys[4096];
+    snprintf(keys, sizeof(keys), "%s/keys", store->dir);
+    snprintf(path, sizeof(path), "%s/keys/%s", store->dir, name);
+    snprintf(tmp, sizeof(tmp), "%s/keys/%s.tmp", store->dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return store_fail(store, -errno, "cannot write %s: %s", tmp, strerror(errno));
+    int rc = 0;
+    if (fchmod(fd, 0600) != 0 || write(fd, key, len) != (ssize_t)len || fsync(fd) != 0)
+        rc = -errno;
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = fsync_dir(keys);
+    if (rc) {
+        unlink(tmp);
+        return store_fail(store, rc, "cannot write %s: %s", path, strerror(-rc));
+    }
+    return 0;
+}
+
+static int read_key_file(struct meta_store *store, const char *name, uint8_t *key, size_t len)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/keys/%s", store->dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return store_fail(store, -errno, "cannot read the key file %s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = store_fail(store, -errno, "cannot stat %s: %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode) || st.st_size != (off_t)len) {
+        rc = store_fail(store, -EUCLEAN, "the key file %s is damaged (expected %zu bytes)", path,
+                        len);
+    } else if (st.st_mode & 077) {
+        rc = store_fail(store, -EPERM,
+                        "the key file %s can be read by other users (mode %04o); weft will not "
+                        "use it: run `chmod 600 %s`, and treat the key as possibly leaked",
+                        path, (unsigned)(st.st_mode & 07777), path);
+    } else if (read(fd, key, len) != (ssize_t)len) {
+        rc = store_fail(store, -EIO, "cannot read %s", path);
+    }
+    close(fd);
+    return rc;
+}
+
+/* ---- open, create, close ---- */
+
+/* Paths are built in 4096-byte buffers; this bound on DIR leaves room for any suffix. */
+#define DIR_LEN_MAX 3900
+
+static struct meta_store *store_alloc(const char *dir)
+{
+    struct meta_store *store = calloc(1, sizeof(*store));
+    if (!store)
+        return NULL;
+    store->dir = strdup(dir);
+    if (!store->dir) {
+        free(store);
+        return NULL;
+    }
+    store->lock_fd = -1;
+    store->files_fd = -1;
+    return store;
+}
+
+static int exec_sql(struct meta_store *store, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(store->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : store_sql_fail(store, rc, what);
+}
+
+/* Reads a one-integer PRAGMA or query. */
+static int query_int(struct meta_store *store, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(stmt, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/*
+ * Durability settings (README "Durability"): WAL, and synchronous=FULL so
+ * that every commit fsyncs the WAL before it returns; in WAL mode NORMAL
+ * would let the last commits vanish on power loss, breaking the promise
+ * that an fsync on the mount is durable.
+ */
+static int configure(struct meta_store *store)
+{
+    sqlite3_extended_result_codes(store->db, 1);
+    sqlite3_busy_timeout(store->db, 5000);
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(store->db, "PRAGMA journal_mode = WAL;", -1, &stmt, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(stmt, 0);
+        if (!mode || strcmp(mode, "wal") != 0)
+            rc = SQLITE_CANTOPEN;
+    } else if (rc == SQLITE_OK) {
+        rc = sqlite3_errcode(store->db);
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "switching the database to WAL mode");
+    return exec_sql(store,
+                    "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                    "PRAGMA temp_store = MEMORY;",
+                    "configuring the database");
+}
+
+static int open_db(struct meta_store *store, bool create)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/store.db", store->dir);
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(path, &store->db, flags, NULL);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "opening the database");
+    return 0;
+}
+
+/*
+ * Looks at the database file's header before SQLite does, so that a file
+ * that is not ours is refused without SQLite writing to it. Offsets are from
+ * SQLite's file format: magic at 0, user_version at 60, application_id at
+ * 68 (big-endian). A WAL may hold a newer page 1, so a zero application id
+ * here is checked again through SQLite.
+ */
+static int check_header(struct meta_store *store)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/store.db", store->dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return store_fail(store, -ENOENT,
+                              "no share at %s (%s does not exist); create one with `weft init` "
+                              "or join one with `weft join`",
+                              store->dir, path);
+        return store_fail(store, -errno, "cannot open %s: %s", path, strerror(errno));
+    }
+    uint8_t header[100];
+    ssize_t got = pread(fd, header, sizeof(header), 0);
+    close(fd);
+    if (got < 0)
+        return store_fail(store, -EIO, "cannot read %s: %s", path, strerror(errno));
+    if (got == 0) {
+        char wal[4096];
+        struct stat st;
+        snprintf(wal, sizeof(wal), "%s/store.db-wal", store->dir);
+        if (stat(wal, &st) == 0 && st.st_size > 0)
+            return 0; /* all of it is still in the WAL */
+        return store_fail(store, -EUCLEAN,
+                          "%s is empty: creating the share was interrupted. Nothing of it can be "
+                          "used: move %s away and run `weft init` (or `weft join`) again",
+                          path, store->dir);
+    }
+    if (got < (ssize_t)sizeof(header) || memcmp(header, "SQLite format 3", 16) != 0)
+        return store_fail(store, -EUCLEAN,
+                          "%s is not a weft store: it is not a SQLite database (a damaged or "
+                          "foreign file). weft will not touch it: move it away and restore the "
+                          "share from a relay or a backup",
+                          path);
+    uint32_t app_id = (uint32_t)header[68] << 24 | (uint32_t)header[69] << 16 |
+                      (uint32_t)header[70] << 8 | header[71];
+    if (app_id != 0 && app_id != META_APPLICATION_ID)
+        return store_fail(store, -EUCLEAN,
+                          "%s is the database of another program (application_id 0x%08x), not "
+                          "a weft store; weft will not touch it: move it away or open another "
+                          "directory",
+                          path, app_id);
+    return 0;
+}
+
+/* Checks the application id and schema version through SQLite; migrates an older schema. */
+static int check_schema(struct meta_store *store)
+{
+    int64_t app_id = 0, version = 0, tables = 0;
+    int rc = query_int(store, "PRAGMA application_id;", &app_id);
+    if (rc == SQLITE_OK)
+        rc = query_int(store, "PRAGMA user_version;", &version);
+    if (rc == SQLITE_OK)
+        rc = query_int(store, "SELECT count(*) FROM sqlite_master;", &tables);
+    if (rc != SQLITE_OK) {
+        int err = store_errno(rc);
+        if (err == -EUCLEAN)
+            return store_fail(store, err,
+                              "%s/store.db is damaged or not a database (%s); weft will not "
+                              "touch it: move it away and restore the share from a relay or a "
+                              "backup",
+                              store->dir, sqlite3_errmsg(store->db));
+        return store_sql_fail(store, rc, "reading the database header");
+    }
+    if (app_id == 0 && version == 0 && tables == 0)
+        return store_fail(store, -EUCLEAN,
+                          "%s/store.db is empty: creating the share was interrupted. Move %s "
+                          "away and run `weft init` (or `weft join`) again",
+                          store->dir, store->dir);
+    if (app_id != META_APPLICATION_ID)
+        return store_fail(store, -EUCLEAN,
+                          "%s/store.db is a SQLite database but not a weft store "
+                          "(application_id 0x%08x); weft will not touch it",
+                          store->dir, (unsigned)app_id);
+    if (version > META_SCHEMA_VERSION)
+        return store_fail(store, -EPROTONOSUPPORT,
+                          "%s/store.db has schema v%lld, newer than this weft knows (v%d): it "
+                          "was written by a newer weft. Upgrade weft to open it; this version "
+                          "will not touch it",
+                          store->dir, (long long)version, META_SCHEMA_VERSION);
+    if (version < 1)
+        return store_fail(store, -EUCLEAN, "%s/store.db has no schema version; not a weft store",
+                          store->dir);
+    rc = configure(store);
+    if (rc)
+        return rc;
+    if (version < META_SCHEMA_VERSION)
+        return schema_migrate(store, (int)version);
+    return 0;
+}
+
+static int derive_replica(uint64_t *out, const uint8_t public_key[META_PUBLIC_KEY_LEN])
+{
+    uint8_t digest[32];
+    int rc = meta_crypto_hash(digest, sizeof(digest), NULL, public_key, META_PUBLIC_KEY_LEN);
+    if (rc)
+        return rc;
+    uint64_t replica = 0;
+    for (int i = 0; i < 8; i++)
+        replica |= (uint64_t)digest[i] << (8 * i);
+    *out = replica;
+    return 0;
+}
+
+/* Reads the identity settings and key files, and checks they belong together. */
+static int load_identity(struct meta_store *store)
+{
+    char *share_id = NULL, *public_key = NULL;
+    int rc = meta_setting_get(&share_id, store, "share.id");
+    if (rc == -ENOENT) {
+        rc = store_fail(store, -EUCLEAN,
+                        "%s/store.db has no share identity: creating the share was "
+                        "interrupted. Move %s away and run `weft init` (or `weft join`) again",
+                        store->dir, store->dir);
+        goto out;
+    }
+    if (rc == 0)
+        rc = meta_setting_get(&public_key, store, "device.public_key");
+    if (rc)
+        goto out;
+    uint8_t stored_pk[META_PUBLIC_KEY_LEN];
+    if (hex_decode(store->share_id, sizeof(store->share_id), share_id) != 0 ||
+        hex_decode(stored_pk, sizeof(stored_pk), public_key) != 0) {
+        rc = store_fail(store, -EUCLEAN, "%s/store.db: the share identity settings are damaged",
+                        store->dir);
+        goto out;
+    }
+    rc = read_key_file(store, "share.key", store->share_key, sizeof(store->share_key));
+    if (rc == 0)
+        rc = read_key_file(store, "device.key", store->secret_key, sizeof(store->secret_key));
+    if (rc)
+        goto out;
+    /* libsodium's Ed25519 secret key ends with the public key. */
+    memcpy(store->public_key, store->secret_key + 32, META_PUBLIC_KEY_LEN);
+    if (memcmp(store->public_key, stored_pk, META_PUBLIC_KEY_LEN) != 0) {
+        rc = store_fail(store, -EUCLEAN,
+                        "%s/keys/device.key does not belong to this store (its public key "
+                        "differs from the one recorded); restore the right key file",
+                        store->dir);
+        goto out;
+    }
+    rc = derive_replica(&store->replica, store->public_key);
+out:
+    free(share_id);
+    free(public_key);
+    return rc;
+}
+
+/* Empties DIR/files/tmp (made if missing): leftovers of replacements a crash interrupted. */
+static int clean_tmp(struct meta_store *store)
+{
+    int tmp_fd = openat(store->files_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (tmp_fd < 0 && errno == ENOENT && mkdirat(store->files_fd, "tmp", 0700) == 0)
+        tmp_fd = openat(store->files_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (tmp_fd < 0)
+        return store_fail(store, -errno, "cannot open %s/files/tmp: %s", store->dir,
+                          strerror(errno));
+    DIR *dir = fdopendir(tmp_fd);
+    if (!dir) {
+        close(tmp_fd);
+        return store_fail(store, -errno, "cannot read %s/files/tmp", store->dir);
+    }
+    struct dirent *entry;
+    int rc = 0;
+    while ((entry = readdir(dir))) {
+        if (entry->d_name[0] == '.')
+            continue;
+        if (unlinkat(dirfd(dir), entry->d_name, 0) != 0 && errno != ENOENT) {
+            rc = store_fail(store, -errno, "cannot remove %s/files/tmp/%s: %s", store->dir,
+                            entry->d_name, strerror(errno));
+            break;
+        }
+    }
+    closedir(dir);
+    return rc;
+}
+
+static int open_files(struct meta_store *store)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/files", store->dir);
+    store->files_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (store->files_fd < 0)
+        return store_fail(store, -errno, "cannot open %s: %s", path, strerror(errno));
+    return meta_chunker_new(&store->chunker, store->share_key);
+}
+
+static void copy_err(struct meta_err *err, const struct meta_store *store, const char *fallback)
+{
+    if (!err)
+        return;
+    snprintf(err->msg, sizeof(err->msg), "%s",
+             store && store->errmsg[0] ? store->errmsg : fallback);
+}
+
+int meta_store_open(struct meta_store **out, struct meta_err *err, const char *dir)
+{
+    *out = NULL;
+    if (strlen(dir) > DIR_LEN_MAX) {
+        if (err)
+            snprintf(err->msg, sizeof(err->msg), "the share's path is too long (over %d bytes)",
+                     DIR_LEN_MAX);
+        return -ENAMETOOLONG;
+    }
+    struct stat st;
+    if (meta_crypto_init() != 0) {
+        copy_err(err, NULL, "cannot start libsodium");
+        return -EIO;
+    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (err)
+            snprintf(err->msg, sizeof(err->msg), "no share at %s (no such directory)", dir);
+        return -ENOENT;
+    }
+    struct meta_store *store = store_alloc(dir);
+    if (!store) {
+        copy_err(err, NULL, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = take_lock(store);
+    if (rc == 0)
+        rc = check_header(store);
+    if (rc == 0)
+        rc = open_db(store, false);
+    if (rc == 0)
+        rc = check_schema(store);
+    if (rc == 0)
+        rc = load_identity(store);
+    if (rc == 0)
+        rc = open_files(store);
+    if (rc == 0)
+        rc = clean_tmp(store);
+    if (rc == 0)
+        rc = version_redo_stale(store);
+    if (rc) {
+        copy_err(err, store, "cannot open the share");
+        meta_store_close(store);
+        return rc;
+    }
+    *out = store;
+    return 0;
+}
+
+static int init_identity(struct meta_store *store, const struct meta_share_params *params)
+{
+    if (params->share_id)
+        memcpy(store->share_id, params->share_id, sizeof(store->share_id));
+    else
+        meta_crypto_random(store->share_id, sizeof(store->share_id));
+    if (params->share_key)
+        memcpy(store->share_key, params->share_key, sizeof(store->share_key));
+    else
+        meta_crypto_random(store->share_key, sizeof(store->share_key));
+    int rc = meta_crypto_sign_keypair(store->public_key, store->secret_key);
+    if (rc)
+        return store_fail(store, rc, "cannot make a device key pair");
+    rc = derive_replica(&store->replica, store->public_key);
+    if (rc)
+        return store_fail(store, rc, "cannot derive the replica id");
+    rc = write_key_file(store, "share.key", store->share_key, sizeof(store->share_key));
+    if (rc == 0)
+        rc = write_key_file(store, "device.key", store->secret_key, sizeof(store->secret_key));
+    return rc;
+}
+
+static int record_identity(struct meta_store *store, const struct meta_share_params *params)
+{
+    char share_hex[2 * META_SHARE_ID_LEN + 1], pk_hex[2 * META_PUBLIC_KEY_LEN + 1];
+    char replica_hex[17];
+    hex_encode(share_hex, store->share_id, sizeof(store->share_id));
+    hex_encode(pk_hex, store->public_key, sizeof(store->public_key));
+    snprintf(replica_hex, sizeof(replica_hex), "%016llx", (unsigned long long)store->replica);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct meta_device self = {
+        .replica = store->replica,
+        .added_at_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec,
+    };
+    memcpy(self.public_key, store->public_key, sizeof(self.public_key));
+    snprintf(self.name, sizeof(self.name), "%s", params->device_name);
+
+    int rc = meta_store_txn_begin(store);
+    if (rc)
+        return rc;
+    rc = meta_setting_set(store, "share.id", share_hex);
+    if (rc == 0)
+        rc = meta_setting_set(store, "device.public_key", pk_hex);
+    if (rc == 0)
+        rc = meta_setting_set(store, "device.replica", replica_hex);
+    if (rc == 0)
+        rc = meta_setting_set(store, "device.name", params->device_name);
+    if (rc == 0)
+        rc = meta_device_put(store, &self);
+    if (rc) {
+        meta_store_txn_rollback(store);
+        return rc;
+    }
+    return meta_store_txn_commit(store);
+}
+
+int meta_store_create(struct meta_store **out, struct meta_err *err, const char *dir,
+                      const struct meta_share_params *params)
+{
+    *out = NULL;
+    if (strlen(dir) > DIR_LEN_MAX) {
+        if (err)
+            snprintf(err->msg, sizeof(err->msg), "the share's path is too long (over %d bytes)",
+                     DIR_LEN_MAX);
+        return -ENAMETOOLONG;
+    }
+    if (!params || !params->device_name || !params->device_name[0] ||
+        strlen(params->device_name) > META_NAME_MAX) {
+        if (err)
+            snprintf(err->msg, sizeof(err->msg),
+                     "a device name of 1 to %d bytes is needed to create a share", META_NAME_MAX);
+        return -EINVAL;
+    }
+    if (meta_crypto_init() != 0) {
+        copy_err(err, NULL, "cannot start libsodium");
+        return -EIO;
+    }
+    struct meta_store *store = store_alloc(dir);
+    if (!store) {
+        copy_err(err, NULL, "out of memory");
+        return -ENOMEM;
+    }
+    char path[4096];
+    int rc = make_dir(dir);
+    if (rc)
+        store_fail(store, rc, "cannot make %s: %s", dir, strerror(-rc));
+    if (rc == 0)
+        rc = take_lock(store);
+    if (rc == 0) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/store.db", dir);
+        if (lstat(path, &st) == 0)
+            rc = store_fail(store, -EEXIST,
+                            "a share already exists at %s; open it, or choose an empty "
+                            "directory",
+                            dir);
+    }
+    const char *subdirs[] = {"keys", "files", "files/tmp"};
+    for (size_t i = 0; rc == 0 && i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
+        rc = make_dir(path);
+        if (rc)
+            store_fail(store, rc, "cannot make %s: %s", path, strerror(-rc));
+    }
+    if (rc == 0)
+        rc = init_identity(store, params);
+    if (rc == 0)
+        rc = open_db(store, true);
+    if (rc == 0)
+        rc = configure(store);
+    if (rc == 0)
+        rc = schema_migrate(store, 0);
+    if (rc == 0)
+        rc = record_identity(store, params);
+    if (rc == 0) {
+        /* The names store.db, keys/, files/ must survive a crash as well as their contents. */
+        snprintf(path, sizeof(path), "%s/files", dir);
+        rc = fsync_dir(dir);
+        if (rc == 0)
+            rc = fsync_dir(path);
+        if (rc)
+            store_fail(store, rc, "cannot fsync %s: %s", dir, strerror(-rc));
+    }
+    if (rc == 0)
+        rc = open_files(store);
+    if (rc) {
+        copy_err(err, store, "cannot create the share");
+        meta_store_close(store);
+        return rc;
+    }
+    *out = store;
+    return 0;
+}
+
+void meta_store_close(struct meta_store *store)
+{
+    if (!store)
+        return;
+    for (size_t i = 0; i < store->stmt_count; i++)
+        sqlite3_finalize(store->stmts[i].stmt);
+    if (store->db) {
+        if (!sqlite3_get_autocommit(store->db))
+            sqlite3_exec(store->db, "ROLLBACK;", NULL, NULL, NULL);
+        /* All statements are finalized, so close cannot be refused as busy. */
+        sqlite3_close(store->db);
+    }
+    if (store->files_fd >= 0)
+        close(store->files_fd);
+    /* Closing the descriptor drops the OFD lock. */
+    if (store->lock_fd >= 0)
+        close(store->lock_fd);
+    meta_chunker_free(store->chunker);
+    meta_crypto_wipe(store->share_key, sizeof(store->share_key));
+    meta_crypto_wipe(store->secret_key, sizeof(store->secret_key));
+    free(store->dir);
+    free(store);
+}
+
+/* ---- accessors ---- */
+
+const char *meta_store_errmsg(const struct meta_store *store)
+{
+    return store->errmsg;
+}
+
+const char *meta_store_dir(const struct meta_store *store)
+{
+    return store->dir;
+}
+
+uint64_t meta_store_replica(const struct meta_store *store)
+{
+    return store->replica;
+}
+
+void meta_store_share_id(uint8_t out[META_SHARE_ID_LEN], const struct meta_store *store)
+{
+    memcpy(out, store->share_id, META_SHARE_ID_LEN);
+}
+
+void meta_store_public_key(uint8_t out[META_PUBLIC_KEY_LEN], const struct meta_store *store)
+{
+    memcpy(out, store->public_key, META_PUBLIC_KEY_LEN);
+}
+
+int meta_store_chunk_id(uint8_t out[META_HASH_LEN], const struct meta_store *store,
+                        const void *data, size_t len)
+{
+    return meta_crypto_hash(out, META_HASH_LEN, store->share_key, data, len);
+}
+
+static ssize_t default_pwrite(int fd, const void *buf, size_t len, off_t offset)
+{
+    return pwrite(fd, buf, len, offset);
+}
+
+static int default_fsync(int fd)
+{
+    return fdatasync(fd);
+}
+
+static const struct meta_io default_io = {.pwrite = default_pwrite, .fsync = default_fsync};
+
+void meta_store_set_io(struct meta_store *store, const struct meta_io *io)
+{
+    store->io = io;
+}
+
+int wc_write_all(struct meta_store *store, int fd, const void *data, size_t len, off_t offset)
+{
+    const struct meta_io *io = store->io ? store->io : &default_io;
+    const uint8_t *bytes = data;
+    while (len > 0) {
+        ssize_t wrote = io->pwrite(fd, bytes, len, offset);
+        if (wrote < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (wrote == 0)
+            return -EIO;
+        bytes += wrote;
+        len -= (size_t)wrote;
+        offset += wrote;
+    }
+    return 0;
+}
+
+int wc_fsync(struct meta_store *store, int fd)
+{
+    const struct meta_io *io = store->io ? store->io : &default_io;
+    return io->fsync(fd) == 0 ? 0 : -errno;
+}
+
+/* ---- transactions ---- */
+
+int meta_store_txn_begin(struct meta_store *store)
+{
+    if (store->in_txn)
+        return store_fail(store, -EINVAL, "a transaction is already open");
+    int rc = sqlite3_exec(store->db, "BEGIN IMMEDIATE;", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "starting a transaction");
+    store->in_txn = true;
+    return 0;
+}
+
+/*
+ * After a commit, rewrites the working copies it made STALE. A failure is
+ * returned (the commit stands) and the nodes stay STALE, retried at the next
+ * commit or open.
+ */
+static int redo_after_commit(struct meta_store *store)
+{
+    return store->stale_pending ? version_redo_stale(store) : 0;
+}
+
+int meta_store_txn_commit(struct meta_store *store)
+{
+    if (!store->in_txn)
+        return store_fail(store, -EINVAL, "no transaction is open");
+    store->in_txn = false;
+    if (sqlite3_get_autocommit(store->db))
+        return store_fail(store, -EIO,
+                          "the transaction was rolled back after an earlier error; nothing of "
+                          "it was committed");
+    int rc = sqlite3_exec(store->db, "COMMIT;", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        int err = store_sql_fail(store, rc, "committing");
+        if (!sqlite3_get_autocommit(store->db))
+            sqlite3_exec(store->db, "ROLLBACK;", NULL, NULL, NULL);
+        return err;
+    }
+    return redo_after_commit(store);
+}
+
+void meta_store_txn_rollback(struct meta_store *store)
+{
+    store->in_txn = false;
+    if (!sqlite3_get_autocommit(store->db))
+        sqlite3_exec(store->db, "ROLLBACK;", NULL, NULL, NULL);
+}
+
+/* ---- settings ---- */
+
+int meta_setting_set(struct meta_store *store, const char *key, const char *value)
+{
+    static const char sql[] = "INSERT INTO settings (key, value) VALUES (?1, ?2) "
+                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value;";
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_save_end(store, -ENOMEM);
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, value, -1, SQLITE_STATIC);
+    rc = store_step_done(store, stmt, "writing a setting");
+    return store_save_end(store, rc);
+}
+
+int meta_setting_get(char **out, struct meta_store *store, const char *key)
+{
+    static const char sql[] = "SELECT value FROM settings WHERE key = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *value = (const char *)sqlite3_column_text(stmt, 0);
+        *out = strdup(value ? value : "");
+        rc = *out ? 0 : -ENOMEM;
+    } else if (rc == SQLITE_DONE) {
+        rc = store_fail(store, -ENOENT, "setting %s is not set", key);
+    } else {
+        rc = store_sql_fail(store, rc, "reading a setting");
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+int meta_setting_get_int(int64_t *out, struct meta_store *store, const char *key, int64_t fallback)
+{
+    char *text = NULL;
+    int rc = meta_setting_get(&text, store, key);
+    if (rc == -ENOENT) {
+        *out = fallback;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno || end == text || *end != '\0')
+        rc = store_fail(store, -EINVAL, "setting %s is \"%s\", not an integer", key, text);
+    else
+        *out = value;
+    free(text);
+    return rc;
+}
+
+int meta_setting_delete(struct meta_store *store, const char *key)
+{
+    static const char sql[] = "DELETE FROM settings WHERE key = ?1;";
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_save_end(store, -ENOMEM);
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+    rc = store_step_done(store, stmt, "removing a setting");
+    return store_save_end(store, rc);
+}
+
+/* ---- devices ---- */
+
+int meta_device_put(struct meta_store *store, const struct meta_device *device)
+{
+    static const char sql[] =
+        "INSERT INTO devices (replica, public_key, name, added_at_ns, revoked) "
+        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (replica) DO UPDATE SET "
+        "public_key = excluded.public_key, name = excluded.name, "
+        "added_at_ns = excluded.added_at_ns, revoked = excluded.revoked;";
+    if (strnlen(device->name, sizeof(device->name)) > META_NAME_MAX)
+        return store_fail(store, -EINVAL, "device name too long");
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_save_end(store, -ENOMEM);
+    store_bind_u64(stmt, 1, device->replica);
+    sqlite3_bind_blob(stmt, 2, device->public_key, META_PUBLIC_KEY_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, device->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 4, device->added_at_ns);
+    sqlite3_bind_int(stmt, 5, device->revoked ? 1 : 0);
+    rc = store_step_done(store, stmt, "writing a device");
+    return store_save_end(store, rc);
+}
+
+static int read_device(struct meta_device *out, struct meta_store *store, sqlite3_stmt *stmt)
+{
+    memset(out, 0, sizeof(*out));
+    out->replica = store_column_u64(stmt, 0);
+    if (sqlite3_column_bytes(stmt, 1) != META_PUBLIC_KEY_LEN)
+        return store_fail(store, -EUCLEAN, "device %016llx has a damaged public key",
+                          (unsigned long long)out->replica);
+    memcpy(out->public_key, sqlite3_column_blob(stmt, 1), META_PUBLIC_KEY_LEN);
+    const char *name = (const char *)sqlite3_column_text(stmt, 2);
+    snprintf(out->name, sizeof(out->name), "%s", name ? name : "");
+    out->added_at_ns = sqlite3_column_int64(stmt, 3);
+    out->revoked = sqlite3_column_int(stmt, 4) != 0;
+    return 0;
+}
+
+int meta_device_get(struct meta_device *out, struct meta_store *store, uint64_t replica)
+{
+    static const char sql[] = "SELECT replica, public_key, name, added_at_ns, revoked "
+                              "FROM devices WHERE replica = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_u64(stmt, 1, replica);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        rc = read_device(out, store, stmt);
+    else if (rc == SQLITE_DONE)
+        rc = store_fail(store, -ENOENT, "no device %016llx", (unsigned long long)replica);
+    else
+        rc = store_sql_fail(store, rc, "reading a device");
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+int meta_device_list(struct meta_device **out, size_t *out_len, struct meta_store *store)
+{
+    static const char sql[] = "SELECT replica, public_key, name, added_at_ns, revoked "
+                              "FROM devices ORDER BY replica;";
+    *out = NULL;
+    *out_len = 0;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    struct meta_device *devices = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct meta_device *grown = realloc(devices, cap * sizeof(*grown));
+            if (!grown) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+            devices = grown;
+        }
+        rc = read_device(&devices[len], store, stmt);
+        if (rc)
+            goto fail;
+        len++;
+    }
+    if (rc != SQLITE_DONE) {
+        rc = store_sql_fail(store, rc, "listing devices");
+        goto fail;
+    }
+    sqlite3_reset(stmt);
+    *out = devices;
+    *out_len = len;
+    return 0;
+fail:
+    sqlite3_reset(stmt);
+    free(devices);
+    return rc;
+}
+
+/* ---- checks ---- */
+
+int meta_store_check(struct meta_store *store)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(store->db, "PRAGMA integrity_check;", -1, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "integrity check");
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *result = (const char *)sqlite3_column_text(stmt, 0);
+        if (!result || strcmp(result, "ok") != 0)
+            rc = store_fail(store, -EUCLEAN, "integrity check of %s/store.db: %s", store->dir,
+                            result ? result : "(no result)");
+        else
+            rc = 0;
+    } else {
+        rc = store_sql_fail(store, rc, "integrity check");
+    }
+    sqlite3_finalize(stmt);
+    if (rc)
+        return rc;
+    int64_t violations = 0;
+    rc = query_int(store, "SELECT count(*) FROM pragma_foreign_key_check;", &violations);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "foreign key check");
+    if (violations)
+        return store_fail(store, -EUCLEAN, "%s/store.db: %lld rows break foreign keys", store->dir,
+                          (long long)violations);
+    return version_check(store);
+}

@@ -1,0 +1,735 @@
+/* meta/version: see version.h. */
+#include "meta/version.h"
+#include "internal.h"
+#include "meta/nodes.h"
+#include "meta/wcopy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/*
+ * Newest first by timestamp: counter, then replica as an unsigned number.
+ * Replicas are stored as signed integers with the same bits (schema.c), and
+ * the unsigned order of those bits is: negatives (high bit set) above
+ * non-negatives, each group in signed order.
+ */
+#define NEWEST_FIRST "ts_counter DESC, (ts_replica < 0) DESC, ts_replica DESC"
+
+#define READ_BUF_LEN (1u << 20)
+
+/* ---- chunks ---- */
+
+static int chunk_insert(struct meta_store *store, const uint8_t *id, const void *data, size_t len)
+{
+    static const char sql[] = "INSERT OR IGNORE INTO chunks (id, size, data) VALUES (?1, ?2, ?3);";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    sqlite3_bind_blob(stmt, 1, id, META_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)len);
+    sqlite3_bind_blob(stmt, 3, len ? data : "", (int)len, SQLITE_STATIC);
+    return store_step_done(store, stmt, "storing a chunk");
+}
+
+int meta_chunk_put(struct meta_store *store, const uint8_t id[META_HASH_LEN], const void *data,
+                   size_t len)
+{
+    uint8_t actual[META_HASH_LEN];
+    if (len == 0 || len > META_CHUNK_MAX)
+        return store_fail(store, -EINVAL, "a chunk holds 1 to %u bytes", META_CHUNK_MAX);
+    int rc = meta_store_chunk_id(actual, store, data, len);
+    if (rc)
+        return store_fail(store, rc, "hashing a chunk");
+    if (!meta_crypto_equal(actual, id, META_HASH_LEN))
+        return store_fail(store, -EBADMSG, "a chunk's content does not match its id");
+    rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    return store_save_end(store, chunk_insert(store, id, data, len));
+}
+
+int meta_chunk_get(uint8_t **out, size_t *out_len, struct meta_store *store,
+                   const uint8_t id[META_HASH_LEN])
+{
+    static const char sql[] = "SELECT data FROM chunks WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    sqlite3_bind_blob(stmt, 1, id, META_HASH_LEN, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+        *out = malloc(len ? len : 1);
+        if (*out) {
+            memcpy(*out, sqlite3_column_blob(stmt, 0), len);
+            *out_len = len;
+            rc = 0;
+        } else {
+            rc = -ENOMEM;
+        }
+    } else if (rc == SQLITE_DONE) {
+        rc = store_fail(store, -ENOENT, "no such chunk");
+    } else {
+        rc = store_sql_fail(store, rc, "reading a chunk");
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+int meta_chunk_has(bool *out, struct meta_store *store, const uint8_t id[META_HASH_LEN])
+{
+    static const char sql[] = "SELECT 1 FROM chunks WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    sqlite3_bind_blob(stmt, 1, id, META_HASH_LEN, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    *out = rc == SQLITE_ROW;
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return store_sql_fail(store, rc, "looking up a chunk");
+    return 0;
+}
+
+/*
+ * Mark: every chunk id of every version's list goes into a temp table.
+ * Sweep: chunks not in it are deleted. A list that fails to decode stops the
+ * GC before anything is deleted: marking must be complete or the sweep would
+ * delete live chunks.
+ */
+static int gc(uint64_t *out_removed, struct meta_store *store)
+{
+    static const char versions_sql[] = "SELECT chunks FROM versions;";
+    static const char mark_sql[] = "INSERT OR IGNORE INTO temp.marks (id) VALUES (?1);";
+    static const char sweep_sql[] =
+        "DELETE FROM chunks WHERE id NOT IN (SELECT id FROM temp.marks);";
+    int rc = sqlite3_exec(store->db,
+                          "CREATE TEMP TABLE IF NOT EXISTS marks (id BLOB PRIMARY KEY) "
+                          "WITHOUT ROWID; DELETE FROM temp.marks;",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "starting chunk GC");
+    sqlite3_stmt *versions = store_stmt(store, versions_sql);
+    sqlite3_stmt *mark = store_stmt(store, mark_sql);
+    if (!versions || !mark)
+        return -ENOMEM;
+    int step;
+    while ((step = sqlite3_step(versions)) == SQLITE_ROW) {
+        struct meta_chunk_list list;
+        rc = meta_chunk_list_decode(&list, sqlite3_column_blob(versions, 0),
+                                    (size_t)sqlite3_column_bytes(versions, 0));
+        if (rc) {
+            sqlite3_reset(versions);
+            return store_fail(store, rc == -EBADMSG ? -EUCLEAN : rc,
+                              "chunk GC stopped, nothing deleted: a version's chunk list is "
+                              "damaged");
+        }
+        for (size_t i = 0; i < list.len && rc == 0; i++) {
+            sqlite3_reset(mark);
+            sqlite3_bind_blob(mark, 1, list.refs[i].id, META_HASH_LEN, SQLITE_STATIC);
+            rc = store_step_done(store, mark, "marking chunks");
+        }
+        meta_chunk_list_free(&list);
+        if (rc) {
+            sqlite3_reset(versions);
+            return rc;
+        }
+    }
+    sqlite3_reset(versions);
+    if (step != SQLITE_DONE)
+        return store_sql_fail(store, step, "reading versions for GC");
+    sqlite3_stmt *sweep = store_stmt(store, sweep_sql);
+    if (!sweep)
+        return -ENOMEM;
+    rc = store_step_done(store, sweep, "deleting unreferenced chunks");
+    if (rc)
+        return rc;
+    if (out_removed)
+        *out_removed = (uint64_t)sqlite3_changes64(store->db);
+    rc = sqlite3_exec(store->db, "DELETE FROM temp.marks;", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : store_sql_fail(store, rc, "finishing chunk GC");
+}
+
+int meta_chunk_gc(uint64_t *out_removed, struct meta_store *store)
+{
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    return store_save_end(store, gc(out_removed, store));
+}
+
+/* ---- versions ---- */
+
+static int newest(struct crdt_ts *out, struct meta_store *store, const struct meta_id *node);
+
+static int insert_version(struct meta_store *store, const struct meta_version *version,
+                          const struct meta_chunk_list *chunks)
+{
+    static const char sql[] =
+        "INSERT INTO versions (node, ts_counter, ts_replica, author, time_ns, size, chunks) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7);";
+    struct crdt_buf buf = {0};
+    meta_chunk_list_encode(&buf, chunks);
+    int rc = crdt_buf_status(&buf);
+    if (rc) {
+        crdt_buf_free(&buf);
+        return store_fail(store, rc, "out of memory encoding a chunk list");
+    }
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt) {
+        crdt_buf_free(&buf);
+        return -ENOMEM;
+    }
+    store_bind_id(stmt, 1, &version->node);
+    store_bind_u64(stmt, 2, version->ts.counter);
+    store_bind_u64(stmt, 3, version->ts.replica);
+    store_bind_u64(stmt, 4, version->author);
+    sqlite3_bind_int64(stmt, 5, version->time_ns);
+    store_bind_u64(stmt, 6, chunks->total);
+    sqlite3_bind_blob(stmt, 7, buf.data, (int)buf.len, SQLITE_STATIC);
+    rc = store_step_done(store, stmt, "recording a version");
+    crdt_buf_free(&buf);
+    if (rc == -EEXIST)
+        store_fail(store, rc, "the node already has a version with this timestamp");
+    else if (rc == -ENOENT)
+        store_fail(store, rc, "no such node");
+    return rc;
+}
+
+static int set_node_content(struct meta_store *store, const struct meta_id *node, uint64_t size,
+                            enum meta_wc_state state)
+{
+    /* A DIRTY working copy holds local bytes not yet committed: it is never marked STALE
+       (and so never overwritten) here; the mount merges or commits it. */
+    static const char sql[] = "UPDATE nodes SET size = ?2, "
+                              "wc_state = CASE WHEN ?3 = 2 AND wc_state = 1 THEN 1 ELSE ?3 END "
+                              "WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, node);
+    store_bind_u64(stmt, 2, size);
+    sqlite3_bind_int(stmt, 3, (int)state);
+    int rc = store_step_done(store, stmt, "updating a node's content");
+    if (rc == 0 && sqlite3_changes(store->db) == 0)
+        rc = store_fail(store, -ENOENT, "no such node");
+    return rc;
+}
+
+static int record(struct meta_store *store, const struct meta_version *version,
+                  const struct meta_chunk_list *chunks)
+{
+    for (size_t i = 0; i < chunks->len; i++) {
+        bool present = false;
+        int rc = meta_chunk_has(&present, store, chunks->refs[i].id);
+        if (rc)
+            return rc;
+        if (!present)
+            return store_fail(store, -ENOENT, "chunk %zu of the version is not in the store", i);
+    }
+    int rc = insert_version(store, version, chunks);
+    if (rc)
+        return rc;
+    struct crdt_ts head;
+    rc = newest(&head, store, &version->node);
+    if (rc || crdt_ts_cmp(head, version->ts) != 0)
+        return rc;
+    rc = set_node_content(store, &version->node, chunks->total, META_WC_STALE);
+    if (rc == 0)
+        store->stale_pending = true;
+    return rc;
+}
+
+int meta_version_record(struct meta_store *store, const struct meta_version *version,
+                        const struct meta_chunk_list *chunks)
+{
+    if (version->size != chunks->total)
+        return store_fail(store, -EINVAL, "version size %llu is not its chunks' total %llu",
+                          (unsigned long long)version->size, (unsigned long long)chunks->total);
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    return store_save_end(store, record(store, version, chunks));
+}
+
+struct commit_ctx {
+    struct meta_store *store;
+    struct meta_chunk_list list;
+};
+
+static int commit_chunk(void *ctx, const uint8_t id[META_HASH_LEN], const uint8_t *data, size_t len)
+{
+    struct commit_ctx *commit = ctx;
+    int rc = chunk_insert(commit->store, id, data, len);
+    if (rc)
+        return rc;
+    rc = meta_chunk_list_add(&commit->list, id, (uint32_t)len);
+    return rc ? store_fail(commit->store, rc, "out of memory listing chunks") : 0;
+}
+
+static int commit_wc(struct meta_store *store, const struct meta_version *version, int fd,
+                     struct commit_ctx *commit)
+{
+    uint8_t *buf = malloc(READ_BUF_LEN);
+    if (!buf)
+        return store_fail(store, -ENOMEM, "out of memory");
+    meta_chunker_reset(store->chunker);
+    int rc = 0;
+    for (off_t offset = 0;;) {
+        ssize_t got = pread(fd, buf, READ_BUF_LEN, offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = store_fail(store, -errno, "reading a working copy: %s", strerror(errno));
+            break;
+        }
+        if (got == 0) {
+            rc = meta_chunker_finish(store->chunker, commit_chunk, commit);
+            break;
+        }
+        rc = meta_chunker_feed(store->chunker, buf, (size_t)got, commit_chunk, commit);
+        if (rc)
+            break;
+        offset += got;
+    }
+    free(buf);
+    if (rc == 0)
+        rc = insert_version(store, version, &commit->list);
+    if (rc == 0)
+        rc = set_node_content(store, &version->node, commit->list.total, META_WC_CLEAN);
+    return rc;
+}
+
+int meta_version_commit_wc(uint64_t *out_size, struct meta_store *store,
+                           const struct meta_version *version)
+{
+    int fd = -1;
+    int rc = meta_wc_open(&fd, store, &version->node, O_RDONLY);
+    if (rc)
+        return rc;
+    /* The file's bytes reach the disk before the transaction that calls them CLEAN. */
+    rc = wc_fsync(store, fd);
+    if (rc) {
+        close(fd);
+        return store_fail(store, rc, "fsync of a working copy: %s", strerror(-rc));
+    }
+    struct commit_ctx commit = {.store = store};
+    rc = store_save_begin(store);
+    if (rc == 0)
+        rc = store_save_end(store, commit_wc(store, version, fd, &commit));
+    close(fd);
+    if (rc == 0 && out_size)
+        *out_size = commit.list.total;
+    meta_chunk_list_free(&commit.list);
+    return rc;
+}
+
+static int read_version(struct meta_version *out, struct meta_chunk_list *out_chunks,
+                        struct meta_store *store, sqlite3_stmt *stmt)
+{
+    int rc = store_column_id(&out->node, stmt, 0);
+    out->ts.counter = store_column_u64(stmt, 1);
+    out->ts.replica = store_column_u64(stmt, 2);
+    out->author = store_column_u64(stmt, 3);
+    out->time_ns = sqlite3_column_int64(stmt, 4);
+    out->size = store_column_u64(stmt, 5);
+    if (rc == 0 && out_chunks) {
+        rc = meta_chunk_list_decode(out_chunks, sqlite3_column_blob(stmt, 6),
+                                    (size_t)sqlite3_column_bytes(stmt, 6));
+        if (rc == 0 && out_chunks->total != out->size) {
+            meta_chunk_list_free(out_chunks);
+            rc = -EBADMSG;
+        }
+    }
+    if (rc == -EBADMSG || rc == -EUCLEAN)
+        return store_fail(store, -EUCLEAN, "a version's record is damaged");
+    return rc;
+}
+
+#define VERSION_COLUMNS "node, ts_counter, ts_replica, author, time_ns, size, chunks"
+
+int meta_version_get(struct meta_version *out, struct meta_chunk_list *out_chunks,
+                     struct meta_store *store, const struct meta_id *node, struct crdt_ts ts)
+{
+    static const char sql[] = "SELECT " VERSION_COLUMNS " FROM versions "
+                              "WHERE node = ?1 AND ts_counter = ?2 AND ts_replica = ?3;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, node);
+    store_bind_u64(stmt, 2, ts.counter);
+    store_bind_u64(stmt, 3, ts.replica);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        rc = read_version(out, out_chunks, store, stmt);
+    else if (rc == SQLITE_DONE)
+        rc = store_fail(store, -ENOENT, "no such version");
+    else
+        rc = store_sql_fail(store, rc, "reading a version");
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+int meta_version_list(struct meta_version **out, size_t *out_len, struct meta_store *store,
+                      const struct meta_id *node)
+{
+    static const char sql[] = "SELECT " VERSION_COLUMNS " FROM versions WHERE node = ?1 "
+                              "ORDER BY " NEWEST_FIRST ";";
+    *out = NULL;
+    *out_len = 0;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, node);
+    struct meta_version *versions = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0, step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct meta_version *grown = realloc(versions, cap * sizeof(*grown));
+            if (!grown) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+            versions = grown;
+        }
+        rc = read_version(&versions[len++], NULL, store, stmt);
+        if (rc)
+            goto fail;
+    }
+    if (step != SQLITE_DONE) {
+        rc = store_sql_fail(store, step, "listing versions");
+        goto fail;
+    }
+    sqlite3_reset(stmt);
+    *out = versions;
+    *out_len = len;
+    return 0;
+fail:
+    sqlite3_reset(stmt);
+    free(versions);
+    return rc;
+}
+
+/* Calls fn with each chunk of a version, in order; checks each chunk's length. */
+typedef int (*chunk_data_fn)(void *ctx, const void *data, size_t len);
+
+static int each_chunk(struct meta_store *store, const struct meta_id *node, struct crdt_ts ts,
+                      chunk_data_fn fn, void *ctx)
+{
+    static const char sql[] = "SELECT data FROM chunks WHERE id = ?1;";
+    struct meta_version version;
+    struct meta_chunk_list list;
+    int rc = meta_version_get(&version, &list, store, node, ts);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < list.len && rc == 0; i++) {
+        sqlite3_stmt *stmt = store_stmt(store, sql);
+        if (!stmt) {
+            rc = -ENOMEM;
+            break;
+        }
+        sqlite3_bind_blob(stmt, 1, list.refs[i].id, META_HASH_LEN, SQLITE_STATIC);
+        int step = sqlite3_step(stmt);
+        if (step == SQLITE_ROW) {
+            size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+            if (len != list.refs[i].len)
+                rc = store_fail(store, -EUCLEAN, "a chunk's length differs from its listing");
+            else
+                rc = fn(ctx, sqlite3_column_blob(stmt, 0), len);
+        } else if (step == SQLITE_DONE) {
+            rc = store_fail(store, -EUCLEAN, "a chunk of the version is missing from the store");
+        } else {
+            rc = store_sql_fail(store, step, "reading a chunk");
+        }
+        sqlite3_reset(stmt);
+    }
+    meta_chunk_list_free(&list);
+    return rc;
+}
+
+struct mem_ctx {
+    uint8_t *data;
+    size_t len;
+};
+
+static int append_mem(void *ctx, const void *data, size_t len)
+{
+    struct mem_ctx *mem = ctx;
+    memcpy(mem->data + mem->len, data, len);
+    mem->len += len;
+    return 0;
+}
+
+int meta_version_read(uint8_t **out, size_t *out_len, struct meta_store *store,
+                      const struct meta_id *node, struct crdt_ts ts)
+{
+    struct meta_version version;
+    int rc = meta_version_get(&version, NULL, store, node, ts);
+    if (rc)
+        return rc;
+    if (version.size > SIZE_MAX - 1)
+        return store_fail(store, -EFBIG, "version too large to read into memory");
+    struct mem_ctx mem = {.data = malloc((size_t)version.size + 1)};
+    if (!mem.data)
+        return store_fail(store, -ENOMEM, "out of memory");
+    rc = each_chunk(store, node, ts, append_mem, &mem);
+    if (rc) {
+        free(mem.data);
+        return rc;
+    }
+    *out = mem.data;
+    *out_len = mem.len;
+    return 0;
+}
+
+struct fd_ctx {
+    struct meta_store *store;
+    int fd;
+    off_t offset;
+    bool hooked; /* through the store's I/O hook (working copies) */
+};
+
+static int append_fd(void *ctx, const void *data, size_t len)
+{
+    struct fd_ctx *out = ctx;
+    int rc;
+    if (out->hooked) {
+        rc = wc_write_all(out->store, out->fd, data, len, out->offset);
+    } else {
+        rc = 0;
+        const uint8_t *bytes = data;
+        size_t left = len;
+        off_t offset = out->offset;
+        while (left > 0 && rc == 0) {
+            ssize_t wrote = pwrite(out->fd, bytes, left, offset);
+            if (wrote < 0 && errno != EINTR)
+                rc = -errno;
+            else if (wrote > 0) {
+                bytes += wrote;
+                left -= (size_t)wrote;
+                offset += wrote;
+            }
+        }
+    }
+    if (rc)
+        return store_fail(out->store, rc, "writing a version's content: %s", strerror(-rc));
+    out->offset += (off_t)len;
+    return 0;
+}
+
+int meta_version_read_fd(struct meta_store *store, const struct meta_id *node, struct crdt_ts ts,
+                         int fd)
+{
+    struct fd_ctx out = {.store = store, .fd = fd};
+    return each_chunk(store, node, ts, append_fd, &out);
+}
+
+int version_write_wc(struct meta_store *store, const struct meta_id *node, struct crdt_ts ts,
+                     int fd)
+{
+    struct fd_ctx out = {.store = store, .fd = fd, .hooked = true};
+    return each_chunk(store, node, ts, append_fd, &out);
+}
+
+static int restore(struct meta_store *store, const struct meta_version *version,
+                   struct crdt_ts from)
+{
+    struct meta_version old;
+    struct meta_chunk_list list;
+    int rc = meta_version_get(&old, &list, store, &version->node, from);
+    if (rc)
+        return rc;
+    rc = insert_version(store, version, &list);
+    if (rc == 0)
+        rc = set_node_content(store, &version->node, list.total, META_WC_STALE);
+    if (rc == 0)
+        store->stale_pending = true;
+    meta_chunk_list_free(&list);
+    return rc;
+}
+
+int meta_version_restore(struct meta_store *store, const struct meta_version *version,
+                         struct crdt_ts from)
+{
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    return store_save_end(store, restore(store, version, from));
+}
+
+/* The newest version's timestamp of a node; -ENOENT if it has none. */
+static int newest(struct crdt_ts *out, struct meta_store *store, const struct meta_id *node)
+{
+    static const char sql[] = "SELECT ts_counter, ts_replica FROM versions WHERE node = ?1 "
+                              "ORDER BY " NEWEST_FIRST " LIMIT 1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, node);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        out->counter = store_column_u64(stmt, 0);
+        out->replica = store_column_u64(stmt, 1);
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else {
+        rc = store_sql_fail(store, rc, "finding a node's newest version");
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+int version_redo_stale(struct meta_store *store)
+{
+    static const char clean_sql[] = "UPDATE nodes SET wc_state = 0 WHERE id = ?1 AND wc_state = 2;";
+    struct meta_id *ids = NULL;
+    size_t len = 0;
+    store->stale_pending = false;
+    int rc = meta_node_list_wc(&ids, &len, store, META_WC_STALE);
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        struct crdt_ts ts;
+        rc = newest(&ts, store, &ids[i]);
+        if (rc == -ENOENT) {
+            /* A file with no version yet is empty. */
+            rc = meta_wc_replace(store, &ids[i], "", 0);
+        } else if (rc == 0) {
+            rc = wc_replace_from_version(store, &ids[i], &ts);
+        }
+        if (rc)
+            break;
+        sqlite3_stmt *stmt = store_stmt(store, clean_sql);
+        if (!stmt) {
+            rc = -ENOMEM;
+            break;
+        }
+        store_bind_id(stmt, 1, &ids[i]);
+        rc = store_step_done(store, stmt, "marking a working copy clean");
+    }
+    if (rc)
+        store->stale_pending = true;
+    free(ids);
+    return rc;
+}
+
+/* ---- retention ---- */
+
+static int prune(uint64_t *out_removed, struct meta_store *store, int64_t now_ns)
+{
+    static const char sql[] =
+        "DELETE FROM versions WHERE rowid IN (SELECT rowid FROM ("
+        "  SELECT rowid, time_ns, row_number() OVER ("
+        "    PARTITION BY node ORDER BY " NEWEST_FIRST ") AS rank FROM versions)"
+        "  WHERE rank > 1 AND ((?1 > 0 AND rank > ?1) OR (?2 > 0 AND time_ns < ?3)));";
+    int64_t keep_versions, keep_days;
+    int rc = meta_setting_get_int(&keep_versions, store, META_SETTING_KEEP_VERSIONS, 0);
+    if (rc == 0)
+        rc = meta_setting_get_int(&keep_days, store, META_SETTING_KEEP_DAYS, 0);
+    if (rc)
+        return rc;
+    if (keep_versions < 0 || keep_days < 0 || keep_days > 1000000)
+        return store_fail(store, -EINVAL, "retention settings must be >= 0 (days <= 1000000)");
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    sqlite3_bind_int64(stmt, 1, keep_versions);
+    sqlite3_bind_int64(stmt, 2, keep_days);
+    sqlite3_bind_int64(stmt, 3, now_ns - keep_days * 86400 * (int64_t)1000000000);
+    rc = store_step_done(store, stmt, "pruning history");
+    if (rc)
+        return rc;
+    if (out_removed)
+        *out_removed = (uint64_t)sqlite3_changes64(store->db);
+    return gc(NULL, store);
+}
+
+int meta_history_prune(uint64_t *out_removed, struct meta_store *store, int64_t now_ns)
+{
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    return store_save_end(store, prune(out_removed, store, now_ns));
+}
+
+/* ---- consistency ---- */
+
+static int check_versions(struct meta_store *store)
+{
+    static const char sql[] = "SELECT " VERSION_COLUMNS " FROM versions;";
+    static const char chunk_sql[] = "SELECT size FROM chunks WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct meta_version version;
+        struct meta_chunk_list list;
+        rc = read_version(&version, &list, store, stmt);
+        if (rc)
+            break;
+        sqlite3_stmt *chunk = store_stmt(store, chunk_sql);
+        for (size_t i = 0; chunk && i < list.len && rc == 0; i++) {
+            sqlite3_reset(chunk);
+            sqlite3_bind_blob(chunk, 1, list.refs[i].id, META_HASH_LEN, SQLITE_STATIC);
+            if (sqlite3_step(chunk) != SQLITE_ROW ||
+                sqlite3_column_int64(chunk, 0) != (sqlite3_int64)list.refs[i].len)
+                rc = store_fail(
+                    store, -EUCLEAN, "version (%llu, %016llx) lists a chunk the store lacks",
+                    (unsigned long long)version.ts.counter, (unsigned long long)version.ts.replica);
+        }
+        if (!chunk)
+            rc = -ENOMEM;
+        else
+            sqlite3_reset(chunk);
+        meta_chunk_list_free(&list);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = store_sql_fail(store, step, "checking versions");
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+/* A CLEAN file node with versions has a working copy of its newest version's size. */
+static int check_working_copies(struct meta_store *store)
+{
+    static const char sql[] =
+        "SELECT n.id, v.size FROM nodes n JOIN versions v ON v.node = n.id "
+        "WHERE n.kind = 1 AND n.wc_state = 0 AND v.rowid = (SELECT rowid FROM versions "
+        "WHERE node = n.id ORDER BY " NEWEST_FIRST " LIMIT 1);";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct meta_id id;
+        char path[4096];
+        struct stat st;
+        rc = store_column_id(&id, stmt, 0);
+        if (rc == 0)
+            rc = meta_wc_path(path, sizeof(path), store, &id);
+        if (rc)
+            break;
+        if (stat(path, &st) != 0)
+            rc = store_fail(store, -EUCLEAN, "working copy %s is missing", path);
+        else if ((uint64_t)st.st_size != store_column_u64(stmt, 1))
+            rc = store_fail(store, -EUCLEAN,
+                            "working copy %s has %lld bytes, its newest version %llu", path,
+                            (long long)st.st_size, (unsigned long long)store_column_u64(stmt, 1));
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = store_sql_fail(store, step, "checking working copies");
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+int version_check(struct meta_store *store)
+{
+    int rc = check_versions(store);
+    return rc ? rc : check_working_copies(store);
+}

@@ -1,0 +1,198 @@
+/* meta/wcopy: see wcopy.h. */
+#include "meta/wcopy.h"
+#include "internal.h"
+#include "meta/nodes.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Paths relative to DIR/files: "xx/<hex>", "xx" and "tmp/<hex>". */
+struct wc_names {
+    char file[3 + 2 * META_ID_LEN + 1];
+    char dir[3];
+    char tmp[4 + 2 * META_ID_LEN + 1];
+};
+
+static void wc_names(struct wc_names *names, const struct meta_id *node)
+{
+    char hex[2 * META_ID_LEN + 1];
+    id_hex(hex, node);
+    snprintf(names->dir, sizeof(names->dir), "%.2s", hex);
+    snprintf(names->file, sizeof(names->file), "%.2s/%s", hex, hex);
+    snprintf(names->tmp, sizeof(names->tmp), "tmp/%s", hex);
+}
+
+int meta_wc_path(char *out, size_t cap, const struct meta_store *store, const struct meta_id *node)
+{
+    struct wc_names names;
+    wc_names(&names, node);
+    int len = snprintf(out, cap, "%s/files/%s", store->dir, names.file);
+    return len < 0 || (size_t)len >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* fsyncs DIR/files/<name> (a directory) through the I/O hook. */
+static int fsync_files_dir(struct meta_store *store, const char *name)
+{
+    int fd = openat(store->files_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = wc_fsync(store, fd);
+    close(fd);
+    return rc;
+}
+
+/* Makes the fan-out directory; a new one is made durable in DIR/files at once. */
+static int make_fanout(struct meta_store *store, const char *dir)
+{
+    if (mkdirat(store->files_fd, dir, 0700) != 0)
+        return errno == EEXIST ? 0 : -errno;
+    return wc_fsync(store, store->files_fd);
+}
+
+int meta_wc_open(int *out_fd, struct meta_store *store, const struct meta_id *node, int flags)
+{
+    struct wc_names names;
+    wc_names(&names, node);
+    int rc = 0;
+    int fd = -1;
+    if (flags & O_CREAT) {
+        rc = make_fanout(store, names.dir);
+        if (rc)
+            goto fail;
+        fd = openat(store->files_fd, names.file, flags | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            rc = fsync_files_dir(store, names.dir);
+            if (rc)
+                goto fail;
+            *out_fd = fd;
+            return 0;
+        }
+        if (errno != EEXIST || (flags & O_EXCL)) {
+            rc = -errno;
+            goto fail;
+        }
+        flags &= ~O_CREAT;
+    }
+    fd = openat(store->files_fd, names.file, flags | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    *out_fd = fd;
+    return 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    return store_fail(store, rc, "working copy %s/files/%s: %s", store->dir, names.file,
+                      strerror(-rc));
+}
+
+int meta_wc_mark_dirty(struct meta_store *store, const struct meta_id *node)
+{
+    static const char sql[] = "UPDATE nodes SET wc_state = 1 WHERE id = ?1 AND kind = 1;";
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_save_end(store, -ENOMEM);
+    store_bind_id(stmt, 1, node);
+    rc = store_step_done(store, stmt, "marking a working copy dirty");
+    if (rc == 0 && sqlite3_changes(store->db) == 0)
+        rc = store_fail(store, -ENOENT, "no such file node");
+    return store_save_end(store, rc);
+}
+
+typedef int (*fill_fn)(struct meta_store *store, int fd, void *ctx);
+
+/*
+ * Atomic replacement: the new content is written and fsync'ed under
+ * DIR/files/tmp/, renamed over the working copy, and the directory fsync'ed
+ * so the rename itself survives power loss. A crash leaves either the old
+ * file or the new one under the name (and maybe a temp file, removed at open).
+ */
+static int replace_with(struct meta_store *store, const struct meta_id *node, fill_fn fill,
+                        void *ctx)
+{
+    struct wc_names names;
+    wc_names(&names, node);
+    int rc = make_fanout(store, names.dir);
+    if (rc)
+        return store_fail(store, rc, "cannot make %s/files/%s: %s", store->dir, names.dir,
+                          strerror(-rc));
+    int fd = openat(store->files_fd, names.tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return store_fail(store, -errno, "cannot write %s/files/%s: %s", store->dir, names.tmp,
+                          strerror(errno));
+    rc = fill(store, fd, ctx);
+    if (rc == 0) {
+        rc = wc_fsync(store, fd);
+        if (rc)
+            store_fail(store, rc, "fsync of a working copy: %s", strerror(-rc));
+    }
+    if (close(fd) != 0 && rc == 0)
+        rc = store_fail(store, -errno, "closing a working copy: %s", strerror(errno));
+    if (rc == 0 && renameat(store->files_fd, names.tmp, store->files_fd, names.file) != 0)
+        rc = store_fail(store, -errno, "renaming a working copy into place: %s", strerror(errno));
+    if (rc) {
+        /* Best effort: a leftover temp file is removed at the next open anyway. */
+        unlinkat(store->files_fd, names.tmp, 0);
+        return rc;
+    }
+    rc = fsync_files_dir(store, names.dir);
+    if (rc)
+        return store_fail(store, rc, "fsync of %s/files/%s: %s", store->dir, names.dir,
+                          strerror(-rc));
+    return 0;
+}
+
+struct bytes_ctx {
+    const void *data;
+    size_t len;
+};
+
+static int fill_bytes(struct meta_store *store, int fd, void *ctx)
+{
+    struct bytes_ctx *bytes = ctx;
+    int rc = wc_write_all(store, fd, bytes->data, bytes->len, 0);
+    return rc ? store_fail(store, rc, "writing a working copy: %s", strerror(-rc)) : 0;
+}
+
+int meta_wc_replace(struct meta_store *store, const struct meta_id *node, const void *data,
+                    size_t len)
+{
+    struct bytes_ctx bytes = {data, len};
+    return replace_with(store, node, fill_bytes, &bytes);
+}
+
+struct version_ref {
+    const struct meta_id *node;
+    struct crdt_ts ts;
+};
+
+static int fill_version(struct meta_store *store, int fd, void *ctx)
+{
+    const struct version_ref *ref = ctx;
+    return version_write_wc(store, ref->node, ref->ts, fd);
+}
+
+int wc_replace_from_version(struct meta_store *store, const struct meta_id *node,
+                            const struct crdt_ts *ts)
+{
+    struct version_ref ref = {node, *ts};
+    return replace_with(store, node, fill_version, &ref);
+}
+
+int meta_wc_remove(struct meta_store *store, const struct meta_id *node)
+{
+    struct wc_names names;
+    wc_names(&names, node);
+    if (unlinkat(store->files_fd, names.file, 0) != 0 && errno != ENOENT)
+        return store_fail(store, -errno, "removing %s/files/%s: %s", store->dir, names.file,
+                          strerror(errno));
+    return 0;
+}

@@ -1,0 +1,202 @@
+/*
+ * Schema versions and migrations: every frozen fixture under
+ * tests/fixtures/store-vN/ (a whole store directory written by the weft of
+ * schema vN) must open with today's code, migrate to META_SCHEMA_VERSION, and
+ * still hold what it was made with.
+ *
+ * `test-schema --make-fixture DIR` writes a new fixture with the current
+ * schema; run it once when a schema version is released and commit DIR as
+ * tests/fixtures/store-vN (README "Adding a schema version").
+ */
+#include "meta/oplog.h"
+#include "meta/version.h"
+#include "meta/wcopy.h"
+#include "meta_util.h"
+#include "test.h"
+
+#include <sqlite3.h>
+
+#define FIXTURE_LEN 40000
+
+static const struct meta_id *fixture_node(void)
+{
+    static struct meta_id id;
+    id = tu_id(0x0f1);
+    return &id;
+}
+
+static int make_fixture(const char *dir)
+{
+    struct meta_share_params params = {.device_name = "fixture"};
+    struct meta_store *store = NULL;
+    struct meta_err err;
+    if (meta_store_create(&store, &err, dir, &params) != 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    struct meta_id root_id = tu_id(0);
+    struct meta_node root = tu_node(root_id, NULL, "", META_NODE_DIR);
+    root.ino = META_INO_ROOT;
+    struct meta_node file = tu_node(*fixture_node(), &root_id, "photo.jpg", META_NODE_FILE);
+    uint8_t *data = malloc(FIXTURE_LEN);
+    tu_fill(data, FIXTURE_LEN, 77);
+    uint64_t replica = meta_store_replica(store);
+    struct meta_version version = {.node = *fixture_node(),
+                                   .ts = {5, replica},
+                                   .author = replica,
+                                   .time_ns = 1700000000000000000};
+    struct meta_op op = {.replica = replica,
+                         .seq = 1,
+                         .counter = 5,
+                         .kind = META_OP_TREE,
+                         .node = *fixture_node(),
+                         .author = replica,
+                         .body = (uint8_t *)"op-body",
+                         .body_len = 7};
+    int rc = meta_setting_set(store, "fixture.note", "made with schema v1");
+    if (rc == 0)
+        rc = meta_node_put(NULL, store, &root);
+    if (rc == 0)
+        rc = meta_node_put(NULL, store, &file);
+    if (rc == 0)
+        rc = meta_wc_mark_dirty(store, fixture_node());
+    if (rc == 0)
+        rc = meta_wc_replace(store, fixture_node(), data, FIXTURE_LEN);
+    if (rc == 0)
+        rc = meta_version_commit_wc(NULL, store, &version);
+    if (rc == 0)
+        rc = meta_oplog_append(store, &op);
+    if (rc == 0)
+        rc = meta_xattr_set(NULL, store, fixture_node(), "user.k", "v", 1,
+                            (struct crdt_ts){6, replica});
+    if (rc == 0)
+        rc = meta_text_put(store, fixture_node(), "state", 5);
+    if (rc)
+        fprintf(stderr, "make fixture: %s\n", meta_store_errmsg(store));
+    meta_store_close(store);
+    free(data);
+    return rc ? 1 : 0;
+}
+
+static const char *copy_base;
+static const char *copy_target;
+
+static int copy_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    char target[4096];
+    snprintf(target, sizeof(target), "%s%s", copy_target, path + strlen(copy_base));
+    if (flag == FTW_D)
+        return mkdir(target, 0700) == 0 || errno == EEXIST ? 0 : -1;
+    if (flag != FTW_F)
+        return 0;
+    size_t len = 0;
+    uint8_t *data = tu_read_file(path, &len);
+    if (!data)
+        return -1;
+    int rc = tu_write_file(target, data, len);
+    free(data);
+    (void)st;
+    return rc;
+}
+
+/* Copies a fixture (git keeps neither 0600 nor 0700) to a temp dir with owner-only modes. */
+static char *copy_fixture(const char *fixture)
+{
+    char *dir = tu_tempdir("fixture");
+    char *target = malloc(4096);
+    snprintf(target, 4096, "%s/store", dir);
+    copy_base = fixture;
+    copy_target = target;
+    CHECK_INT(0, nftw(fixture, copy_entry, 16, FTW_PHYS));
+    free(target);
+    return dir;
+}
+
+static void check_fixture(const char *fixture, int version)
+{
+    char *dir = copy_fixture(fixture);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/store", dir);
+    struct meta_store *store = NULL;
+    struct meta_err err;
+    int rc = meta_store_open(&store, &err, path);
+    if (rc)
+        fprintf(stderr, "fixture v%d: %s\n", version, err.msg);
+    CHECK_INT(0, rc);
+    if (rc) {
+        tu_rmtree(dir);
+        return;
+    }
+    CHECK_INT(0, meta_store_check(store));
+    char *note = NULL;
+    CHECK_INT(0, meta_setting_get(&note, store, "fixture.note"));
+    CHECK(note && strstr(note, "schema v") != NULL);
+    free(note);
+    struct meta_node node;
+    CHECK_INT(0, meta_node_get(&node, store, fixture_node()));
+    CHECK_STR("photo.jpg", node.name);
+    CHECK_INT(FIXTURE_LEN, node.size);
+    meta_node_clear(&node);
+    struct meta_version *versions = NULL;
+    size_t count = 0;
+    CHECK_INT(0, meta_version_list(&versions, &count, store, fixture_node()));
+    CHECK_INT(1, count);
+    if (count == 1) {
+        uint8_t *content = NULL, *expected = malloc(FIXTURE_LEN);
+        size_t len = 0;
+        tu_fill(expected, FIXTURE_LEN, 77);
+        CHECK_INT(0, meta_version_read(&content, &len, store, fixture_node(), versions[0].ts));
+        CHECK(len == FIXTURE_LEN && memcmp(content, expected, len) == 0);
+        free(content);
+        free(expected);
+    }
+    free(versions);
+    struct meta_op op;
+    CHECK_INT(0, meta_oplog_get(&op, store, meta_store_replica(store), 1));
+    CHECK(op.body_len == 7 && memcmp(op.body, "op-body", 7) == 0);
+    meta_op_clear(&op);
+    uint8_t *value = NULL;
+    size_t len = 0;
+    CHECK_INT(0, meta_xattr_get(&value, &len, store, fixture_node(), "user.k"));
+    free(value);
+    CHECK_INT(0, meta_text_get(&value, &len, store, fixture_node()));
+    free(value);
+    meta_store_close(store);
+
+    /* Opening migrated it to the current version. */
+    snprintf(path, sizeof(path), "%s/store/store.db", dir);
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    sqlite3_stmt *stmt = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db, "PRAGMA user_version;", -1, &stmt, NULL));
+    CHECK_INT(SQLITE_ROW, sqlite3_step(stmt));
+    CHECK_INT(META_SCHEMA_VERSION, sqlite3_column_int(stmt, 0));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    tu_rmtree(dir);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--make-fixture") == 0)
+        return make_fixture(argv[2]);
+    const char *fixtures = getenv("WEFT_FIXTURES");
+    if (!fixtures) {
+        fprintf(stderr, "WEFT_FIXTURES is not set (meson test sets it)\n");
+        return 1;
+    }
+    int found = 0;
+    for (int version = 1; version <= META_SCHEMA_VERSION; version++) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/store-v%d", fixtures, version);
+        if (stat(path, &st) != 0)
+            continue;
+        found++;
+        check_fixture(path, version);
+    }
+    /* Every released version has a fixture; the current one at least must exist. */
+    CHECK_INT(META_SCHEMA_VERSION, found);
+    return test_finish("schema");
+}

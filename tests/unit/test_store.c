@@ -1,0 +1,800 @@
+/*
+ * Unit tests for meta/store, meta/oplog, meta/nodes, meta/version and
+ * meta/wcopy: a round trip through every accessor, the lock, refusal of
+ * foreign, corrupt, half-created and newer databases, transactions, history,
+ * restore, retention and GC.
+ */
+#include "meta/oplog.h"
+#include "meta/version.h"
+#include "meta/wcopy.h"
+#include "meta_util.h"
+#include "test.h"
+
+#include <sqlite3.h>
+#include <sys/wait.h>
+
+static struct meta_store *create_store(const char *dir)
+{
+    struct meta_share_params params = {.device_name = "laptop"};
+    struct meta_store *store = NULL;
+    struct meta_err err;
+    int rc = meta_store_create(&store, &err, dir, &params);
+    if (rc) {
+        fprintf(stderr, "create %s: %d %s\n", dir, rc, err.msg);
+        exit(2);
+    }
+    return store;
+}
+
+static struct meta_store *reopen(const char *dir)
+{
+    struct meta_store *store = NULL;
+    struct meta_err err;
+    int rc = meta_store_open(&store, &err, dir);
+    if (rc) {
+        fprintf(stderr, "open %s: %d %s\n", dir, rc, err.msg);
+        exit(2);
+    }
+    return store;
+}
+
+static void test_create_open_identity(void)
+{
+    char *dir = tu_tempdir("identity");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/share", dir);
+    struct meta_store *store = create_store(path);
+    uint64_t replica = meta_store_replica(store);
+    uint8_t share_id[META_SHARE_ID_LEN], pk[META_PUBLIC_KEY_LEN], digest[32];
+    meta_store_share_id(share_id, store);
+    meta_store_public_key(pk, store);
+    CHECK_INT(0, meta_crypto_hash(digest, 32, NULL, pk, sizeof(pk)));
+    uint64_t derived = 0;
+    for (int i = 0; i < 8; i++)
+        derived |= (uint64_t)digest[i] << (8 * i);
+    CHECK(replica == derived);
+    struct meta_device self;
+    CHECK_INT(0, meta_device_get(&self, store, replica));
+    CHECK_STR("laptop", self.name);
+    CHECK(memcmp(self.public_key, pk, sizeof(pk)) == 0);
+    CHECK(!self.revoked);
+    meta_store_close(store);
+
+    /* Key files are the owner's alone. */
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/share/keys/share.key", dir);
+    CHECK_INT(0, stat(path, &st));
+    CHECK_INT(0600, st.st_mode & 0777);
+    CHECK_INT(32, st.st_size);
+    snprintf(path, sizeof(path), "%s/share/keys/device.key", dir);
+    CHECK_INT(0, stat(path, &st));
+    CHECK_INT(64, st.st_size);
+
+    snprintf(path, sizeof(path), "%s/share", dir);
+    store = reopen(path);
+    CHECK(meta_store_replica(store) == replica);
+    uint8_t again[META_SHARE_ID_LEN];
+    meta_store_share_id(again, store);
+    CHECK(memcmp(again, share_id, sizeof(again)) == 0);
+    meta_store_close(store);
+
+    /* Creating over an existing store, or opening nothing, is refused. */
+    struct meta_share_params params = {.device_name = "laptop"};
+    struct meta_err err;
+    CHECK_INT(-EEXIST, meta_store_create(&store, &err, path, &params));
+    CHECK(strstr(err.msg, "already exists") != NULL);
+    snprintf(path, sizeof(path), "%s/none", dir);
+    CHECK_INT(-ENOENT, meta_store_open(&store, &err, path));
+    CHECK(store == NULL);
+    params.device_name = "";
+    CHECK_INT(-EINVAL, meta_store_create(&store, &err, path, &params));
+
+    /* Joining: a given share id and key are kept. */
+    uint8_t key[META_KEY_LEN];
+    memset(key, 7, sizeof(key));
+    params =
+        (struct meta_share_params){.device_name = "desk", .share_id = share_id, .share_key = key};
+    snprintf(path, sizeof(path), "%s/joined", dir);
+    CHECK_INT(0, meta_store_create(&store, &err, path, &params));
+    meta_store_share_id(again, store);
+    CHECK(memcmp(again, share_id, sizeof(again)) == 0);
+    uint8_t id_a[META_HASH_LEN], id_b[META_HASH_LEN];
+    CHECK_INT(0, meta_store_chunk_id(id_a, store, "abc", 3));
+    CHECK_INT(0, meta_crypto_hash(id_b, sizeof(id_b), key, "abc", 3));
+    CHECK(memcmp(id_a, id_b, sizeof(id_a)) == 0);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+static void test_lock(void)
+{
+    char *dir = tu_tempdir("lock");
+    struct meta_store *store = create_store(dir);
+    struct meta_store *second = NULL;
+    struct meta_err err;
+    CHECK_INT(-EBUSY, meta_store_open(&second, &err, dir));
+    CHECK(second == NULL);
+    CHECK(strstr(err.msg, "already open in this process") != NULL);
+
+    /* Another process gets the holder's pid in its message. */
+    int pipe_fds[2];
+    CHECK_INT(0, pipe(pipe_fds));
+    pid_t child = fork();
+    if (child == 0) {
+        struct meta_store *other = NULL;
+        struct meta_err child_err;
+        int rc = meta_store_open(&other, &child_err, dir);
+        char expected[64];
+        snprintf(expected, sizeof(expected), "process %ld", (long)getppid());
+        char ok = rc == -EBUSY && strstr(child_err.msg, expected) ? 'y' : 'n';
+        if (ok != 'y')
+            fprintf(stderr, "child: %d %s\n", rc, child_err.msg);
+        if (write(pipe_fds[1], &ok, 1) != 1)
+            _exit(3);
+        _exit(0);
+    }
+    char answer = 0;
+    CHECK_INT(1, read(pipe_fds[0], &answer, 1));
+    CHECK_INT('y', answer);
+    waitpid(child, NULL, 0);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+
+    meta_store_close(store);
+    CHECK_INT(0, meta_store_open(&second, &err, dir));
+    meta_store_close(second);
+    tu_rmtree(dir);
+}
+
+/* Writes a file, tries to open the store, and checks the file is left byte for byte. */
+static void expect_refused(const char *dir, int expected_rc, const char *expected_words)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/store.db", dir);
+    size_t before_len = 0, after_len = 0;
+    uint8_t *before = tu_read_file(path, &before_len);
+    struct meta_store *store = NULL;
+    struct meta_err err;
+    int rc = meta_store_open(&store, &err, dir);
+    CHECK_INT(expected_rc, rc);
+    CHECK(store == NULL);
+    if (!strstr(err.msg, expected_words))
+        fprintf(stderr, "message \"%s\" lacks \"%s\"\n", err.msg, expected_words);
+    CHECK(strstr(err.msg, expected_words) != NULL);
+    uint8_t *after = tu_read_file(path, &after_len);
+    CHECK(before && after && before_len == after_len && memcmp(before, after, before_len) == 0);
+    free(before);
+    free(after);
+}
+
+static void set_user_version(const char *db_path, int version)
+{
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open(db_path, &db));
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d;", version);
+    CHECK_INT(SQLITE_OK, sqlite3_exec(db, sql, NULL, NULL, NULL));
+    sqlite3_close(db);
+}
+
+static void test_refuse_bad_databases(void)
+{
+    char *dir = tu_tempdir("refuse");
+    char path[4096];
+    struct meta_store *store = create_store(dir);
+    meta_store_close(store);
+    snprintf(path, sizeof(path), "%s/store.db", dir);
+    size_t ours_len = 0;
+    uint8_t *ours = tu_read_file(path, &ours_len);
+    CHECK(ours != NULL);
+
+    /* Newer schema. */
+    set_user_version(path, META_SCHEMA_VERSION + 1);
+    expect_refused(dir, -EPROTONOSUPPORT, "newer weft");
+
+    /* Not SQLite at all. */
+    CHECK_INT(0, tu_write_file(path, "hello, this is not a database, it is a text file\n", 50));
+    expect_refused(dir, -EUCLEAN, "not a SQLite database");
+
+    /* SQLite, but another program's. */
+    unlink(path);
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    CHECK_INT(SQLITE_OK, sqlite3_exec(db,
+                                      "PRAGMA application_id = 1234; CREATE TABLE t (x);"
+                                      "INSERT INTO t VALUES (1);",
+                                      NULL, NULL, NULL));
+    sqlite3_close(db);
+    expect_refused(dir, -EUCLEAN, "another program");
+
+    /* SQLite without any application id. */
+    unlink(path);
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    CHECK_INT(SQLITE_OK, sqlite3_exec(db, "CREATE TABLE t (x);", NULL, NULL, NULL));
+    sqlite3_close(db);
+    expect_refused(dir, -EUCLEAN, "not a weft store");
+
+    /* Empty: creation was interrupted. */
+    CHECK_INT(0, tu_write_file(path, "", 0));
+    expect_refused(dir, -EUCLEAN, "interrupted");
+
+    /* Ours again, but with a page scribbled over: refused or reported, never rewritten. */
+    uint8_t *damaged = malloc(ours_len);
+    memcpy(damaged, ours, ours_len);
+    memset(damaged + 4096, 0x5a, ours_len > 8192 ? 4096 : ours_len - 4096);
+    CHECK_INT(0, tu_write_file(path, damaged, ours_len));
+    struct meta_err err;
+    int rc = meta_store_open(&store, &err, dir);
+    if (rc == 0) {
+        CHECK_INT(-EUCLEAN, meta_store_check(store));
+        meta_store_close(store);
+    } else {
+        CHECK_INT(-EUCLEAN, rc);
+    }
+    free(damaged);
+
+    /* Restored, it opens; key files others can read are refused. */
+    CHECK_INT(0, tu_write_file(path, ours, ours_len));
+    store = reopen(dir);
+    meta_store_close(store);
+    snprintf(path, sizeof(path), "%s/keys/share.key", dir);
+    CHECK_INT(0, chmod(path, 0644));
+    CHECK_INT(-EPERM, meta_store_open(&store, &err, dir));
+    CHECK(strstr(err.msg, "chmod 600") != NULL);
+    free(ours);
+    tu_rmtree(dir);
+}
+
+static void test_settings_and_txn(void)
+{
+    char *dir = tu_tempdir("settings");
+    struct meta_store *store = create_store(dir);
+    char *value = NULL;
+    CHECK_INT(0, meta_setting_set(store, "ui.colour", "blue"));
+    CHECK_INT(0, meta_setting_get(&value, store, "ui.colour"));
+    CHECK_STR("blue", value);
+    free(value);
+    CHECK_INT(0, meta_setting_set(store, "ui.colour", "green"));
+    CHECK_INT(0, meta_setting_get(&value, store, "ui.colour"));
+    CHECK_STR("green", value);
+    free(value);
+    int64_t number = 0;
+    CHECK_INT(0, meta_setting_get_int(&number, store, "missing", 17));
+    CHECK_INT(17, number);
+    CHECK_INT(0, meta_setting_set(store, "n", "-42"));
+    CHECK_INT(0, meta_setting_get_int(&number, store, "n", 0));
+    CHECK_INT(-42, number);
+    CHECK_INT(-EINVAL, meta_setting_get_int(&number, store, "ui.colour", 0));
+    CHECK_INT(0, meta_setting_delete(store, "ui.colour"));
+    CHECK_INT(-ENOENT, meta_setting_get(&value, store, "ui.colour"));
+
+    /* Transactions: rollback leaves nothing, commit keeps everything. */
+    CHECK_INT(0, meta_store_txn_begin(store));
+    CHECK_INT(-EINVAL, meta_store_txn_begin(store));
+    CHECK_INT(0, meta_setting_set(store, "a", "1"));
+    CHECK_INT(0, meta_setting_set(store, "b", "2"));
+    meta_store_txn_rollback(store);
+    CHECK_INT(-ENOENT, meta_setting_get(&value, store, "a"));
+    CHECK_INT(0, meta_store_txn_begin(store));
+    CHECK_INT(0, meta_setting_set(store, "a", "1"));
+    CHECK_INT(0, meta_setting_set(store, "b", "2"));
+    CHECK_INT(0, meta_store_txn_commit(store));
+    CHECK_INT(-EINVAL, meta_store_txn_commit(store));
+    meta_store_close(store);
+    store = reopen(dir);
+    CHECK_INT(0, meta_setting_get(&value, store, "b"));
+    CHECK_STR("2", value);
+    free(value);
+    CHECK_INT(0, meta_store_check(store));
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+static void test_devices(void)
+{
+    char *dir = tu_tempdir("devices");
+    struct meta_store *store = create_store(dir);
+    struct meta_device peer = {.replica = 0xfedcba9876543210ULL, .added_at_ns = 5};
+    memset(peer.public_key, 0xab, sizeof(peer.public_key));
+    snprintf(peer.name, sizeof(peer.name), "phone");
+    CHECK_INT(0, meta_device_put(store, &peer));
+    struct meta_device got;
+    CHECK_INT(0, meta_device_get(&got, store, peer.replica));
+    CHECK(got.replica == peer.replica);
+    CHECK_STR("phone", got.name);
+    CHECK(memcmp(got.public_key, peer.public_key, sizeof(got.public_key)) == 0);
+    CHECK_INT(5, got.added_at_ns);
+    peer.revoked = true;
+    CHECK_INT(0, meta_device_put(store, &peer));
+    CHECK_INT(0, meta_device_get(&got, store, peer.replica));
+    CHECK(got.revoked);
+    /* Another replica id cannot claim the same key. */
+    struct meta_device thief = peer;
+    thief.replica = 7;
+    CHECK_INT(-EEXIST, meta_device_put(store, &thief));
+    CHECK_INT(-ENOENT, meta_device_get(&got, store, 7));
+    struct meta_device *all = NULL;
+    size_t len = 0;
+    CHECK_INT(0, meta_device_list(&all, &len, store));
+    CHECK_INT(2, len);
+    free(all);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+struct since_ctx {
+    uint64_t seen[16][2];
+    size_t len;
+    uint64_t last_counter;
+    int out_of_order;
+};
+
+static int collect_op(void *ctx, const struct meta_op *op)
+{
+    struct since_ctx *since = ctx;
+    if (op->counter < since->last_counter)
+        since->out_of_order++;
+    since->last_counter = op->counter;
+    if (since->len < 16) {
+        since->seen[since->len][0] = op->replica;
+        since->seen[since->len][1] = op->seq;
+        since->len++;
+    }
+    return 0;
+}
+
+static void test_oplog(void)
+{
+    char *dir = tu_tempdir("oplog");
+    struct meta_store *store = create_store(dir);
+    uint64_t a = 0x1111, b = 0xffffffff00000001ULL; /* b reads back as a negative SQL integer */
+    uint8_t body[3] = {9, 8, 7};
+    struct meta_op op = {.replica = a,
+                         .seq = 1,
+                         .counter = 1,
+                         .kind = META_OP_TREE,
+                         .node = tu_id(1),
+                         .author = a,
+                         .body = body,
+                         .body_len = 3};
+    CHECK_INT(0, meta_oplog_append(store, &op));
+    CHECK_INT(-EEXIST, meta_oplog_append(store, &op));
+    op.seq = 3;
+    CHECK_INT(-EINVAL, meta_oplog_append(store, &op));
+    op.seq = 2;
+    op.counter = 4;
+    op.kind = META_OP_TEXT;
+    CHECK_INT(0, meta_oplog_append(store, &op));
+    struct meta_op other = {.replica = b,
+                            .seq = 1,
+                            .counter = 2,
+                            .kind = META_OP_ATTR,
+                            .node = tu_id(2),
+                            .author = b,
+                            .body = NULL,
+                            .body_len = 0};
+    CHECK_INT(0, meta_oplog_append(store, &other));
+    other.seq = 2;
+    other.counter = 5;
+    CHECK_INT(0, meta_oplog_append(store, &other));
+    op.kind = 9;
+    op.seq = 3;
+    CHECK_INT(-EINVAL, meta_oplog_append(store, &op));
+
+    struct meta_op got;
+    CHECK_INT(0, meta_oplog_get(&got, store, a, 2));
+    CHECK(got.replica == a && got.seq == 2 && got.counter == 4);
+    CHECK_INT(META_OP_TEXT, got.kind);
+    CHECK(memcmp(got.node.bytes, tu_id(1).bytes, META_ID_LEN) == 0);
+    CHECK(got.body_len == 3 && memcmp(got.body, body, 3) == 0);
+    meta_op_clear(&got);
+    CHECK_INT(0, meta_oplog_get(&got, store, b, 1));
+    CHECK(got.replica == b && got.author == b && got.body_len == 0);
+    meta_op_clear(&got);
+    CHECK_INT(-ENOENT, meta_oplog_get(&got, store, a, 9));
+
+    struct crdt_vv vv;
+    CHECK_INT(0, meta_vv_load(&vv, store));
+    CHECK(crdt_vv_get(&vv, a) == 2 && crdt_vv_get(&vv, b) == 2);
+    crdt_vv_free(&vv);
+
+    /* What a replica holding {a:1} lacks: a2 (counter 4), b1 (2), b2 (5), in Lamport order. */
+    struct crdt_vv have = {0};
+    CHECK_INT(0, crdt_vv_raise(&have, a, 1));
+    struct since_ctx since = {0};
+    CHECK_INT(0, meta_oplog_since(store, &have, collect_op, &since));
+    CHECK_INT(3, since.len);
+    CHECK_INT(0, since.out_of_order);
+    CHECK(since.seen[0][0] == b && since.seen[0][1] == 1);
+    CHECK(since.seen[1][0] == a && since.seen[1][1] == 2);
+    CHECK(since.seen[2][0] == b && since.seen[2][1] == 2);
+    crdt_vv_free(&have);
+    memset(&since, 0, sizeof(since));
+    CHECK_INT(0, meta_oplog_since(store, &have, collect_op, &since));
+    CHECK_INT(4, since.len);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+static void test_nodes_xattrs_text(void)
+{
+    char *dir = tu_tempdir("nodes");
+    struct meta_store *store = create_store(dir);
+    struct meta_id root_id = tu_id(0), docs_id = tu_id(10), file_id = tu_id(11),
+                   link_id = tu_id(12);
+    struct meta_node root = tu_node(root_id, NULL, "", META_NODE_DIR);
+    root.ino = META_INO_ROOT;
+    uint64_t ino = 0;
+    CHECK_INT(0, meta_node_put(&ino, store, &root));
+    CHECK_INT(META_INO_ROOT, ino);
+    struct meta_node docs = tu_node(docs_id, &root_id, "docs", META_NODE_DIR);
+    CHECK_INT(0, meta_node_put(&ino, store, &docs));
+    uint64_t docs_ino = ino;
+    CHECK(docs_ino >= 2);
+    struct meta_node file = tu_node(file_id, &docs_id, "a.bin", META_NODE_FILE);
+    file.size = 77;
+    CHECK_INT(0, meta_node_put(&ino, store, &file));
+    uint64_t file_ino = ino;
+    CHECK(file_ino != docs_ino);
+    struct meta_node link = tu_node(link_id, &docs_id, "ln", META_NODE_SYMLINK);
+    link.target = "../somewhere/else";
+    link.mode = 0120777;
+    CHECK_INT(0, meta_node_put(NULL, store, &link));
+    struct meta_node taken = tu_node(tu_id(13), &docs_id, "x", META_NODE_FILE);
+    taken.ino = file_ino;
+    CHECK_INT(-EEXIST, meta_node_put(NULL, store, &taken));
+    struct meta_node bad = tu_node(tu_id(14), &docs_id, "", META_NODE_FILE);
+    CHECK_INT(-EINVAL, meta_node_put(NULL, store, &bad));
+
+    struct meta_node got;
+    CHECK_INT(0, meta_node_lookup(&got, store, &docs_id, "a.bin"));
+    CHECK(memcmp(got.id.bytes, file_id.bytes, META_ID_LEN) == 0);
+    CHECK(got.has_parent && memcmp(got.parent.bytes, docs_id.bytes, META_ID_LEN) == 0);
+    CHECK_INT(77, got.size);
+    CHECK_INT(0100644, got.mode);
+    CHECK_INT(1000, got.uid);
+    CHECK(got.mtime_ns == file.mtime_ns && got.ctime_ns == file.ctime_ns);
+    CHECK(got.target == NULL);
+    meta_node_clear(&got);
+    CHECK_INT(-ENOENT, meta_node_lookup(&got, store, &docs_id, "nope"));
+    CHECK_INT(0, meta_node_get_by_ino(&got, store, META_INO_ROOT));
+    CHECK(!got.has_parent);
+    meta_node_clear(&got);
+    CHECK_INT(0, meta_node_get(&got, store, &link_id));
+    CHECK_STR("../somewhere/else", got.target);
+    meta_node_clear(&got);
+
+    /* Rename keeps the inode number. */
+    snprintf(file.name, sizeof(file.name), "b.bin");
+    file.parent = root_id;
+    CHECK_INT(0, meta_node_put(&ino, store, &file));
+    CHECK(ino == file_ino);
+    struct meta_node *children = NULL;
+    size_t len = 0;
+    CHECK_INT(0, meta_node_list(&children, &len, store, &root_id));
+    CHECK_INT(2, len);
+    if (len == 2) {
+        CHECK_STR("b.bin", children[0].name);
+        CHECK_STR("docs", children[1].name);
+    }
+    meta_node_list_free(children, len);
+
+    /* xattrs: last writer wins by timestamp; removal keeps its timestamp. */
+    bool applied = false;
+    struct crdt_ts t5 = {5, 1}, t3 = {3, 9}, t6 = {6, 1}, t7 = {7, 1};
+    CHECK_INT(0, meta_xattr_set(&applied, store, &file_id, "user.tag", "red", 3, t5));
+    CHECK(applied);
+    CHECK_INT(0, meta_xattr_set(&applied, store, &file_id, "user.tag", "old", 3, t3));
+    CHECK(!applied);
+    uint8_t *value = NULL;
+    size_t value_len = 0;
+    CHECK_INT(0, meta_xattr_get(&value, &value_len, store, &file_id, "user.tag"));
+    CHECK(value_len == 3 && memcmp(value, "red", 3) == 0);
+    free(value);
+    CHECK_INT(0, meta_xattr_set(&applied, store, &file_id, "user.empty", "", 0, t5));
+    CHECK_INT(0, meta_xattr_get(&value, &value_len, store, &file_id, "user.empty"));
+    CHECK_INT(0, value_len);
+    free(value);
+    CHECK_INT(0, meta_xattr_set(&applied, store, &file_id, "user.tag", NULL, 0, t6));
+    CHECK(applied);
+    CHECK_INT(-ENODATA, meta_xattr_get(&value, &value_len, store, &file_id, "user.tag"));
+    CHECK_INT(0, meta_xattr_set(&applied, store, &file_id, "user.tag", "late", 4, t5));
+    CHECK(!applied);
+    CHECK_INT(0, meta_xattr_set(&applied, store, &file_id, "user.tag", "blue", 4, t7));
+    struct meta_xattr *xattrs = NULL;
+    CHECK_INT(0, meta_xattr_list(&xattrs, &len, store, &file_id));
+    CHECK_INT(2, len);
+    if (len == 2) {
+        CHECK_STR("user.empty", xattrs[0].name);
+        CHECK_STR("user.tag", xattrs[1].name);
+        CHECK(xattrs[1].value_len == 4 && memcmp(xattrs[1].value, "blue", 4) == 0);
+        CHECK(xattrs[1].ts.counter == 7);
+    }
+    meta_xattr_list_free(xattrs, len);
+    struct meta_id ghost = tu_id(99);
+    CHECK_INT(-ENOENT, meta_xattr_set(&applied, store, &ghost, "user.x", "1", 1, t7));
+
+    /* Text state. */
+    CHECK_INT(0, meta_text_put(store, &file_id, "\x01\x02\x03", 3));
+    CHECK_INT(0, meta_text_get(&value, &value_len, store, &file_id));
+    CHECK(value_len == 3 && memcmp(value, "\x01\x02\x03", 3) == 0);
+    free(value);
+    CHECK_INT(-ENOENT, meta_text_get(&value, &value_len, store, &docs_id));
+    CHECK_INT(-ENOENT, meta_text_put(store, &ghost, "x", 1));
+
+    /* Inode numbers survive a reopen and are never reused. */
+    meta_store_close(store);
+    store = reopen(dir);
+    CHECK_INT(0, meta_node_get(&got, store, &file_id));
+    CHECK(got.ino == file_ino);
+    meta_node_clear(&got);
+    CHECK_INT(0, meta_node_delete(store, &link_id));
+    CHECK_INT(-ENOENT, meta_node_delete(store, &link_id));
+    struct meta_node fresh = tu_node(tu_id(20), &root_id, "fresh", META_NODE_FILE);
+    CHECK_INT(0, meta_node_put(&ino, store, &fresh));
+    CHECK(ino > file_ino + 1);
+    /* Deleting a node takes its xattrs and text state along. */
+    CHECK_INT(0, meta_node_delete(store, &file_id));
+    CHECK_INT(-ENODATA, meta_xattr_get(&value, &value_len, store, &file_id, "user.empty"));
+    CHECK_INT(-ENOENT, meta_text_get(&value, &value_len, store, &file_id));
+    CHECK_INT(0, meta_store_check(store));
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+/* Makes file node n under a root, with an empty working copy. */
+static struct meta_id make_file(struct meta_store *store, uint32_t n)
+{
+    struct meta_id root_id = tu_id(0), id = tu_id(n);
+    struct meta_node root = tu_node(root_id, NULL, "", META_NODE_DIR);
+    root.ino = META_INO_ROOT;
+    CHECK_INT(0, meta_node_put(NULL, store, &root));
+    char name[32];
+    snprintf(name, sizeof(name), "f%u", n);
+    struct meta_node file = tu_node(id, &root_id, name, META_NODE_FILE);
+    CHECK_INT(0, meta_node_put(NULL, store, &file));
+    return id;
+}
+
+/* A local change: DIRTY, new working copy, commit; returns the version's ts. */
+static struct crdt_ts commit_content(struct meta_store *store, const struct meta_id *node,
+                                     uint64_t counter, const uint8_t *data, size_t len)
+{
+    struct meta_version version = {.node = *node,
+                                   .ts = {counter, meta_store_replica(store)},
+                                   .author = meta_store_replica(store),
+                                   .time_ns = (int64_t)counter * 1000};
+    CHECK_INT(0, meta_wc_mark_dirty(store, node));
+    CHECK_INT(0, meta_wc_replace(store, node, data, len));
+    uint64_t size = 0;
+    int rc = meta_version_commit_wc(&size, store, &version);
+    if (rc)
+        fprintf(stderr, "commit: %s\n", meta_store_errmsg(store));
+    CHECK_INT(0, rc);
+    CHECK(size == len);
+    return version.ts;
+}
+
+static void check_wc(struct meta_store *store, const struct meta_id *node, const uint8_t *data,
+                     size_t len)
+{
+    char path[4096];
+    CHECK_INT(0, meta_wc_path(path, sizeof(path), store, node));
+    size_t got_len = 0;
+    uint8_t *got = tu_read_file(path, &got_len);
+    CHECK(got && got_len == len && memcmp(got, data, len) == 0);
+    free(got);
+}
+
+static void test_versions_and_restore(void)
+{
+    char *dir = tu_tempdir("versions");
+    struct meta_store *store = create_store(dir);
+    struct meta_id node = make_file(store, 1);
+    size_t len = 300000;
+    uint8_t *v1 = malloc(len), *v2 = malloc(len);
+    tu_fill(v1, len, 1);
+    memcpy(v2, v1, len);
+    v2[150000] ^= 1;
+    struct crdt_ts ts1 = commit_content(store, &node, 10, v1, len);
+    struct crdt_ts ts2 = commit_content(store, &node, 11, v2, len);
+    struct meta_node got;
+    CHECK_INT(0, meta_node_get(&got, store, &node));
+    CHECK_INT(META_WC_CLEAN, got.wc_state);
+    CHECK(got.size == len);
+    meta_node_clear(&got);
+
+    struct meta_version *versions = NULL;
+    size_t count = 0;
+    CHECK_INT(0, meta_version_list(&versions, &count, store, &node));
+    CHECK_INT(2, count);
+    if (count == 2) {
+        CHECK(versions[0].ts.counter == 11 && versions[1].ts.counter == 10);
+        CHECK(versions[0].size == len && versions[0].time_ns == 11000);
+        CHECK(versions[0].author == meta_store_replica(store));
+    }
+    free(versions);
+
+    /* The two versions share all chunks but one or two. */
+    struct meta_version meta;
+    struct meta_chunk_list l1, l2;
+    CHECK_INT(0, meta_version_get(&meta, &l1, store, &node, ts1));
+    CHECK_INT(0, meta_version_get(&meta, &l2, store, &node, ts2));
+    size_t same = 0;
+    for (size_t i = 0; i < l1.len && i < l2.len; i++)
+        same += memcmp(l1.refs[i].id, l2.refs[i].id, META_HASH_LEN) == 0;
+    CHECK(l1.len == l2.len && same + 2 >= l1.len && same < l1.len);
+
+    uint8_t *read_back = NULL;
+    size_t read_len = 0;
+    CHECK_INT(0, meta_version_read(&read_back, &read_len, store, &node, ts1));
+    CHECK(read_len == len && memcmp(read_back, v1, len) == 0);
+    free(read_back);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/out", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK_INT(0, meta_version_read_fd(store, &node, ts2, fd));
+    close(fd);
+    read_back = tu_read_file(path, &read_len);
+    CHECK(read_back && read_len == len && memcmp(read_back, v2, len) == 0);
+    free(read_back);
+
+    /* Chunks: content must match the id; get and has. */
+    uint8_t *chunk = NULL;
+    size_t chunk_len = 0;
+    CHECK_INT(0, meta_chunk_get(&chunk, &chunk_len, store, l1.refs[0].id));
+    CHECK(chunk_len == l1.refs[0].len && memcmp(chunk, v1, chunk_len) == 0);
+    CHECK_INT(-EBADMSG, meta_chunk_put(store, l1.refs[1].id, chunk, chunk_len));
+    free(chunk);
+
+    /* A remote version: chunks first, then the record. */
+    struct meta_id node2 = make_file(store, 2);
+    struct meta_version remote = {
+        .node = node2, .ts = {20, 0x77}, .author = 0x77, .time_ns = 1, .size = l2.total};
+    CHECK_INT(0, meta_version_record(store, &remote, &l2));
+    remote.ts.counter = 21;
+    remote.size = 5;
+    CHECK_INT(-EINVAL, meta_version_record(store, &remote, &l2));
+    struct meta_chunk_list missing = {0};
+    uint8_t unknown[META_HASH_LEN];
+    CHECK_INT(0, meta_store_chunk_id(unknown, store, "zzz", 3));
+    CHECK_INT(0, meta_chunk_list_add(&missing, unknown, 3));
+    remote.size = 3;
+    CHECK_INT(-ENOENT, meta_version_record(store, &remote, &missing));
+    CHECK_INT(0, meta_chunk_put(store, unknown, "zzz", 3));
+    bool has = false;
+    CHECK_INT(0, meta_chunk_has(&has, store, unknown));
+    CHECK(has);
+    CHECK_INT(0, meta_version_record(store, &remote, &missing));
+    CHECK_INT(-EEXIST, meta_version_record(store, &remote, &missing));
+    meta_chunk_list_free(&missing);
+
+    /* Restore v1 as a new version: the working copy follows after commit. */
+    struct meta_version restored = {.node = node,
+                                    .ts = {12, meta_store_replica(store)},
+                                    .author = meta_store_replica(store),
+                                    .time_ns = 12000};
+    CHECK_INT(0, meta_store_txn_begin(store));
+    CHECK_INT(0, meta_version_restore(store, &restored, ts1));
+    check_wc(store, &node, v2, len); /* not before the commit */
+    CHECK_INT(0, meta_store_txn_commit(store));
+    check_wc(store, &node, v1, len);
+    CHECK_INT(0, meta_node_get(&got, store, &node));
+    CHECK_INT(META_WC_CLEAN, got.wc_state);
+    meta_node_clear(&got);
+    CHECK_INT(0, meta_store_check(store));
+
+    /* A clean node whose working copy vanished is reported. */
+    CHECK_INT(0, meta_wc_remove(store, &node));
+    CHECK_INT(-EUCLEAN, meta_store_check(store));
+    CHECK(strstr(meta_store_errmsg(store), "missing") != NULL);
+
+    /* A STALE node is rewritten at open (as after a crash between commit and rewrite). */
+    meta_store_close(store);
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/store.db", dir);
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    CHECK_INT(SQLITE_OK, sqlite3_exec(db, "UPDATE nodes SET wc_state = 2;", NULL, NULL, NULL));
+    sqlite3_close(db);
+    store = reopen(dir);
+    check_wc(store, &node, v1, len);
+    CHECK_INT(0, meta_store_check(store));
+    meta_chunk_list_free(&l1);
+    meta_chunk_list_free(&l2);
+    meta_store_close(store);
+    free(v1);
+    free(v2);
+    tu_rmtree(dir);
+}
+
+static void test_retention_and_gc(void)
+{
+    char *dir = tu_tempdir("gc");
+    struct meta_store *store = create_store(dir);
+    uint64_t state = 2024;
+    struct meta_id nodes[4];
+    for (uint32_t i = 0; i < 4; i++)
+        nodes[i] = make_file(store, i + 1);
+    size_t max_len = 100000;
+    uint8_t *data = malloc(max_len);
+    uint64_t counter = 1;
+    for (int round = 0; round < 24; round++) {
+        size_t n = (size_t)test_rand_below(&state, 4);
+        size_t len = (size_t)test_rand_below(&state, max_len);
+        tu_fill(data, len, test_rand_below(&state, 6)); /* few seeds: much sharing */
+        if (len > 10)
+            data[test_rand_below(&state, len)] ^= 0xff;
+        commit_content(store, &nodes[n], counter++, data, len);
+    }
+    /* Keep everything by default: GC deletes nothing. */
+    uint64_t removed = 99;
+    CHECK_INT(0, meta_history_prune(&removed, store, 1));
+    CHECK_INT(0, removed);
+    CHECK_INT(0, meta_chunk_gc(&removed, store));
+    CHECK_INT(0, removed);
+
+    /* An orphan chunk goes. */
+    uint8_t orphan[META_HASH_LEN];
+    CHECK_INT(0, meta_store_chunk_id(orphan, store, "orphan", 6));
+    CHECK_INT(0, meta_chunk_put(store, orphan, "orphan", 6));
+    CHECK_INT(0, meta_chunk_gc(&removed, store));
+    CHECK_INT(1, removed);
+    bool has = true;
+    CHECK_INT(0, meta_chunk_has(&has, store, orphan));
+    CHECK(!has);
+
+    /* Keep 2 versions per node: the rest go, every kept version still reads. */
+    CHECK_INT(0, meta_setting_set(store, META_SETTING_KEEP_VERSIONS, "2"));
+    CHECK_INT(0, meta_history_prune(&removed, store, 1));
+    CHECK(removed > 0);
+    for (int i = 0; i < 4; i++) {
+        struct meta_version *versions = NULL;
+        size_t count = 0;
+        CHECK_INT(0, meta_version_list(&versions, &count, store, &nodes[i]));
+        CHECK(count <= 2);
+        for (size_t v = 0; v < count; v++) {
+            uint8_t *content = NULL;
+            size_t len = 0;
+            CHECK_INT(0, meta_version_read(&content, &len, store, &nodes[i], versions[v].ts));
+            CHECK(len == versions[v].size);
+            free(content);
+        }
+        free(versions);
+    }
+    CHECK_INT(0, meta_store_check(store));
+
+    /* Keep 1 day: versions older go, but never a node's newest. */
+    CHECK_INT(0, meta_setting_set(store, META_SETTING_KEEP_VERSIONS, "0"));
+    CHECK_INT(0, meta_setting_set(store, META_SETTING_KEEP_DAYS, "1"));
+    CHECK_INT(0, meta_history_prune(&removed, store, (int64_t)3 * 86400 * 1000000000));
+    for (int i = 0; i < 4; i++) {
+        struct meta_version *versions = NULL;
+        size_t count = 0;
+        CHECK_INT(0, meta_version_list(&versions, &count, store, &nodes[i]));
+        CHECK(count <= 1);
+        free(versions);
+    }
+    int rc = meta_store_check(store);
+    if (rc)
+        fprintf(stderr, "check: %s\n", meta_store_errmsg(store));
+    CHECK_INT(0, rc);
+    CHECK_INT(0, meta_setting_set(store, META_SETTING_KEEP_DAYS, "-1"));
+    CHECK_INT(-EINVAL, meta_history_prune(&removed, store, 0));
+    free(data);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+int main(void)
+{
+    test_create_open_identity();
+    test_lock();
+    test_refuse_bad_databases();
+    test_settings_and_txn();
+    test_devices();
+    test_oplog();
+    test_nodes_xattrs_text();
+    test_versions_and_restore();
+    test_retention_and_gc();
+    return test_finish("store");
+}
