@@ -25,6 +25,7 @@ struct meta_store {
     int lock_fd;
     int files_fd;       /* DIR/files, for openat/renameat of working copies */
     bool in_txn;        /* inside meta_store_txn_begin .. commit/rollback */
+    bool lazy;          /* commits reach the disk at meta_store_sync (see store.h) */
     bool stale_pending; /* a change marked a working copy STALE: redo after commit */
     uint64_t replica;
     uint8_t share_id[META_SHARE_ID_LEN];

@@ -531,7 +531,10 @@ static int replica_init(struct meta_replica **out, struct meta_store *store, boo
         return -ENOMEM;
     }
     replica->store = store;
-    int rc = tree_rebuild(replica);
+    /* Closing a file costs no fsync; a program's fsync makes everything durable. */
+    int rc = meta_store_set_lazy(store, true);
+    if (!rc)
+        rc = tree_rebuild(replica);
     if (!rc && fresh) {
         /* The root and the trash are rows like any other; the root is inode 1. */
         struct crdt_clock saved;
@@ -1494,8 +1497,17 @@ int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
 
 int meta_replica_fsync(struct meta_replica *replica, uint64_t ino)
 {
-    if (ino)
-        return meta_replica_commit(replica, ino);
+    if (ino) {
+        struct meta_node node;
+        int rc = meta_replica_commit(replica, ino);
+        if (!rc)
+            rc = node_by_ino(&node, replica, ino);
+        if (rc)
+            return rc;
+        rc = meta_store_sync(replica->store, node.kind == META_NODE_FILE ? &node.id : NULL);
+        meta_node_clear(&node);
+        return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+    }
     /* Everything: commit every dirty file (each commit is durable on return). */
     struct meta_id *ids = NULL;
     size_t count = 0;
@@ -1511,6 +1523,8 @@ int meta_replica_fsync(struct meta_replica *replica, uint64_t ino)
         rc = meta_replica_commit(replica, node_ino);
     }
     free(ids);
+    if (!rc && (rc = meta_store_sync(replica->store, NULL)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     return rc;
 }
 

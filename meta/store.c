@@ -420,7 +420,14 @@ static int open_db(struct meta_store *store, bool create)
     int rc = sqlite3_open_v2(path, &store->db, flags, NULL);
     if (rc != SQLITE_OK)
         return store_sql_fail(store, rc, "opening the database");
-    return 0;
+    /*
+     * One process owns a store (the lock file says so), so SQLite need not
+     * take and drop file locks around every statement, nor share its WAL
+     * index through shared memory: exclusive locking mode saves both, and
+     * keeps the page cache warm across transactions. It must be set before
+     * the first read of the database for the WAL index to stay in memory.
+     */
+    return exec_sql(store, "PRAGMA locking_mode = EXCLUSIVE;", "taking the database lock");
 }
 
 /*
@@ -1163,4 +1170,17 @@ int meta_store_check(struct meta_store *store)
         return store_fail(store, -EUCLEAN, "%s/store.db: %lld rows break foreign keys", store->dir,
                           (long long)violations);
     return version_check(store);
+}
+
+int meta_store_set_lazy(struct meta_store *store, bool lazy)
+{
+    if (store->in_txn)
+        return store_fail(store, -EINVAL, "cannot change durability inside a transaction");
+    int rc = sqlite3_exec(store->db,
+                          lazy ? "PRAGMA synchronous = NORMAL;" : "PRAGMA synchronous = FULL;",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return store_sql_fail(store, rc, "setting the durability mode");
+    store->lazy = lazy;
+    return 0;
 }

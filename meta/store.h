@@ -120,6 +120,20 @@ META_MUST_CHECK int meta_store_txn_commit(struct meta_store *store);
 /* Rolls back everything since meta_store_txn_begin (no-op if none is open). */
 void meta_store_txn_rollback(struct meta_store *store);
 
+/*
+ * Lazy durability, the mount's mode: every commit stays atomic and survives
+ * a killed process, but reaches the disk only at the next meta_store_sync
+ * (or SQLite's own checkpoint), so closing a file costs no fsync. A program's
+ * fsync on the mount calls meta_store_sync: that is the power-loss promise.
+ * Off (every commit durable at once) by default.
+ */
+META_MUST_CHECK int meta_store_set_lazy(struct meta_store *store, bool lazy);
+/*
+ * Makes every commit so far durable, and node's working copy with its
+ * directory entry too (node may be NULL). Blocks on fsync.
+ */
+META_MUST_CHECK int meta_store_sync(struct meta_store *store, const struct meta_id *node);
+
 /* Sets a setting (key and value are UTF-8 text). */
 META_MUST_CHECK int meta_setting_set(struct meta_store *store, const char *key, const char *value);
 /* Reads a setting into a malloc'ed string the caller frees; -ENOENT if unset. */

@@ -50,7 +50,7 @@ static int make_fanout(struct meta_store *store, const char *dir)
 {
     if (mkdirat(store->files_fd, dir, 0700) != 0)
         return errno == EEXIST ? 0 : -errno;
-    return wc_fsync(store, store->files_fd);
+    return store->lazy ? 0 : wc_fsync(store, store->files_fd);
 }
 
 int meta_wc_open(int *out_fd, struct meta_store *store, const struct meta_id *node, int flags)
@@ -65,7 +65,7 @@ int meta_wc_open(int *out_fd, struct meta_store *store, const struct meta_id *no
             goto fail;
         fd = openat(store->files_fd, names.file, flags | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) {
-            rc = fsync_files_dir(store, names.dir);
+            rc = store->lazy ? 0 : fsync_files_dir(store, names.dir);
             if (rc)
                 goto fail;
             *out_fd = fd;
@@ -194,5 +194,42 @@ int meta_wc_remove(struct meta_store *store, const struct meta_id *node)
     if (unlinkat(store->files_fd, names.file, 0) != 0 && errno != ENOENT)
         return store_fail(store, -errno, "removing %s/files/%s: %s", store->dir, names.file,
                           strerror(errno));
+    return 0;
+}
+
+int meta_store_sync(struct meta_store *store, const struct meta_id *node)
+{
+    int rc = 0;
+    if (node) {
+        struct wc_names names;
+        wc_names(&names, node);
+        int fd = openat(store->files_fd, names.file, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            rc = wc_fsync(store, fd);
+            close(fd);
+        } else if (errno != ENOENT) {
+            rc = -errno;
+        }
+        if (!rc)
+            rc = fsync_files_dir(store, names.dir);
+        if (!rc)
+            rc = wc_fsync(store, store->files_fd);
+        if (rc)
+            return store_fail(store, rc, "making working copy %s durable: %s", names.file,
+                              strerror(-rc));
+    }
+    /*
+     * Committed transactions are in the WAL; syncing it is exactly what
+     * synchronous=FULL does at each commit, done here only when asked.
+     */
+    char wal[4096];
+    snprintf(wal, sizeof(wal), "%s/store.db-wal", store->dir);
+    int fd = open(wal, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : store_fail(store, -errno, "%s: %s", wal, strerror(errno));
+    rc = wc_fsync(store, fd);
+    close(fd);
+    if (rc)
+        return store_fail(store, rc, "syncing %s: %s", wal, strerror(-rc));
     return 0;
 }
