@@ -82,11 +82,15 @@ struct fs {
     struct meta_replica *replica;
     const struct fs_options *options;
     struct fuse_session *session;
-    pthread_mutex_t lock; /* the replica and `writers` */
+    pthread_mutex_t lock; /* the replica, `writers` and `closed` */
     struct writer *writers;
+    uint64_t *closed; /* files whose last writer closed, waiting for the committer */
+    size_t closed_len, closed_cap;
 
     pthread_mutex_t queue_lock; /* remote changes waiting to be told to the kernel */
     pthread_cond_t queue_cond;
+    pthread_cond_t commit_cond; /* wakes the committer (under queue_lock) */
+    bool commit_wanted;         /* `closed` got an entry since the committer last looked */
     struct queued_change *queue_head, **queue_tail;
     bool stopping;
     pthread_t notifier, committer;
@@ -192,6 +196,45 @@ static void writer_mark(struct fs *fs, uint64_t ino)
     if (writer)
         writer->dirty = true;
     pthread_mutex_unlock(&fs->lock);
+}
+
+static int closed_add(struct fs *fs, uint64_t ino)
+{
+    for (size_t i = 0; i < fs->closed_len; i++)
+        if (fs->closed[i] == ino)
+            return 0;
+    if (fs->closed_len == fs->closed_cap) {
+        size_t cap = fs->closed_cap ? fs->closed_cap * 2 : 64;
+        uint64_t *grown = realloc(fs->closed, cap * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        fs->closed = grown;
+        fs->closed_cap = cap;
+    }
+    fs->closed[fs->closed_len++] = ino;
+    return 0;
+}
+
+static void wake_committer(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->queue_lock);
+    fs->commit_wanted = true;
+    pthread_cond_signal(&fs->commit_cond);
+    pthread_mutex_unlock(&fs->queue_lock);
+}
+
+/* Commits the files whose last writer closed; the caller holds fs->lock. */
+static void commit_closed(struct fs *fs)
+{
+    if (fs->closed_len == 0)
+        return;
+    int rc = meta_replica_commit_batch(fs->replica, fs->closed, fs->closed_len);
+    if (rc)
+        fs_log(LOG_ERR,
+               "committing %zu closed files failed: %s (%s); their bytes stay in the "
+               "working copies and are committed at the next fsync or mount",
+               fs->closed_len, strerror(-rc), meta_replica_errmsg(fs->replica));
+    fs->closed_len = 0;
 }
 
 /* ---------- requests ---------- */
@@ -548,16 +591,26 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
     int rc = 0;
     if (handle->writable) {
+        /*
+         * The last writer's close is a commit point. The commit itself runs on
+         * the committer thread moments later, batched with the other files
+         * closed meanwhile (a build or an unpacked archive closes thousands):
+         * close(2) does not wait for it, and until then reads, getattr and
+         * fsync see the working copy exactly as written.
+         */
         pthread_mutex_lock(&fs->lock);
         bool dirty = handle->wrote;
-        if (writer_drop(fs, ino, &dirty) && dirty)
-            rc = meta_replica_commit(fs->replica, ino);
+        bool last = writer_drop(fs, ino, &dirty);
+        if (last && dirty)
+            rc = closed_add(fs, ino);
         pthread_mutex_unlock(&fs->lock);
         if (rc)
             fs_log(LOG_ERR,
-                   "commit of inode %" PRIu64 " failed: %s (%s); its bytes stay in "
-                   "the working copy and are committed at the next write, fsync or mount",
-                   (uint64_t)ino, strerror(-rc), meta_replica_errmsg(fs->replica));
+                   "out of memory queueing the commit of inode %" PRIu64
+                   "; it is committed at the next fsync or mount",
+                   (uint64_t)ino);
+        else if (last && dirty)
+            wake_committer(fs);
     }
     close(handle->fd);
     free(handle);
@@ -1028,19 +1081,34 @@ static void *notifier_main(void *arg)
 static void *committer_main(void *arg)
 {
     struct fs *fs = arg;
+    struct timespec next_periodic;
+    clock_gettime(CLOCK_REALTIME, &next_periodic);
+    next_periodic.tv_sec += fs->options->commit_interval_s;
     pthread_mutex_lock(&fs->queue_lock);
     while (!fs->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += fs->options->commit_interval_s;
-        while (!fs->stopping &&
-               pthread_cond_timedwait(&fs->queue_cond, &fs->queue_lock, &until) != ETIMEDOUT)
-            ;
+        int waited = 0;
+        while (!fs->stopping && !fs->commit_wanted && waited != ETIMEDOUT)
+            waited = pthread_cond_timedwait(&fs->commit_cond, &fs->queue_lock, &next_periodic);
         if (fs->stopping)
             break;
+        bool wanted = fs->commit_wanted;
+        fs->commit_wanted = false;
         pthread_mutex_unlock(&fs->queue_lock);
+        if (wanted && waited != ETIMEDOUT) {
+            /* Let the files closed in the next few milliseconds join this commit. */
+            struct timespec gather = {0, 20 * 1000 * 1000};
+            nanosleep(&gather, NULL);
+            pthread_mutex_lock(&fs->lock);
+            commit_closed(fs);
+            pthread_mutex_unlock(&fs->lock);
+            pthread_mutex_lock(&fs->queue_lock);
+            continue;
+        }
+        clock_gettime(CLOCK_REALTIME, &next_periodic);
+        next_periodic.tv_sec += fs->options->commit_interval_s;
         /* Files held open for writing a long time still get committed now and then. */
         pthread_mutex_lock(&fs->lock);
+        commit_closed(fs);
         for (struct writer *writer = fs->writers; writer; writer = writer->next) {
             if (!writer->dirty)
                 continue;
@@ -1086,6 +1154,7 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
     pthread_mutex_init(&fs.lock, NULL);
     pthread_mutex_init(&fs.queue_lock, NULL);
     pthread_cond_init(&fs.queue_cond, NULL);
+    pthread_cond_init(&fs.commit_cond, NULL);
     fs.queue_tail = &fs.queue_head;
 
     char opts[512];
@@ -1133,10 +1202,12 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
     pthread_mutex_lock(&fs.queue_lock);
     fs.stopping = true;
     pthread_cond_broadcast(&fs.queue_cond);
+    pthread_cond_broadcast(&fs.commit_cond);
     pthread_mutex_unlock(&fs.queue_lock);
     pthread_join(fs.notifier, NULL);
     pthread_join(fs.committer, NULL);
     meta_replica_subscribe(replica, NULL, NULL);
+    commit_closed(&fs);
     /* Files still open for writing when the mount goes are committed now. */
     for (struct writer *writer = fs.writers, *next; writer; writer = next) {
         next = writer->next;
@@ -1156,6 +1227,8 @@ out:
         free(queued);
     }
     pthread_cond_destroy(&fs.queue_cond);
+    pthread_cond_destroy(&fs.commit_cond);
+    free(fs.closed);
     pthread_mutex_destroy(&fs.queue_lock);
     pthread_mutex_destroy(&fs.lock);
     return rc;

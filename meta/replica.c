@@ -1495,6 +1495,31 @@ int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
     return rc;
 }
 
+int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos, size_t count)
+{
+    struct crdt_clock saved;
+    int rc = txn_begin(replica, &saved);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < count && !rc; i++) {
+        struct meta_node node;
+        int got = node_by_ino(&node, replica, inos[i]);
+        if (got == -ENOENT)
+            continue; /* gone since it was closed */
+        if (got) {
+            rc = got;
+            break;
+        }
+        if (is_dirty(&node)) {
+            rc = commit_content(replica, &node.id);
+            if (!rc)
+                change_add(replica, META_CHANGE_ATTR, inos[i], 0, NULL, false);
+        }
+        meta_node_clear(&node);
+    }
+    return txn_end(replica, rc, &saved);
+}
+
 int meta_replica_fsync(struct meta_replica *replica, uint64_t ino)
 {
     if (ino) {

@@ -173,6 +173,12 @@ META_MUST_CHECK int meta_replica_written(struct meta_replica *replica, uint64_t 
  * working copy becomes text ops or a binary version. No-op if clean.
  */
 META_MUST_CHECK int meta_replica_commit(struct meta_replica *replica, uint64_t ino);
+/*
+ * Commit points for many files in one transaction (the mount batches the
+ * commits of files closed in quick succession). Clean ones are skipped.
+ */
+META_MUST_CHECK int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos,
+                                              size_t count);
 /* Commits ino (or everything, ino 0) and makes it durable: power-loss safe on return. */
 META_MUST_CHECK int meta_replica_fsync(struct meta_replica *replica, uint64_t ino);
 

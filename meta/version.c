@@ -19,7 +19,7 @@
  */
 #define NEWEST_FIRST "ts_counter DESC, (ts_replica < 0) DESC, ts_replica DESC"
 
-#define READ_BUF_LEN (1u << 20)
+#define READ_BUF_LEN (64 * 1024) /* under malloc's mmap threshold: no page faults per commit */
 
 /* ---- chunks ---- */
 

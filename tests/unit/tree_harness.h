@@ -177,7 +177,8 @@ static inline char *tree_listing(const struct crdt_tree *tree)
 {
     struct listing listing = {.tree = tree};
     crdt_tree_list(tree, CRDT_NODE_ROOT, listing_each, &listing);
-    qsort(listing.lines, listing.len, sizeof(char *), listing_line_cmp);
+    if (listing.len)
+        qsort(listing.lines, listing.len, sizeof(char *), listing_line_cmp);
     size_t total = 1;
     for (size_t i = 0; i < listing.len; i++)
         total += strlen(listing.lines[i]) + 1;
