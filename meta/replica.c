@@ -19,6 +19,8 @@
  */
 #include "meta/replica.h"
 
+#include "crdt/diff.h"
+#include "crdt/text.h"
 #include "crdt/tree.h"
 #include "internal.h"
 #include "meta/oplog.h"
@@ -70,6 +72,8 @@ struct meta_replica {
     struct crdt_clock clock;
     meta_change_fn change_fn;
     void *change_ctx;
+    meta_chunk_fetch_fn fetch_fn;
+    void *fetch_ctx;
     struct recent recent[RECENT_MAX];
     size_t recent_next;
     struct born born[RECENT_MAX]; /* regular files this replica made moments ago */
@@ -494,7 +498,13 @@ enum {
     ATTR_RDEV = 8,
     ATTR_MTIME = 16,
     ATTR_TARGET = 32,
+    /* Not fields but whole ops of their own, alone in the mask: */
+    ATTR_XATTR_SET = 64,    /* bytes name, bytes value */
+    ATTR_XATTR_REMOVE = 128, /* bytes name */
 };
+
+/* Mask 0: a content version: svarint time, then its chunk list (meta/chunk's format). */
+#define ATTR_CONTENT 0
 
 static int log_attr_op(struct meta_replica *replica, struct crdt_node_id id,
                        const struct meta_node *node, unsigned fields)
@@ -918,9 +928,198 @@ static int renumber(struct meta_replica *replica, const struct meta_id *id)
 
 /* ---------- content commits ---------- */
 
-/* Commits a dirty file's working copy as its newest version (one op's timestamp). */
+/* A file is merged as text when it is valid UTF-8 without NUL bytes and at most this big. */
+#define TEXT_MAX (8u << 20)
+
+/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), no NUL. */
+static bool is_text(const uint8_t *bytes, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        uint8_t c = bytes[i];
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+        if (n == 0 || c > 0xf4 || i + n > len)
+            return false;
+        uint32_t cp = c & (0x7f >> n);
+        for (size_t k = 1; k < n; k++) {
+            if ((bytes[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (bytes[i + k] & 0x3f);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+/* Reads a whole working copy into a malloc'ed buffer, if it is at most `max` bytes. */
+static int wc_read(uint8_t **out, size_t *out_len, bool *too_big, struct meta_replica *replica,
+                   const struct meta_id *id, size_t max)
+{
+    int fd;
+    *out = NULL;
+    *too_big = false;
+    int rc = meta_wc_open(&fd, replica->store, id, O_RDONLY);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size > max) {
+        *too_big = true;
+        close(fd);
+        return 0;
+    }
+    size_t len = (size_t)st.st_size;
+    uint8_t *bytes = malloc(len + 1);
+    size_t got = 0;
+    while (bytes && got < len) {
+        ssize_t n = pread(fd, bytes + got, len - got, (off_t)got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!bytes)
+        return -ENOMEM;
+    *out = bytes;
+    *out_len = got; /* a file shrinking under us just commits what was there */
+    return 0;
+}
+
+static int text_load(struct crdt_text **out, struct meta_replica *replica, const struct meta_id *id)
+{
+    uint8_t *state = NULL;
+    size_t len = 0;
+    *out = NULL;
+    int rc = meta_text_get(&state, &len, replica->store, id);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    rc = crdt_text_decode_state(out, state, len);
+    free(state);
+    if (rc)
+        return replica_fail(replica, rc == -EBADMSG ? -EUCLEAN : rc,
+                            "the text state of a file is damaged");
+    return 0;
+}
+
+static int text_save(struct meta_replica *replica, const struct meta_id *id,
+                     const struct crdt_text *doc)
+{
+    struct crdt_buf state = {0};
+    int rc = crdt_text_encode_state(&state, doc);
+    if (!rc)
+        rc = meta_text_put(replica->store, id, state.data, state.len);
+    crdt_buf_free(&state);
+    return rc ? replica_fail(replica, rc, "saving a text state: %s",
+                             meta_store_errmsg(replica->store))
+              : 0;
+}
+
+static int text_drop(struct meta_replica *replica, const struct meta_id *id)
+{
+    static const char sql[] = "DELETE FROM text_states WHERE node = ?1;";
+    sqlite3_stmt *stmt = store_stmt(replica->store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, id);
+    int rc = store_step_done(replica->store, stmt, "dropping a text state");
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
+/*
+ * The text half of a commit: the new bytes, diffed against what the text
+ * CRDT holds, become inserts and deletes (DESIGN.md "File contents"), logged
+ * as one op. A file that stopped being text loses its CRDT state and goes on
+ * as binary versions.
+ */
+static int commit_text(struct meta_replica *replica, const struct meta_id *id)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool too_big;
+    int rc = wc_read(&bytes, &len, &too_big, replica, id, TEXT_MAX);
+    if (rc)
+        return rc;
+    struct crdt_text *doc = NULL;
+    rc = text_load(&doc, replica, id);
+    if (!rc && (too_big || !is_text(bytes, len))) {
+        rc = doc ? text_drop(replica, id) : 0;
+        goto out;
+    }
+    if (!rc && !doc && (rc = crdt_text_new(&doc)))
+        replica_fail(replica, rc, "out of memory");
+    char *old = NULL;
+    size_t old_len = 0;
+    struct crdt_edit *edits = NULL;
+    size_t count = 0;
+    if (!rc && (rc = crdt_text_content(&old, &old_len, doc)))
+        replica_fail(replica, rc, "out of memory");
+    if (!rc && (rc = crdt_diff(&edits, &count, (const uint8_t *)old, old_len, bytes, len, NULL)))
+        replica_fail(replica, rc, "diff failed: %s", strerror(-rc));
+    struct crdt_text_edit *text_edits = NULL;
+    if (!rc && count) {
+        text_edits = malloc(count * sizeof(*text_edits));
+        if (!text_edits)
+            rc = -ENOMEM;
+        for (size_t i = 0; !rc && i < count; i++)
+            text_edits[i] = (struct crdt_text_edit){
+                .pos = edits[i].old_pos,
+                .del_len = edits[i].old_len,
+                .bytes = bytes + edits[i].new_pos,
+                .bytes_len = edits[i].new_len,
+            };
+    }
+    struct crdt_text_ops ops = {0};
+    if (!rc && count) {
+        /*
+         * Character ids come from the replica's Lamport counter, but the op
+         * log numbers the whole commit as one op: edit with a copy of the
+         * clock, then take its counter and one seq for the logged op.
+         */
+        struct crdt_clock scratch = replica->clock;
+        rc = crdt_text_apply_edits(&ops, doc, &scratch, text_edits, count);
+        if (rc)
+            replica_fail(replica, rc, "applying a text edit failed: %s", strerror(-rc));
+        replica->clock.counter = scratch.counter;
+    }
+    if (!rc && ops.len) {
+        struct crdt_buf body = {0};
+        uint64_t seq;
+        struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+        rc = crdt_text_ops_encode(&body, &ops);
+        if (!rc)
+            rc = log_op(replica, META_OP_TEXT, ts, seq, from_meta_id(id), &body);
+        crdt_buf_free(&body);
+    }
+    if (!rc && (ops.len || count == 0))
+        rc = text_save(replica, id, doc);
+    crdt_text_ops_free(&ops);
+    free(text_edits);
+    free(edits);
+    free(old);
+out:
+    crdt_text_free(doc);
+    free(bytes);
+    return rc;
+}
+
+/*
+ * Commits a dirty file's working copy: text ops when it is text, and a
+ * version (chunks) in either case, which is what history lists and restores.
+ */
 static int commit_content(struct meta_replica *replica, const struct meta_id *id)
 {
+    int rc = commit_text(replica, id);
+    if (rc)
+        return rc;
     uint64_t seq;
     struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
     struct meta_version version = {
@@ -929,16 +1128,20 @@ static int commit_content(struct meta_replica *replica, const struct meta_id *id
         .author = ts.replica,
         .time_ns = realtime_ns(),
     };
-    int rc = meta_version_commit_wc(NULL, replica->store, &version);
+    rc = meta_version_commit_wc(NULL, replica->store, &version);
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-    /*
-     * Until sync/ carries versions, the op log records that a version was
-     * made (its seq keeps the replica's numbering gap-free).
-     */
+    /* The version's op carries its chunk list; peers fetch the chunks they lack. */
+    struct meta_chunk_list chunks = {0};
+    rc = meta_version_get(&version, &chunks, replica->store, id, ts);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     struct crdt_buf body = {0};
     crdt_buf_put_u8(&body, 1);
-    crdt_buf_put_u8(&body, 0); /* no attribute fields: a content marker */
+    crdt_buf_put_u8(&body, ATTR_CONTENT);
+    crdt_buf_put_svarint(&body, version.time_ns);
+    meta_chunk_list_encode(&body, &chunks);
+    meta_chunk_list_free(&chunks);
     rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(id), &body);
     crdt_buf_free(&body);
     return rc;
@@ -1583,7 +1786,7 @@ int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino, const char
             replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
         struct crdt_buf body = {0};
         crdt_buf_put_u8(&body, 1);
-        crdt_buf_put_u8(&body, 64); /* xattr write: name bytes, value bytes */
+        crdt_buf_put_u8(&body, ATTR_XATTR_SET);
         crdt_buf_put_bytes(&body, name, strlen(name));
         crdt_buf_put_bytes(&body, value, len);
         if (!rc)
@@ -1658,7 +1861,7 @@ int meta_replica_removexattr(struct meta_replica *replica, uint64_t ino, const c
         rc = meta_xattr_set(NULL, replica->store, &node.id, name, NULL, 0, ts);
         struct crdt_buf body = {0};
         crdt_buf_put_u8(&body, 1);
-        crdt_buf_put_u8(&body, 128); /* xattr removal: name bytes */
+        crdt_buf_put_u8(&body, ATTR_XATTR_REMOVE);
         crdt_buf_put_bytes(&body, name, strlen(name));
         if (!rc)
             rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(&node.id), &body);
@@ -1683,6 +1886,11 @@ int meta_replica_log(struct meta_log_entry **out, size_t *out_len, struct meta_r
     struct meta_version *versions = NULL;
     size_t count = 0;
     rc = meta_version_list(&versions, &count, replica->store, &node.id);
+    /* Whether the file merges as text now (versions are whole snapshots either way). */
+    uint8_t *state = NULL;
+    size_t state_len = 0;
+    bool text = meta_text_get(&state, &state_len, replica->store, &node.id) == 0;
+    free(state);
     meta_node_clear(&node);
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
@@ -1696,6 +1904,7 @@ int meta_replica_log(struct meta_log_entry **out, size_t *out_len, struct meta_r
         entries[i].author = versions[i].author;
         entries[i].time_ns = versions[i].time_ns;
         entries[i].size = versions[i].size;
+        entries[i].text = text;
         struct meta_device device;
         if (meta_device_get(&device, replica->store, versions[i].author) == 0)
             snprintf(entries[i].author_name, sizeof(entries[i].author_name), "%s", device.name);
@@ -1715,8 +1924,9 @@ int meta_replica_restore(struct meta_replica *replica, uint64_t ino, struct crdt
     int rc = node_by_ino(&node, replica, ino);
     if (rc)
         return rc;
-    struct meta_version old;
-    rc = meta_version_get(&old, NULL, replica->store, &node.id, ts);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    rc = meta_version_read(&bytes, &len, replica->store, &node.id, ts);
     if (rc) {
         meta_node_clear(&node);
         return rc == -ENOENT ? -EINVAL
@@ -1725,31 +1935,28 @@ int meta_replica_restore(struct meta_replica *replica, uint64_t ino, struct crdt
     if (is_dirty(&node)) {
         /* Uncommitted bytes first, so the restore never hides them from history. */
         rc = meta_replica_commit(replica, ino);
-        if (rc) {
-            meta_node_clear(&node);
-            return rc;
-        }
     }
+    /*
+     * A restore is a new local edit that writes the old bytes: a text file's
+     * becomes text ops (so it merges with concurrent edits like any save),
+     * a binary file's a new version sharing the old one's chunks.
+     */
     struct crdt_clock saved;
-    rc = txn_begin(replica, &saved);
+    if (!rc)
+        rc = txn_begin(replica, &saved);
     if (!rc) {
-        uint64_t seq;
-        struct crdt_ts now_ts = crdt_clock_tick(&replica->clock, &seq);
-        struct meta_version version = {
-            .node = node.id, .ts = now_ts, .author = now_ts.replica, .time_ns = realtime_ns()};
-        rc = meta_version_restore(replica->store, &version, ts);
+        rc = meta_wc_mark_dirty(replica->store, &node.id);
+        if (!rc)
+            rc = meta_wc_replace(replica->store, &node.id, bytes, len);
         if (rc)
             replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-        struct crdt_buf body = {0};
-        crdt_buf_put_u8(&body, 1);
-        crdt_buf_put_u8(&body, 0);
         if (!rc)
-            rc = log_op(replica, META_OP_ATTR, now_ts, seq, from_meta_id(&node.id), &body);
-        crdt_buf_free(&body);
+            rc = commit_content(replica, &node.id);
         change_add(replica, META_CHANGE_CONTENT, ino, 0, NULL, true);
         change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, true);
         rc = txn_end(replica, rc, &saved);
     }
+    free(bytes);
     meta_node_clear(&node);
     return rc;
 }
@@ -1777,4 +1984,318 @@ int meta_replica_resolve(uint64_t *out, struct meta_replica *replica, const char
     }
     *out = at;
     return 0;
+}
+
+/* ---------- remote ops ---------- */
+
+void meta_replica_set_fetch(struct meta_replica *replica, meta_chunk_fetch_fn fn, void *ctx)
+{
+    replica->fetch_fn = fn;
+    replica->fetch_ctx = ctx;
+}
+
+int meta_replica_ops_since(struct meta_replica *replica, const struct crdt_vv *have,
+                           meta_op_fn fn, void *ctx)
+{
+    return meta_oplog_since(replica->store, have, fn, ctx);
+}
+
+int meta_replica_version(struct crdt_vv *out, struct meta_replica *replica)
+{
+    return meta_vv_load(out, replica->store);
+}
+
+struct op_ref {
+    const struct meta_op *op;
+};
+
+static int op_seq_cmp(const void *a, const void *b)
+{
+    const struct meta_op *x = ((const struct op_ref *)a)->op, *y = ((const struct op_ref *)b)->op;
+    if (x->replica != y->replica)
+        return x->replica < y->replica ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int op_ts_cmp(const void *a, const void *b)
+{
+    const struct meta_op *x = ((const struct op_ref *)a)->op, *y = ((const struct op_ref *)b)->op;
+    return crdt_ts_cmp((struct crdt_ts){x->counter, x->replica},
+                       (struct crdt_ts){y->counter, y->replica});
+}
+
+/* Makes sure every chunk of a remote version is in the store, fetching what is not. */
+static int ensure_chunks(struct meta_replica *replica, const struct meta_chunk_list *chunks)
+{
+    for (size_t i = 0; i < chunks->len; i++) {
+        bool have = false;
+        int rc = meta_chunk_has(&have, replica->store, chunks->refs[i].id);
+        if (rc)
+            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        if (have)
+            continue;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        rc = replica->fetch_fn ? replica->fetch_fn(replica->fetch_ctx, chunks->refs[i].id, &data,
+                                                   &len)
+                               : -ENOENT;
+        if (!rc) {
+            rc = meta_chunk_put(replica->store, chunks->refs[i].id, data, len);
+            free(data);
+        }
+        if (rc)
+            return replica_fail(replica, rc, "a chunk of a remote version is missing: %s",
+                                strerror(-rc));
+    }
+    return 0;
+}
+
+static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op)
+{
+    struct meta_node node;
+    int rc = meta_node_get(&node, replica->store, &op->node);
+    if (rc == -ENOENT)
+        return 0; /* a node this replica never saw made: its tree op is what counts */
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    struct crdt_reader reader;
+    crdt_reader_init(&reader, op->body, op->body_len);
+    uint8_t version, mask;
+    struct crdt_ts ts = {op->counter, op->replica};
+    rc = crdt_reader_u8(&reader, &version);
+    if (!rc)
+        rc = crdt_reader_u8(&reader, &mask);
+    if (!rc && version != 1)
+        rc = -EBADMSG;
+    if (!rc && mask == ATTR_CONTENT) {
+        int64_t time_ns;
+        struct meta_chunk_list chunks = {0};
+        rc = crdt_reader_svarint(&reader, &time_ns);
+        if (!rc)
+            rc = meta_chunk_list_decode(&chunks, reader.pos, crdt_reader_left(&reader));
+        if (!rc)
+            rc = ensure_chunks(replica, &chunks);
+        if (!rc) {
+            struct meta_version remote = {.node = op->node, .ts = ts, .author = op->author,
+                                          .time_ns = time_ns, .size = chunks.total};
+            rc = meta_version_record(replica->store, &remote, &chunks);
+            if (rc == -EEXIST)
+                rc = 0;
+            else if (rc)
+                replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+            else
+                change_add(replica, META_CHANGE_CONTENT, node.ino, 0, NULL, true);
+        }
+        meta_chunk_list_free(&chunks);
+    } else if (!rc && (mask == ATTR_XATTR_SET || mask == ATTR_XATTR_REMOVE)) {
+        const uint8_t *name, *value = NULL;
+        size_t name_len, value_len = 0;
+        rc = crdt_reader_bytes(&reader, 255, &name, &name_len);
+        if (!rc && mask == ATTR_XATTR_SET)
+            rc = crdt_reader_bytes(&reader, 65536, &value, &value_len);
+        char name_buf[256];
+        if (!rc) {
+            memcpy(name_buf, name, name_len);
+            name_buf[name_len] = '\0';
+            rc = meta_xattr_set(NULL, replica->store, &node.id, name_buf,
+                                mask == ATTR_XATTR_SET ? (value ? (const void *)value : "") : NULL,
+                                value_len, ts);
+        }
+    } else if (!rc) {
+        uint64_t value;
+        int64_t svalue;
+        if (!rc && (mask & ATTR_MODE) && !(rc = crdt_reader_varint(&reader, &value)))
+            node.mode = (node.mode & S_IFMT) | ((uint32_t)value & 07777);
+        if (!rc && (mask & ATTR_UID) && !(rc = crdt_reader_varint(&reader, &value)))
+            node.uid = (uint32_t)value;
+        if (!rc && (mask & ATTR_GID) && !(rc = crdt_reader_varint(&reader, &value)))
+            node.gid = (uint32_t)value;
+        if (!rc && (mask & ATTR_RDEV) && !(rc = crdt_reader_varint(&reader, &value)))
+            node.rdev = value;
+        if (!rc && (mask & ATTR_MTIME) && !(rc = crdt_reader_svarint(&reader, &svalue)))
+            node.mtime_ns = svalue;
+        if (!rc && (mask & ATTR_TARGET)) {
+            const uint8_t *target;
+            size_t target_len;
+            rc = crdt_reader_bytes(&reader, 4095, &target, &target_len);
+            if (!rc) {
+                free(node.target);
+                node.target = strndup((const char *)target, target_len);
+                rc = node.target ? 0 : -ENOMEM;
+            }
+        }
+        if (!rc)
+            rc = meta_node_put(NULL, replica->store, &node);
+        if (!rc)
+            change_add(replica, META_CHANGE_ATTR, node.ino, 0, NULL, true);
+    }
+    meta_node_clear(&node);
+    if (rc == -EBADMSG)
+        return replica_fail(replica, -EBADMSG,
+                            "attribute op (%016" PRIx64 ", %" PRIu64 ") is malformed",
+                            op->replica, op->seq);
+    return rc;
+}
+
+/* Merges the text ops of one file, then records the merged text as its newest version. */
+static int apply_text_ops(struct meta_replica *replica, struct op_ref *refs, size_t count)
+{
+    const struct meta_id *id = &refs[0].op->node;
+    struct meta_node node;
+    int rc = meta_node_get(&node, replica->store, id);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    /* Local bytes not yet committed are committed first: then both edits merge. */
+    if (is_dirty(&node))
+        rc = commit_content(replica, id);
+    struct crdt_text *doc = NULL;
+    if (!rc)
+        rc = text_load(&doc, replica, id);
+    if (!rc && !doc && (rc = crdt_text_new(&doc)))
+        replica_fail(replica, rc, "out of memory");
+    struct crdt_text_ops ops = {0};
+    for (size_t i = 0; !rc && i < count; i++) {
+        rc = crdt_text_ops_decode(&ops, refs[i].op->body, refs[i].op->body_len);
+        if (rc)
+            replica_fail(replica, rc, "text op (%016" PRIx64 ", %" PRIu64 ") is malformed",
+                         refs[i].op->replica, refs[i].op->seq);
+    }
+    size_t applied = 0, pending = 0;
+    if (!rc) {
+        struct crdt_clock scratch = replica->clock;
+        rc = crdt_text_apply(&applied, &pending, doc, &scratch, ops.ops, ops.len);
+        if (rc)
+            replica_fail(replica, rc, "merging text ops failed: %s", strerror(-rc));
+        crdt_clock_observe(&replica->clock, (struct crdt_ts){scratch.counter, 0});
+    }
+    char *content = NULL;
+    size_t len = 0;
+    if (!rc)
+        rc = text_save(replica, id, doc);
+    if (!rc && (rc = crdt_text_content(&content, &len, doc)))
+        replica_fail(replica, rc, "out of memory");
+    if (!rc) {
+        /*
+         * The merged text is the file's newest version: stamped just past
+         * everything seen (a version takes no seq: it is not an op of its own).
+         */
+        replica->clock.counter++;
+        const struct meta_op *last = refs[count - 1].op;
+        struct meta_version merged = {
+            .node = *id,
+            .ts = {replica->clock.counter, replica->clock.replica},
+            .author = last->author,
+            .time_ns = realtime_ns(),
+        };
+        rc = meta_version_record_bytes(replica->store, &merged, content, len);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        change_add(replica, META_CHANGE_CONTENT, node.ino, 0, NULL, true);
+        change_add(replica, META_CHANGE_ATTR, node.ino, 0, NULL, true);
+    }
+    free(content);
+    crdt_text_ops_free(&ops);
+    crdt_text_free(doc);
+    meta_node_clear(&node);
+    return rc;
+}
+
+int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,
+                              const struct meta_op *ops, size_t count)
+{
+    *applied = 0;
+    if (count == 0)
+        return 0;
+    struct op_ref *refs = malloc(count * sizeof(*refs));
+    struct crdt_tree_op *tree_ops = malloc(count * sizeof(*tree_ops));
+    if (!refs || !tree_ops) {
+        free(refs);
+        free(tree_ops);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < count; i++)
+        refs[i].op = &ops[i];
+    qsort(refs, count, sizeof(*refs), op_seq_cmp);
+    struct crdt_clock saved;
+    int rc = txn_begin(replica, &saved);
+    size_t fresh = 0, tree_count = 0;
+    uint64_t blocked = 0;
+    bool any_blocked = false;
+    for (size_t i = 0; !rc && i < count; i++) {
+        const struct meta_op *op = refs[i].op;
+        if (op->replica == replica->clock.replica)
+            continue; /* our own ops come back from peers: we have them */
+        if (any_blocked && op->replica == blocked)
+            continue;
+        int got = meta_oplog_append(replica->store, op);
+        if (got == -EEXIST)
+            continue;
+        if (got == -EINVAL) {
+            /* A gap: this replica's ops wait until the missing ones come. */
+            any_blocked = true;
+            blocked = op->replica;
+            continue;
+        }
+        if (got) {
+            rc = replica_fail(replica, got, "%s", meta_store_errmsg(replica->store));
+            break;
+        }
+        crdt_clock_observe(&replica->clock, (struct crdt_ts){op->counter, op->replica});
+        refs[fresh++] = refs[i];
+        if (op->kind == META_OP_TREE) {
+            struct crdt_reader reader;
+            crdt_reader_init(&reader, op->body, op->body_len);
+            if (crdt_tree_op_decode(&reader, &tree_ops[tree_count]) != 0 ||
+                crdt_reader_left(&reader) != 0)
+                rc = replica_fail(replica, -EBADMSG,
+                                  "tree op (%016" PRIx64 ", %" PRIu64 ") is malformed",
+                                  op->replica, op->seq);
+            tree_count++;
+        }
+    }
+    /* The tree first, as one batch: nodes exist before their attributes and contents. */
+    struct crdt_tree_changes changes = {0};
+    if (!rc && tree_count) {
+        rc = crdt_tree_apply(replica->tree, tree_ops, tree_count, &changes);
+        if (rc)
+            replica_fail(replica, rc, "applying remote tree ops failed: %s", strerror(-rc));
+        else
+            rc = materialize(replica, &changes, NULL, true);
+    }
+    crdt_tree_changes_free(&changes);
+    qsort(refs, fresh, sizeof(*refs), op_ts_cmp);
+    for (size_t i = 0; !rc && i < fresh; i++)
+        if (refs[i].op->kind == META_OP_ATTR)
+            rc = apply_attr_op(replica, refs[i].op);
+    /* Text ops, grouped by file (stable: Lamport order within a file). */
+    for (size_t i = 0; !rc && i < fresh; i++) {
+        if (!refs[i].op || refs[i].op->kind != META_OP_TEXT)
+            continue;
+        struct op_ref *group = malloc((fresh - i) * sizeof(*group));
+        if (!group) {
+            rc = -ENOMEM;
+            break;
+        }
+        size_t n = 0;
+        for (size_t k = i; k < fresh; k++) {
+            if (refs[k].op && refs[k].op->kind == META_OP_TEXT &&
+                !memcmp(refs[k].op->node.bytes, refs[i].op->node.bytes, META_ID_LEN)) {
+                group[n++] = refs[k];
+                if (k > i)
+                    refs[k].op = NULL; /* taken into this group */
+            }
+        }
+        rc = apply_text_ops(replica, group, n);
+        free(group);
+    }
+    if (!rc)
+        *applied = fresh;
+    rc = txn_end(replica, rc, &saved);
+    if (rc)
+        *applied = 0;
+    free(refs);
+    free(tree_ops);
+    return rc;
 }

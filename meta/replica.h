@@ -17,6 +17,7 @@
 
 #include "crdt/clock.h"
 #include "meta/nodes.h"
+#include "meta/oplog.h"
 #include "meta/store.h"
 
 #include <stdbool.h>
@@ -206,6 +207,34 @@ META_MUST_CHECK int meta_replica_restore(struct meta_replica *replica, uint64_t 
 /* The node id behind an inode number (its identity across renames and saves). -ENOENT. */
 META_MUST_CHECK int meta_replica_node_id(struct meta_id *out, struct meta_replica *replica,
                                          uint64_t ino);
+/*
+ * Gives a chunk that a remote version lists and the store lacks: sync/ asks
+ * a peer or the relay. *data is malloc'ed and handed over. -ENOENT if unknown.
+ */
+typedef int (*meta_chunk_fetch_fn)(void *ctx, const uint8_t id[META_HASH_LEN], uint8_t **data,
+                                   size_t *len);
+/* Sets where meta_replica_apply_remote gets missing chunks (NULL: nowhere, -ENOENT). */
+void meta_replica_set_fetch(struct meta_replica *replica, meta_chunk_fetch_fn fn, void *ctx);
+/*
+ * Applies ops from other replicas as one transaction: tree ops as one batch
+ * of crdt/tree, text ops merged into each file's text CRDT (a file with
+ * uncommitted local bytes commits them first, so both sides' edits merge),
+ * attribute ops and content versions. Ops already held are skipped; an op
+ * that would leave a gap in its replica's seqs is not applied (nor are that
+ * replica's later ones): *applied counts the ops applied. Working copies
+ * change after the commit; change events report it all as remote.
+ */
+META_MUST_CHECK int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,
+                                              const struct meta_op *ops, size_t count);
+/*
+ * Calls fn for every op a replica at version `have` lacks, in an order that
+ * respects causality (what sync/ sends a peer).
+ */
+META_MUST_CHECK int meta_replica_ops_since(struct meta_replica *replica, const struct crdt_vv *have,
+                                           meta_op_fn fn, void *ctx);
+/* The replica's version vector into a fresh *out (caller frees). */
+META_MUST_CHECK int meta_replica_version(struct crdt_vv *out, struct meta_replica *replica);
+
 /* Resolves a path relative to the root ("a/b/c") to an inode number. */
 META_MUST_CHECK int meta_replica_resolve(uint64_t *out, struct meta_replica *replica,
                                          const char *path);

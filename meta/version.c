@@ -736,3 +736,23 @@ int version_check(struct meta_store *store)
     int rc = check_versions(store);
     return rc ? rc : check_working_copies(store);
 }
+
+int meta_version_record_bytes(struct meta_store *store, const struct meta_version *version,
+                              const void *data, size_t len)
+{
+    struct commit_ctx commit = {.store = store};
+    int rc = store_save_begin(store);
+    if (rc)
+        return rc;
+    meta_chunker_reset(store->chunker);
+    rc = meta_chunker_feed(store->chunker, data, len, commit_chunk, &commit);
+    if (rc == 0)
+        rc = meta_chunker_finish(store->chunker, commit_chunk, &commit);
+    if (rc == 0) {
+        struct meta_version sized = *version;
+        sized.size = commit.list.total;
+        rc = meta_version_record(store, &sized, &commit.list);
+    }
+    meta_chunk_list_free(&commit.list);
+    return store_save_end(store, rc);
+}

@@ -69,6 +69,15 @@ META_MUST_CHECK int meta_version_record(struct meta_store *store,
 META_MUST_CHECK int meta_version_commit_wc(uint64_t *out_size, struct meta_store *store,
                                            const struct meta_version *version);
 /*
+ * Records data[0..len) as a version of a node (its size is taken from len):
+ * chunks it, stores the new chunks and records it as meta_version_record
+ * does, so a newest version rewrites the working copy after the commit.
+ * The store uses it for text merged from remote ops.
+ */
+META_MUST_CHECK int meta_version_record_bytes(struct meta_store *store,
+                                              const struct meta_version *version,
+                                              const void *data, size_t len);
+/*
  * Makes the content of version `from` of a node its newest version again,
  * as a new version *version (size ignored, from the old one); the working
  * copy is rewritten after the transaction commits (unless the node is

@@ -19,7 +19,9 @@
  */
 #include "meta/chunk.h"
 #include "meta/nodes.h"
+#include "meta/replica.h"
 #include "meta/store.h"
+#include "crdt/tree.h"
 #include "meta/version.h"
 #include "meta/wcopy.h"
 
@@ -140,18 +142,7 @@ static int create_one(struct meta_store *store, uint32_t n, const uint8_t *data,
 }
 
 /* Diagnostic only (not durable): working-copy and directory fsyncs skipped. */
-static ssize_t plain_pwrite(int fd, const void *buf, size_t len, off_t offset)
-{
-    return pwrite(fd, buf, len, offset);
-}
 
-static int skip_fsync(int fd)
-{
-    (void)fd;
-    return 0;
-}
-
-static const struct meta_io no_wc_fsync = {.pwrite = plain_pwrite, .fsync = skip_fsync};
 
 static double bench_creates(const char *base, const struct meta_io *io)
 {
@@ -195,6 +186,223 @@ out:
     return rate;
 }
 
+/* ---------- through meta/replica: what the mount does ---------- */
+
+static char *bench_share(const char *base, struct meta_replica **out, const char *device)
+{
+    char *dir = malloc(4096);
+    snprintf(dir, 4096, "%s/weft-bench-replica-XXXXXX", base);
+    if (!mkdtemp(dir)) {
+        perror(dir);
+        exit(1);
+    }
+    char share[4200];
+    snprintf(share, sizeof(share), "%s/share", dir);
+    struct meta_share_params params = {.device_name = device};
+    struct meta_err err;
+    if (meta_replica_create(out, &err, share, &params) != 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    return dir;
+}
+
+static void bench_share_free(char *dir, struct meta_replica *replica)
+{
+    meta_replica_close(replica);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+static int double_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void write_commit(struct meta_replica *replica, uint64_t ino, const void *data, size_t len)
+{
+    int fd = -1;
+    if (meta_replica_open_file(&fd, replica, ino, O_WRONLY | O_TRUNC) != 0 ||
+        write(fd, data, len) != (ssize_t)len || meta_replica_commit(replica, ino) != 0) {
+        fprintf(stderr, "write/commit: %s\n", meta_replica_errmsg(replica));
+        exit(1);
+    }
+    close(fd);
+}
+
+/* Creates per second as the mount makes them: mknod, write 1-4 KiB, commit (lazy durability). */
+static double bench_replica_creates(const char *base)
+{
+    struct meta_replica *replica;
+    char *dir = bench_share(base, &replica, "bench");
+    uint8_t data[4096];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 131 + 7);
+    double start = now_s();
+    for (uint32_t n = 1; n <= CREATES; n++) {
+        char name[32];
+        snprintf(name, sizeof(name), "file-%u.bin", n);
+        struct meta_attr attr;
+        if (meta_replica_mknod(&attr, replica, META_INO_ROOT, name, 0100644, 0, 0, 0) != 0) {
+            fprintf(stderr, "mknod: %s\n", meta_replica_errmsg(replica));
+            exit(1);
+        }
+        data[0] = (uint8_t)n;
+        write_commit(replica, attr.ino, data, 1024 + n % 3072);
+    }
+    double rate = CREATES / (now_s() - start);
+    bench_share_free(dir, replica);
+    return rate;
+}
+
+/* One-line edit of a 100 KB text file: diff, text ops, version, transaction (median of 21). */
+static double bench_text_commit(const char *base)
+{
+    struct meta_replica *replica;
+    char *dir = bench_share(base, &replica, "bench");
+    size_t cap = 120 * 1024, len = 0;
+    char *text = malloc(cap);
+    for (int line = 0; len < 100 * 1024; line++)
+        len += (size_t)snprintf(text + len, cap - len, "line %05d: the quick brown fox jumps\n",
+                                line);
+    struct meta_attr attr;
+    if (meta_replica_mknod(&attr, replica, META_INO_ROOT, "doc.txt", 0100644, 0, 0, 0) != 0)
+        exit(1);
+    write_commit(replica, attr.ino, text, len);
+    double times[21];
+    for (int i = 0; i < 21; i++) {
+        size_t at = 40 * (size_t)(50 + i * 97); /* a different line each time */
+        text[at + 12] = (char)('a' + i);
+        double start = now_s();
+        write_commit(replica, attr.ino, text, len);
+        times[i] = (now_s() - start) * 1e3;
+    }
+    qsort(times, 21, sizeof(times[0]), double_cmp);
+    free(text);
+    bench_share_free(dir, replica);
+    return times[10];
+}
+
+struct remote_batch {
+    struct meta_op *ops;
+    struct crdt_buf *bodies;
+    size_t count;
+};
+
+/* `count` tree ops of a replica that made a random tree of directories and files. */
+static void make_remote_tree(struct remote_batch *batch, size_t count)
+{
+    struct crdt_tree *tree;
+    if (crdt_tree_new(&tree) != 0)
+        exit(1);
+    struct crdt_clock clock;
+    crdt_clock_init(&clock, 0x5eed5eed5eedULL);
+    struct crdt_node_id *dirs = malloc(count * sizeof(*dirs));
+    size_t dir_count = 0;
+    batch->ops = calloc(count, sizeof(*batch->ops));
+    batch->bodies = calloc(count, sizeof(*batch->bodies));
+    uint64_t rng = 7;
+    for (size_t i = 0; i < count; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "n%zu", i);
+        bool is_dir = i < 16 || (rng = rng * 6364136223846793005ULL + 1, (rng >> 33) % 8 == 0);
+        struct crdt_node_id parent =
+            dir_count ? dirs[(rng = rng * 6364136223846793005ULL + 1, (rng >> 33) % dir_count)]
+                      : CRDT_NODE_ROOT;
+        struct crdt_tree_op op;
+        if (crdt_tree_create(tree, &op, &clock, parent, name, strlen(name),
+                             is_dir ? CRDT_KIND_DIR : CRDT_KIND_FILE, NULL) != 0)
+            exit(1);
+        if (is_dir)
+            dirs[dir_count++] = op.child;
+        crdt_tree_op_encode(&batch->bodies[i], &op);
+        struct meta_id node;
+        for (int b = 0; b < 8; b++) {
+            node.bytes[b] = (uint8_t)(op.child.hi >> (56 - 8 * b));
+            node.bytes[8 + b] = (uint8_t)(op.child.lo >> (56 - 8 * b));
+        }
+        batch->ops[i] = (struct meta_op){
+            .replica = clock.replica,
+            .seq = clock.seq,
+            .counter = op.ts.counter,
+            .kind = META_OP_TREE,
+            .node = node,
+            .author = clock.replica,
+            .body = batch->bodies[i].data,
+            .body_len = batch->bodies[i].len,
+        };
+    }
+    batch->count = count;
+    free(dirs);
+    crdt_tree_free(tree);
+}
+
+static void remote_batch_free(struct remote_batch *batch)
+{
+    for (size_t i = 0; i < batch->count; i++)
+        crdt_buf_free(&batch->bodies[i]);
+    free(batch->bodies);
+    free(batch->ops);
+}
+
+/* A fresh replica applies 10,000 remote tree ops as one batch. */
+static double bench_apply_tree(const char *base)
+{
+    struct remote_batch batch;
+    make_remote_tree(&batch, 10000);
+    double times[3];
+    for (int i = 0; i < 3; i++) {
+        struct meta_replica *replica;
+        char *dir = bench_share(base, &replica, "bench");
+        size_t applied = 0;
+        double start = now_s();
+        if (meta_replica_apply_remote(&applied, replica, batch.ops, batch.count) != 0 ||
+            applied != batch.count) {
+            fprintf(stderr, "apply: %s\n", meta_replica_errmsg(replica));
+            exit(1);
+        }
+        times[i] = (now_s() - start) * 1e3;
+        bench_share_free(dir, replica);
+    }
+    remote_batch_free(&batch);
+    qsort(times, 3, sizeof(times[0]), double_cmp);
+    return times[1];
+}
+
+/* Opening a replica of 100,000 nodes (the tree is rebuilt from the log). */
+static double bench_open(const char *base)
+{
+    struct remote_batch batch;
+    make_remote_tree(&batch, 100000);
+    struct meta_replica *replica;
+    char *dir = bench_share(base, &replica, "bench");
+    size_t applied = 0;
+    if (meta_replica_apply_remote(&applied, replica, batch.ops, batch.count) != 0) {
+        fprintf(stderr, "apply: %s\n", meta_replica_errmsg(replica));
+        exit(1);
+    }
+    remote_batch_free(&batch);
+    meta_replica_close(replica);
+    char share[4200];
+    snprintf(share, sizeof(share), "%s/share", dir);
+    double times[3];
+    for (int i = 0; i < 3; i++) {
+        struct meta_err err;
+        double start = now_s();
+        if (meta_replica_open(&replica, &err, share) != 0) {
+            fprintf(stderr, "open: %s\n", err.msg);
+            exit(1);
+        }
+        times[i] = (now_s() - start) * 1e3;
+        meta_replica_close(replica);
+    }
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+    qsort(times, 3, sizeof(times[0]), double_cmp);
+    return times[1];
+}
+
 int main(int argc, char **argv)
 {
     bool json = false;
@@ -215,21 +423,32 @@ int main(int argc, char **argv)
         return 1;
     uint64_t chunks = 0;
     double chunk_rate = bench_chunking(&chunks);
-    double create_rate = bench_creates(base, NULL);
-    double create_rate_wal_only = bench_creates(base, &no_wc_fsync);
+    double create_rate = bench_replica_creates(base);
+    double store_create_rate = bench_creates(base, NULL);
+    double text_commit_ms = bench_text_commit(base);
+    double apply_ms = bench_apply_tree(base);
+    double open_ms = bench_open(base);
     if (json) {
-        printf("{\"chunk_mb_per_s\": %.1f, \"chunks\": %llu, \"creates_per_s\": %.0f, "
-               "\"creates_per_s_wal_fsync_only\": %.0f, \"creates\": %d, \"store_dir\": \"%s\"}\n",
-               chunk_rate, (unsigned long long)chunks, create_rate, create_rate_wal_only, CREATES,
-               base);
+        printf("{\"chunk_mb_per_s\": %.1f, \"creates_per_s\": %.0f, \"text_commit_ms\": %.3f, "
+               "\"apply_10k_tree_ms\": %.1f, \"open_100k_ms\": %.1f, "
+               "\"creates_per_s_durable_each\": %.0f, \"chunks\": %llu, \"creates\": %d, "
+               "\"store_dir\": \"%s\"}\n",
+               chunk_rate, create_rate, text_commit_ms, apply_ms, open_ms, store_create_rate,
+               (unsigned long long)chunks, CREATES, base);
     } else {
-        printf("chunk_mb_per_s  %8.1f  (256 MiB, %llu chunks, best of 3)\n", chunk_rate,
+        printf("chunk_mb_per_s      %8.1f  (256 MiB, %llu chunks, best of 3)\n", chunk_rate,
                (unsigned long long)chunks);
-        printf("creates_per_s   %8.0f  (%d small files, one transaction each, in %s)\n",
-               create_rate, CREATES, base);
-        printf("creates_per_s_wal_fsync_only %8.0f  (diagnostic, not durable: working-copy "
-               "and directory fsyncs skipped)\n",
-               create_rate_wal_only);
+        printf("creates_per_s       %8.0f  (%d small files as the mount makes them: create, "
+               "write, commit; durable at fsync)\n",
+               create_rate, CREATES);
+        printf("text_commit_ms      %8.3f  (one-line edit of a 100 KB text file, median of 21)\n",
+               text_commit_ms);
+        printf("apply_10k_tree_ms   %8.1f  (10,000 remote tree ops in one batch, median of 3)\n",
+               apply_ms);
+        printf("open_100k_ms        %8.1f  (open a replica of 100,000 nodes, median of 3)\n",
+               open_ms);
+        printf("creates_per_s_durable_each %8.0f  (store only, every commit fsync'ed)\n",
+               store_create_rate);
     }
     printf("reproduce: %s%s --dir %s\n", argv[0], json ? " --json" : "", base);
     return chunk_rate > 0 && create_rate > 0 ? 0 : 1;
