@@ -30,8 +30,27 @@ if [ "$mode" = test ]; then
     exec meson test -C build --no-suite bench --print-errorlogs
 fi
 
-# The main job. Until the mount lands this is the tree-CRDT demo: build a
-# 10,000-node tree, move things around, fork two replicas, merge them.
-echo
-echo "== weft-bench-tree: the directory-tree CRDT on 10,000 nodes =="
-./build/tests/bench/weft-bench-tree
+# The main job: a share called "demo", mounted on ~/weft-demo (or
+# $WEFT_DEMO_DIR), ready to use from any program.
+share=${WEFT_DEMO_SHARE:-demo}
+mountpoint=${WEFT_DEMO_DIR:-$HOME/weft-demo}
+weft=$PWD/build/fs/weft
+data=${XDG_DATA_HOME:-$HOME/.local/share}/weft
+if [ ! -f "$data/$share/store.db" ]; then
+    "$weft" init "$share"
+fi
+mkdir -p "$mountpoint"
+if grep -q " $(realpath "$mountpoint") .* - fuse.weft " /proc/self/mountinfo 2>/dev/null; then
+    echo "quickstart: $mountpoint is already mounted"
+else
+    "$weft" mount "$share" "$mountpoint"
+fi
+cat <<EOF
+
+weft is mounted on $mountpoint. Use it like any folder:
+    cd $mountpoint && echo hello > notes.txt && cat notes.txt
+    $weft log $mountpoint/notes.txt     # the file's versions
+    $weft status                        # shares and where they are mounted
+    $weft umount $mountpoint            # unmount (commits what is pending)
+Run "$weft --help" for every command.
+EOF
