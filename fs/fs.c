@@ -56,21 +56,33 @@ void fs_log(int priority, const char *fmt, ...)
     va_end(args);
 }
 
-/* An open file: its working copy and whether it wrote since the last commit. */
-struct handle {
-    int fd;
-    uint64_t ino;
-    bool writable;
-    bool wrote;
-};
-
 /* Per inode, the handles open for writing: the last one to go commits. */
 struct writer {
     uint64_t ino;
     unsigned count;
-    bool dirty; /* written since the last commit */
+    bool dirty; /* written since the last commit; set without the lock (atomic) */
     struct writer *next;
 };
+
+/* An open file: its working copy, and its inode's writer entry if it may write. */
+struct handle {
+    int fd;
+    uint64_t ino;
+    struct writer *writer; /* lives as long as any writable handle of the inode */
+};
+
+/* Notes a write through a handle: a flag store, no lock on the data path. */
+static void handle_wrote(struct handle *handle)
+{
+    if (handle->writer)
+        __atomic_store_n(&handle->writer->dirty, true, __ATOMIC_RELAXED);
+}
+
+/* Takes the writer's dirty flag, clearing it (the caller commits what it saw). */
+static bool writer_take_dirty(struct writer *writer)
+{
+    return __atomic_exchange_n(&writer->dirty, false, __ATOMIC_RELAXED);
+}
 
 struct queued_change {
     struct meta_change change;
@@ -175,12 +187,11 @@ static int writer_add(struct fs *fs, uint64_t ino)
 }
 
 /* Drops one writer; true if it was the last one. */
-static bool writer_drop(struct fs *fs, uint64_t ino, bool *dirty)
+static bool writer_drop(struct fs *fs, uint64_t ino)
 {
     struct writer **slot = writer_slot(fs, ino);
     if (!*slot)
         return true;
-    *dirty = (*slot)->dirty;
     if (--(*slot)->count > 0)
         return false;
     struct writer *gone = *slot;
@@ -194,7 +205,7 @@ static void writer_mark(struct fs *fs, uint64_t ino)
     pthread_mutex_lock(&fs->lock);
     struct writer *writer = *writer_slot(fs, ino);
     if (writer)
-        writer->dirty = true;
+        __atomic_store_n(&writer->dirty, true, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&fs->lock);
 }
 
@@ -473,16 +484,21 @@ static int open_handle(struct fs *fs, struct handle **out, fuse_ino_t ino, int f
     if (!handle)
         return -ENOMEM;
     handle->ino = ino;
-    handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+    bool writable = (flags & O_ACCMODE) != O_RDONLY;
     int open_flags = flags & (O_ACCMODE | O_TRUNC | O_APPEND);
     pthread_mutex_lock(&fs->lock);
     int rc = meta_replica_open_file(&handle->fd, fs->replica, ino, open_flags);
-    if (!rc && handle->writable) {
+    if (!rc && writable) {
         rc = writer_add(fs, ino);
+        if (!rc) {
+            handle->writer = *writer_slot(fs, ino);
+            if (handle->writer->count == 1)
+                rc = meta_replica_set_writer(fs->replica, ino, true);
+        }
         if (rc)
             close(handle->fd);
         else if (flags & O_TRUNC)
-            (*writer_slot(fs, ino))->dirty = true;
+            handle_wrote(handle);
     }
     pthread_mutex_unlock(&fs->lock);
     if (rc) {
@@ -507,7 +523,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     /* The page cache stays valid across opens: remote changes invalidate it explicitly. */
     fi->keep_cache = 1;
     if (fuse_reply_open(req, fi) == -ENOENT) {
-        /* The opener was interrupted: undo the open. */
+        /* The opener was interrupted: undo the open as a release would. */
+        if (handle->writer) {
+            pthread_mutex_lock(&fs->lock);
+            if (writer_drop(fs, ino) && meta_replica_set_writer(fs->replica, ino, false) != 0)
+                fs_log(LOG_WARNING, "out of memory updating the writer list");
+            pthread_mutex_unlock(&fs->lock);
+        }
         close(handle->fd);
         free(handle);
     }
@@ -570,10 +592,9 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
         fuse_reply_err(req, (int)-written);
         return;
     }
-    if (!handle->wrote) {
-        handle->wrote = true;
-        writer_mark(fs, ino);
-    }
+    (void)fs;
+    (void)ino;
+    handle_wrote(handle);
     fuse_reply_write(req, (size_t)written);
 }
 
@@ -590,7 +611,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct fs *fs = fs_of(req);
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
     int rc = 0;
-    if (handle->writable) {
+    if (handle->writer) {
         /*
          * The last writer's close is a commit point. The commit itself runs on
          * the committer thread moments later, batched with the other files
@@ -599,9 +620,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
          * fsync see the working copy exactly as written.
          */
         pthread_mutex_lock(&fs->lock);
-        bool dirty = handle->wrote;
-        bool last = writer_drop(fs, ino, &dirty);
-        if (last && dirty)
+        bool last = writer_drop(fs, ino);
+        if (last && meta_replica_set_writer(fs->replica, ino, false) != 0)
+            fs_log(LOG_WARNING, "out of memory updating the writer list");
+        /* Commits of a clean file cost nothing: queue every last close of a writer. */
+        if (last)
             rc = closed_add(fs, ino);
         pthread_mutex_unlock(&fs->lock);
         if (rc)
@@ -609,7 +632,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                    "out of memory queueing the commit of inode %" PRIu64
                    "; it is committed at the next fsync or mount",
                    (uint64_t)ino);
-        else if (last && dirty)
+        else if (last)
             wake_committer(fs);
     }
     close(handle->fd);
@@ -626,9 +649,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     if (!rc) {
         pthread_mutex_lock(&fs->lock);
         rc = meta_replica_fsync(fs->replica, ino);
-        struct writer *writer = *writer_slot(fs, ino);
-        if (!rc && writer)
-            writer->dirty = false;
+        if (!rc && handle->writer)
+            writer_take_dirty(handle->writer);
         pthread_mutex_unlock(&fs->lock);
     }
     report(fs, "fsync", rc);
@@ -909,6 +931,9 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
         }
     } else if (!strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX))) {
         rc = -EPERM; /* weft's own names are not stored */
+    } else if (strncmp(name, "user.", 5) && strncmp(name, "trusted.", 8) &&
+               strncmp(name, "security.", 9)) {
+        rc = -EOPNOTSUPP; /* no POSIX ACLs (system.*), and no namespace Linux does not know */
     } else {
         rc = meta_replica_setxattr(fs->replica, ino, name, value, size, flags);
     }
@@ -948,10 +973,10 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
     struct fs *fs = fs_of(req);
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
     int rc = fallocate(handle->fd, mode, offset, length) ? -errno : 0;
-    if (!rc && !(mode & FALLOC_FL_KEEP_SIZE) && !handle->wrote) {
-        handle->wrote = true;
-        writer_mark(fs, ino);
-    }
+    (void)fs;
+    (void)ino;
+    if (!rc)
+        handle_wrote(handle);
     fuse_reply_err(req, -rc);
 }
 
@@ -1110,14 +1135,15 @@ static void *committer_main(void *arg)
         pthread_mutex_lock(&fs->lock);
         commit_closed(fs);
         for (struct writer *writer = fs->writers; writer; writer = writer->next) {
-            if (!writer->dirty)
+            if (!writer_take_dirty(writer))
                 continue;
             int rc = meta_replica_commit(fs->replica, writer->ino);
             if (rc)
                 fs_log(LOG_ERR, "periodic commit of inode %" PRIu64 " failed: %s (%s)", writer->ino,
                        strerror(-rc), meta_replica_errmsg(fs->replica));
             else
-                writer->dirty = false;
+                continue;
+            __atomic_store_n(&writer->dirty, true, __ATOMIC_RELAXED); /* retry next time */
         }
         pthread_mutex_unlock(&fs->lock);
         pthread_mutex_lock(&fs->queue_lock);
@@ -1211,7 +1237,8 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
     /* Files still open for writing when the mount goes are committed now. */
     for (struct writer *writer = fs.writers, *next; writer; writer = next) {
         next = writer->next;
-        if (writer->dirty && meta_replica_commit(replica, writer->ino) != 0)
+        if (meta_replica_set_writer(replica, writer->ino, false) == 0 &&
+            meta_replica_commit(replica, writer->ino) != 0)
             fs_log(LOG_ERR, "commit at unmount failed: %s", meta_replica_errmsg(replica));
         free(writer);
     }

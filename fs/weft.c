@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -284,14 +285,29 @@ static int read_pid(const char *path)
     if (fscanf(file, "%d", &pid) != 1)
         pid = 0;
     fclose(file);
-    return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+    if (pid <= 0 || kill(pid, 0) != 0)
+        return 0;
+    /* A daemon killed but not yet reaped is a zombie: it serves nothing. */
+    char stat_path[64], state = 'Z';
+    snprintf(stat_path, sizeof(stat_path), "/proc/%d/stat", pid);
+    FILE *stat_file = fopen(stat_path, "r");
+    if (stat_file) {
+        if (fscanf(stat_file, "%*d %*s %c", &state) != 1)
+            state = 'Z';
+        fclose(stat_file);
+    }
+    return state == 'Z' || state == 'X' ? 0 : pid;
 }
 
-/* A mount whose daemon died answers ENOTCONN; detach it so the directory is usable again. */
+/*
+ * A mount whose daemon died answers ENOTCONN; detach it so the directory is
+ * usable again. statvfs, unlike stat, always reaches the daemon: the kernel
+ * may still hold the root's attributes in its cache.
+ */
 static int recover_stale(const char *dir)
 {
-    struct stat st;
-    if (stat(dir, &st) == 0)
+    struct statvfs st;
+    if (statvfs(dir, &st) == 0)
         return 0;
     if (errno != ENOTCONN)
         return -errno;

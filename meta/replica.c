@@ -74,6 +74,8 @@ struct meta_replica {
     void *change_ctx;
     meta_chunk_fetch_fn fetch_fn;
     void *fetch_ctx;
+    uint64_t *writers; /* inodes a program holds open for writing (the mount says) */
+    size_t writers_len, writers_cap;
     struct recent recent[RECENT_MAX];
     size_t recent_next;
     struct born born[RECENT_MAX]; /* regular files this replica made moments ago */
@@ -499,7 +501,7 @@ enum {
     ATTR_MTIME = 16,
     ATTR_TARGET = 32,
     /* Not fields but whole ops of their own, alone in the mask: */
-    ATTR_XATTR_SET = 64,    /* bytes name, bytes value */
+    ATTR_XATTR_SET = 64,     /* bytes name, bytes value */
     ATTR_XATTR_REMOVE = 128, /* bytes name */
 };
 
@@ -610,6 +612,7 @@ void meta_replica_close(struct meta_replica *replica)
     crdt_tree_free(replica->tree);
     meta_store_close(replica->store);
     free(replica->pending);
+    free(replica->writers);
     free(replica);
 }
 
@@ -636,6 +639,11 @@ static bool is_dirty(const struct meta_node *node)
     return node->kind == META_NODE_FILE && node->wc_state == META_WC_DIRTY;
 }
 
+static bool node_shown(const struct meta_node *node)
+{
+    return node->has_parent && !crdt_node_id_eq(from_meta_id(&node->parent), CRDT_NODE_TRASH);
+}
+
 static void fill_attr(struct meta_replica *replica, struct meta_attr *out,
                       const struct meta_node *node)
 {
@@ -650,22 +658,27 @@ static void fill_attr(struct meta_replica *replica, struct meta_attr *out,
     out->mtime_ns = node->mtime_ns;
     out->atime_ns = node->mtime_ns;
     out->ctime_ns = node->ctime_ns;
-    if (is_dirty(node)) {
-        /* Writes not yet committed: the working copy knows the size and time. */
+    if (!node_shown(node))
+        out->nlink = 0; /* deleted, still open somewhere: fstat says so */
+    if (node->kind == META_NODE_FILE) {
+        /*
+         * A file's times live on its working copy, which programs write
+         * through (and setattr sets with utimensat); uncommitted writes also
+         * show there first.
+         */
         char path[4096];
         struct stat st;
         if (meta_wc_path(path, sizeof(path), replica->store, &node->id) == 0 &&
             stat(path, &st) == 0) {
-            out->size = (uint64_t)st.st_size;
+            if (is_dirty(node))
+                out->size = (uint64_t)st.st_size;
+            out->atime_ns = (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec;
             out->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-            out->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+            int64_t wc_ctime = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+            if (wc_ctime > out->ctime_ns)
+                out->ctime_ns = wc_ctime;
         }
     }
-}
-
-static bool node_shown(const struct meta_node *node)
-{
-    return node->has_parent && !crdt_node_id_eq(from_meta_id(&node->parent), CRDT_NODE_TRASH);
 }
 
 int meta_replica_getattr(struct meta_attr *out, struct meta_replica *replica, uint64_t ino)
@@ -1111,12 +1124,29 @@ out:
     return rc;
 }
 
+static int set_clean(struct meta_replica *replica, const struct meta_id *id)
+{
+    static const char sql[] = "UPDATE nodes SET wc_state = 0 WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(replica->store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, id);
+    int rc = store_step_done(replica->store, stmt, "marking a working copy clean");
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
 /*
  * Commits a dirty file's working copy: text ops when it is text, and a
  * version (chunks) in either case, which is what history lists and restores.
+ * A node whose working copy went to another node (an editor's save that kept
+ * the target's identity) has nothing left to commit.
  */
 static int commit_content(struct meta_replica *replica, const struct meta_id *id)
 {
+    char path[4096];
+    if (meta_wc_path(path, sizeof(path), replica->store, id) == 0 && access(path, F_OK) != 0 &&
+        errno == ENOENT)
+        return set_clean(replica, id);
     int rc = commit_text(replica, id);
     if (rc)
         return rc;
@@ -1241,6 +1271,20 @@ static int continue_finish(struct meta_replica *replica, const struct continuati
     return rc;
 }
 
+/* A directory's entries changed: its mtime and ctime become now (as POSIX says). */
+static int touch_dir(struct meta_replica *replica, const struct meta_id *dir)
+{
+    struct meta_node node;
+    int rc = meta_node_get(&node, replica->store, dir);
+    if (rc)
+        return rc == -ENOENT ? 0
+                             : replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    node.mtime_ns = node.ctime_ns = realtime_ns();
+    rc = meta_node_put(NULL, replica->store, &node);
+    meta_node_clear(&node);
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
 /* ---------- making nodes ---------- */
 
 static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64_t parent_ino,
@@ -1266,6 +1310,13 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     }
     uint8_t kind = crdt_kind_of_mode(mode);
     struct crdt_node_id parent_id = from_meta_id(&dir.id);
+    struct meta_id parent_mid = dir.id;
+    if (dir.mode & S_ISGID) {
+        /* A set-group-id directory hands its group down, and its bit to subdirectories. */
+        gid = dir.gid;
+        if (kind == CRDT_KIND_DIR)
+            mode |= S_ISGID;
+    }
     meta_node_clear(&dir);
 
     /* A regular file taking a name an editor just vacated continues that node. */
@@ -1329,6 +1380,8 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     }
     if (!rc && kind == CRDT_KIND_FILE)
         born_note(replica, id);
+    if (!rc)
+        rc = touch_dir(replica, &parent_mid);
     if (!rc)
         rc = log_attr_op(replica, id, &fresh,
                          ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_MTIME | (rdev ? ATTR_RDEV : 0) |
@@ -1427,6 +1480,8 @@ static int remove_entry(struct meta_replica *replica, uint64_t parent, const cha
     rc = trash_node(replica, &node, &changes);
     if (!rc)
         rc = materialize(replica, &changes, NULL, false);
+    if (!rc)
+        rc = touch_dir(replica, &node.parent);
     crdt_tree_changes_free(&changes);
     rc = txn_end(replica, rc, &saved);
     if (!rc && node.kind == META_NODE_FILE)
@@ -1461,6 +1516,8 @@ static int replace_keeping_identity(struct meta_replica *replica, struct meta_no
         rc = meta_wc_mark_dirty(replica->store, &target->id);
     if (!rc)
         rc = wc_move(replica, &source->id, &target->id);
+    if (!rc)
+        rc = set_clean(replica, &source->id); /* its bytes are the target's now */
     if (!rc)
         rc = swap_inos(replica, &source->id, source->ino, &target->id, target->ino);
     if (!rc)
@@ -1566,6 +1623,10 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
         if (!rc)
             rc = materialize(replica, &changes, NULL, false);
     }
+    if (!rc)
+        rc = touch_dir(replica, &source.parent);
+    if (!rc && memcmp(source.parent.bytes, new_dir.id.bytes, META_ID_LEN) != 0)
+        rc = touch_dir(replica, &new_dir.id);
     crdt_tree_changes_free(&changes);
     rc = txn_end(replica, rc, &saved);
     if (!rc && !continuity && !(flags & META_RENAME_EXCHANGE) && source.kind == META_NODE_FILE)
@@ -1628,6 +1689,20 @@ int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, ui
         node.wc_state = META_WC_DIRTY;
         change_add(replica, META_CHANGE_CONTENT, ino, 0, NULL, false);
     }
+    if (!rc && node.kind == META_NODE_FILE && (to_set & (META_SET_ATIME | META_SET_MTIME))) {
+        /* A file's times are its working copy's (see fill_attr). */
+        char path[4096];
+        struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+        if (to_set & META_SET_ATIME)
+            times[0] =
+                (struct timespec){values->atime_ns / 1000000000, values->atime_ns % 1000000000};
+        if (to_set & META_SET_MTIME)
+            times[1] =
+                (struct timespec){values->mtime_ns / 1000000000, values->mtime_ns % 1000000000};
+        if (meta_wc_path(path, sizeof(path), replica->store, &node.id) == 0 &&
+            utimensat(AT_FDCWD, path, times, 0) != 0 && errno != ENOENT)
+            rc = replica_fail(replica, -errno, "setting times on %s: %s", path, strerror(errno));
+    }
     if (!rc)
         rc = meta_node_put(NULL, replica->store, &node);
     if (!rc && fields)
@@ -1676,6 +1751,52 @@ int meta_replica_written(struct meta_replica *replica, uint64_t ino, uint64_t si
     return 0;
 }
 
+int meta_replica_set_writer(struct meta_replica *replica, uint64_t ino, bool open)
+{
+    for (size_t i = 0; i < replica->writers_len; i++) {
+        if (replica->writers[i] != ino)
+            continue;
+        if (!open)
+            replica->writers[i] = replica->writers[--replica->writers_len];
+        return 0;
+    }
+    if (!open)
+        return 0;
+    if (replica->writers_len == replica->writers_cap) {
+        size_t cap = replica->writers_cap ? replica->writers_cap * 2 : 16;
+        uint64_t *grown = realloc(replica->writers, cap * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        replica->writers = grown;
+        replica->writers_cap = cap;
+    }
+    replica->writers[replica->writers_len++] = ino;
+    return 0;
+}
+
+static bool has_writer(const struct meta_replica *replica, uint64_t ino)
+{
+    for (size_t i = 0; i < replica->writers_len; i++)
+        if (replica->writers[i] == ino)
+            return true;
+    return false;
+}
+
+/*
+ * A commit of a file a program still writes to records a version but leaves
+ * the node DIRTY: bytes written after this commit must reach the next one.
+ */
+static int commit_node(struct meta_replica *replica, const struct meta_node *node)
+{
+    int rc = commit_content(replica, &node->id);
+    if (!rc && has_writer(replica, node->ino) &&
+        (rc = meta_wc_mark_dirty(replica->store, &node->id)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (!rc)
+        change_add(replica, META_CHANGE_ATTR, node->ino, 0, NULL, false);
+    return rc;
+}
+
 int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
 {
     struct meta_node node;
@@ -1688,12 +1809,8 @@ int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
     }
     struct crdt_clock saved;
     rc = txn_begin(replica, &saved);
-    if (!rc) {
-        rc = commit_content(replica, &node.id);
-        if (!rc)
-            change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, false);
-        rc = txn_end(replica, rc, &saved);
-    }
+    if (!rc)
+        rc = txn_end(replica, commit_node(replica, &node), &saved);
     meta_node_clear(&node);
     return rc;
 }
@@ -1713,11 +1830,8 @@ int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos
             rc = got;
             break;
         }
-        if (is_dirty(&node)) {
-            rc = commit_content(replica, &node.id);
-            if (!rc)
-                change_add(replica, META_CHANGE_ATTR, inos[i], 0, NULL, false);
-        }
+        if (is_dirty(&node))
+            rc = commit_node(replica, &node);
         meta_node_clear(&node);
     }
     return txn_end(replica, rc, &saved);
@@ -1994,8 +2108,8 @@ void meta_replica_set_fetch(struct meta_replica *replica, meta_chunk_fetch_fn fn
     replica->fetch_ctx = ctx;
 }
 
-int meta_replica_ops_since(struct meta_replica *replica, const struct crdt_vv *have,
-                           meta_op_fn fn, void *ctx)
+int meta_replica_ops_since(struct meta_replica *replica, const struct crdt_vv *have, meta_op_fn fn,
+                           void *ctx)
 {
     return meta_oplog_since(replica->store, have, fn, ctx);
 }
@@ -2036,9 +2150,9 @@ static int ensure_chunks(struct meta_replica *replica, const struct meta_chunk_l
             continue;
         uint8_t *data = NULL;
         size_t len = 0;
-        rc = replica->fetch_fn ? replica->fetch_fn(replica->fetch_ctx, chunks->refs[i].id, &data,
-                                                   &len)
-                               : -ENOENT;
+        rc = replica->fetch_fn
+                 ? replica->fetch_fn(replica->fetch_ctx, chunks->refs[i].id, &data, &len)
+                 : -ENOENT;
         if (!rc) {
             rc = meta_chunk_put(replica->store, chunks->refs[i].id, data, len);
             free(data);
@@ -2076,8 +2190,11 @@ static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op)
         if (!rc)
             rc = ensure_chunks(replica, &chunks);
         if (!rc) {
-            struct meta_version remote = {.node = op->node, .ts = ts, .author = op->author,
-                                          .time_ns = time_ns, .size = chunks.total};
+            struct meta_version remote = {.node = op->node,
+                                          .ts = ts,
+                                          .author = op->author,
+                                          .time_ns = time_ns,
+                                          .size = chunks.total};
             rc = meta_version_record(replica->store, &remote, &chunks);
             if (rc == -EEXIST)
                 rc = 0;
@@ -2132,8 +2249,8 @@ static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op)
     meta_node_clear(&node);
     if (rc == -EBADMSG)
         return replica_fail(replica, -EBADMSG,
-                            "attribute op (%016" PRIx64 ", %" PRIu64 ") is malformed",
-                            op->replica, op->seq);
+                            "attribute op (%016" PRIx64 ", %" PRIu64 ") is malformed", op->replica,
+                            op->seq);
     return rc;
 }
 
@@ -2250,8 +2367,8 @@ int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,
             if (crdt_tree_op_decode(&reader, &tree_ops[tree_count]) != 0 ||
                 crdt_reader_left(&reader) != 0)
                 rc = replica_fail(replica, -EBADMSG,
-                                  "tree op (%016" PRIx64 ", %" PRIu64 ") is malformed",
-                                  op->replica, op->seq);
+                                  "tree op (%016" PRIx64 ", %" PRIu64 ") is malformed", op->replica,
+                                  op->seq);
             tree_count++;
         }
     }

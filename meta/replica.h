@@ -180,6 +180,11 @@ META_MUST_CHECK int meta_replica_commit(struct meta_replica *replica, uint64_t i
  */
 META_MUST_CHECK int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos,
                                               size_t count);
+/*
+ * Tells the replica whether a program holds ino open for writing: its
+ * commits then keep it dirty, since more bytes may come. 0 or -ENOMEM.
+ */
+META_MUST_CHECK int meta_replica_set_writer(struct meta_replica *replica, uint64_t ino, bool open);
 /* Commits ino (or everything, ino 0) and makes it durable: power-loss safe on return. */
 META_MUST_CHECK int meta_replica_fsync(struct meta_replica *replica, uint64_t ino);
 
