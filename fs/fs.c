@@ -894,6 +894,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
             rc = -ENOMEM;
         }
     } else if (!strcmp(name, XATTR_LOG) || !strcmp(name, XATTR_HISTORY)) {
+        /* Closed files waiting for the committer are history already, as far as users go. */
+        commit_closed(fs);
         rc = history((char **)&value, &len, fs, ino, !strcmp(name, XATTR_LOG));
     } else {
         rc = meta_replica_getxattr(&value, &len, fs->replica, ino, name);

@@ -10,6 +10,10 @@ packages=(
     libfuse3-dev fuse3 libsodium-dev libuv1-dev libsqlite3-dev
     # tests: trace loading (gzip + JSON), the sqlite3 shell
     zlib1g-dev libcjson-dev sqlite3
+    # tests: fuse suite (real programs on the mount; python3 for tests/fuse/fsutil.py;
+    # vim, not vim-tiny, which has no /usr/bin/vim) and fs-bench (bindfs as the
+    # FUSE reference)
+    vim git tar python3 bindfs
 )
 
 missing=()
