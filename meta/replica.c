@@ -756,7 +756,8 @@ int meta_replica_readdir(struct meta_replica *replica, uint64_t ino, uint64_t of
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     /* Offsets are inode numbers: a listing resumes right even when entries come and go. */
-    qsort(children, count, sizeof(*children), ino_cmp);
+    if (count)
+        qsort(children, count, sizeof(*children), ino_cmp);
     for (size_t i = 0; i < count; i++) {
         if (children[i].ino < offset)
             continue;
