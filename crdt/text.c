@@ -5,12 +5,10 @@
  */
 #include "text_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Counters stay below this so `counter + len` never overflows anywhere. */
-#define COUNTER_MAX (UINT64_C(1) << 62)
 
 int text_grow(void *arr_ptr, size_t *cap, size_t need, size_t elem)
 {
@@ -883,7 +881,110 @@ int text_insert_entry(struct crdt_text *text, uint32_t replica, uint64_t counter
     return place(text, &at, run);
 }
 
-/* Appends a run at the end of the document order (used by the state decoder). */
+/*
+ * Builds the tree of an empty document from runs in document order, at once:
+ * full leaves (as appending leaves them) and inner nodes filled evenly, every
+ * count summed once. Run i lands in leaf leaf_of[i]; marks are the caller's
+ * (text_marks_build). After -ENOMEM the document holds no more than it did.
+ */
+int text_tree_build(struct crdt_text *text, const struct run *runs, const uint8_t *deleted,
+                    size_t n, uint32_t *leaf_of)
+{
+    assert(text->leaves_len == 1 && text->root == &text->leaves[0]->hdr &&
+           text->leaves[0]->hdr.count == 0);
+    size_t n_leaves = n ? (n + LEAF_MAX - 1) / LEAF_MAX : 1, n_inner = 0;
+    for (size_t level = n_leaves; level > 1; level = (level + INNER_MAX - 1) / INNER_MAX)
+        n_inner += (level + INNER_MAX - 1) / INNER_MAX;
+    if (n_leaves > UINT32_MAX || GROW(text->leaves, text->leaves_cap, n_leaves))
+        return -ENOMEM;
+    /* Every node first, so that a failure leaves nothing half linked. */
+    struct node **nodes = malloc((n_leaves + n_inner) * sizeof(*nodes));
+    size_t made = 0;
+    int rc = nodes ? 0 : -ENOMEM;
+    for (; made < n_inner && !rc; made++) {
+        struct inner *in = inner_alloc(text);
+        if (!in)
+            rc = -ENOMEM;
+        else
+            nodes[n_leaves + made] = &in->hdr;
+    }
+    for (size_t i = 1; i < n_leaves && !rc; i++)
+        if (!leaf_alloc(text))
+            rc = -ENOMEM;
+    if (rc) {
+        for (size_t i = 0; nodes && i < made; i++) {
+            free(nodes[n_leaves + i]);
+            text->inner_count--;
+        }
+        free(nodes);
+        return rc;
+    }
+    for (size_t i = 0; i < n_leaves; i++) {
+        struct leaf *leaf = text->leaves[i];
+        size_t first = i * LEAF_MAX, count = n - first < LEAF_MAX ? n - first : LEAF_MAX;
+        memcpy(leaf->runs, runs + first, count * sizeof(struct run));
+        memcpy(leaf->deleted, deleted + first, count);
+        for (size_t k = 0; k < count; k++)
+            leaf_of[first + k] = leaf->id;
+        leaf->hdr.count = (uint32_t)count;
+        leaf_counts(leaf, &leaf->hdr.vis_cp, &leaf->hdr.vis_bytes, &leaf->hdr.total);
+        leaf->prev = i ? text->leaves[i - 1] : NULL;
+        leaf->next = i + 1 < n_leaves ? text->leaves[i + 1] : NULL;
+        nodes[i] = &leaf->hdr;
+    }
+    /* Level by level: `level` nodes from `at` get parents from at + level on. */
+    size_t at = 0, level = n_leaves;
+    while (level > 1) {
+        size_t parents = (level + INNER_MAX - 1) / INNER_MAX;
+        for (size_t g = 0; g < parents; g++) {
+            struct inner *in = (struct inner *)nodes[at + level + g];
+            size_t lo = g * level / parents, hi = (g + 1) * level / parents;
+            for (size_t k = lo; k < hi; k++) {
+                in->child[k - lo] = nodes[at + k];
+                nodes[at + k]->parent = in;
+            }
+            in->hdr.count = (uint32_t)(hi - lo);
+            inner_recount(in);
+        }
+        at += level;
+        level = parents;
+    }
+    text->root = nodes[at];
+    text->root->parent = NULL;
+    text->cache_leaf = NULL;
+    free(nodes);
+    return 0;
+}
+
+/*
+ * Maps every lv to its leaf, for an empty document's fresh tree: range i is
+ * [start[i], start[i+1]) (the last ends at `lvs`), ascending from 0.
+ */
+int text_marks_build(struct crdt_text *text, const uint32_t *start, const uint32_t *leaf, size_t n,
+                     uint32_t lvs)
+{
+    assert(text->marks_len == 0);
+    size_t chunks = ((size_t)lvs + (1u << MARK_SHIFT) - 1) >> MARK_SHIFT;
+    if (GROW(text->marks, text->marks_cap, chunks))
+        return -ENOMEM;
+    memset(text->marks, 0, chunks * sizeof(struct mark_chunk));
+    text->marks_len = chunks;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t lo = start[i], hi = i + 1 < n ? start[i + 1] : lvs;
+        for (size_t k = lo >> MARK_SHIFT; k < chunks && (k << MARK_SHIFT) < hi; k++) {
+            struct mark_chunk *chunk = &text->marks[k];
+            uint32_t base = (uint32_t)(k << MARK_SHIFT);
+            if (chunk->len && chunk->marks[chunk->len - 1].leaf == leaf[i])
+                continue;
+            if (GROW(chunk->marks, chunk->cap, chunk->len + 1))
+                return -ENOMEM;
+            chunk->marks[chunk->len++] = (struct mark){lo > base ? lo : base, leaf[i]};
+        }
+    }
+    return 0;
+}
+
+/* Appends a run at the end of the document order (the version 1 state decoder). */
 int text_tree_append_run(struct crdt_text *text, struct run run, bool deleted)
 {
     struct leaf *leaf = last_leaf(text);

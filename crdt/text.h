@@ -167,11 +167,12 @@ CRDT_MUST_CHECK int crdt_text_since(struct crdt_text_ops *out, const struct crdt
 /* crdt_text_since encoded as an ops list (crdt_text_ops_encode). */
 CRDT_MUST_CHECK int crdt_text_encode_since(struct crdt_buf *buf, const struct crdt_text *text,
                                            const struct crdt_vv *since);
-/* Appends the full state, history included (format in crdt/README.md). */
+/* Appends the full state, history included (format version 2 in crdt/README.md). */
 CRDT_MUST_CHECK int crdt_text_encode_state(struct crdt_buf *buf, const struct crdt_text *text);
 /*
- * Loads a full state into a new document owned by the caller; -EBADMSG on
- * malformed input, -ENOMEM. Pending ops are not part of the state.
+ * Loads a full state (format version 2, or 1 as written before) into a new
+ * document owned by the caller; -EBADMSG on malformed input, -ENOMEM. Pending
+ * ops are not part of the state.
  */
 CRDT_MUST_CHECK int crdt_text_decode_state(struct crdt_text **out, const void *data, size_t len);
 

@@ -10,7 +10,10 @@
 #include <string.h>
 
 #define TEXT_OPS_VERSION   1
-#define TEXT_STATE_VERSION 1
+#define TEXT_STATE_VERSION 2
+#define TEXT_STATE_V1      1 /* still read, never written */
+/* Log entries plus delete records a state may hold (the decoder's sort tags are 32 bits). */
+#define MAX_RECORDS ((UINT64_C(1) << 31) - 1)
 
 /* ------------------------------------------------------------------ op lists */
 
@@ -411,6 +414,34 @@ int crdt_text_encode_since(struct crdt_buf *buf, const struct crdt_text *text,
 
 /* ------------------------------------------------------------------ state */
 
+/*
+ * The full state (crdt/README.md, "Full state format") holds no document
+ * order and, usually, no origins. Each log entry carries its *anchor*: the
+ * nearest character before the entry's first one, in document order, with a
+ * smaller lv (LV_NONE: none, the document start). Inserting the entries in lv
+ * order, each right after its anchor, rebuilds the order exactly: when entry
+ * e goes in, the characters already there are those with smaller lvs, in
+ * their final relative order, and e's characters are contiguous among them
+ * (only later entries split it), right after the anchor.
+ *
+ * A local insert goes right after its left origin, before what followed it
+ * then (its right origin, tombstones included). So its left origin is its
+ * anchor, and its right origin is what followed the anchor when it went in:
+ * the nearest character after it with a smaller lv. Only an entry a
+ * concurrent insert pushed further right has other origins; those are listed
+ * as exceptions.
+ *
+ * Inserts and delete records share one record stream, ordered (mostly) as
+ * their counters were taken, so a record's counter is nearly always where the
+ * previous record of its replica ended, and its position is written relative
+ * to a cursor (where the previous record left the edit point), so that typing
+ * after a backspace or backspacing what was just typed costs a one-byte zero.
+ */
+
+#define REC_SHIFT    3  /* head = len << REC_SHIFT | explicit | kind */
+#define REC_EXPLICIT 4u /* head bit: the replica and counter follow */
+#define REC_INSERT   0u /* kind; a delete record's kind is 1 + its step */
+
 /* Position of each internal replica index in sorted-by-id order. */
 static int sorted_positions(uint32_t **out, const struct crdt_text *text)
 {
@@ -423,72 +454,230 @@ static int sorted_positions(uint32_t **out, const struct crdt_text *text)
     return 0;
 }
 
+/* An lv and what it belongs to (a run, a piece bound), for sorting by lv. */
+struct order_key {
+    uint32_t value, tag;
+};
+
+/* Sorts keys by value (LSD radix, one pass per byte that differs); returns whichever of
+ * keys and tmp then holds them. */
+static struct order_key *keys_sort(struct order_key *keys, struct order_key *tmp, size_t n)
+{
+    for (unsigned shift = 0; shift < 32 && n > 1; shift += 8) {
+        size_t count[256] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[keys[i].value >> shift & 0xff]++;
+        if (count[keys[0].value >> shift & 0xff] == n)
+            continue;
+        size_t sum = 0;
+        for (size_t b = 0; b < 256; b++) {
+            size_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            tmp[count[keys[i].value >> shift & 0xff]++] = keys[i];
+        struct order_key *sorted = tmp;
+        tmp = keys;
+        keys = sorted;
+    }
+    return keys;
+}
+
+/*
+ * Each log entry's anchor, and the right origin that placement implies (the
+ * nearest character after the entry's first with a smaller lv; LV_NONE =
+ * none). A stack of runs with increasing lvs holds, once larger ones are
+ * popped, the nearest smaller one on top; runs are disjoint lv ranges, so
+ * comparing first lvs compares every character. Which runs start an entry
+ * comes from the runs sorted by lv, merged with the log.
+ */
+static int state_placement(uint32_t *anchor, uint32_t *implied, const struct crdt_text *text)
+{
+    size_t n = 0, depth = 0;
+    for (const struct leaf *leaf = text->leaves[0]; leaf; leaf = leaf->next)
+        n += leaf->hdr.count;
+    size_t room = n ? n : 1;
+    struct run *runs = malloc(room * sizeof(*runs)), *stack = malloc(room * sizeof(*stack));
+    struct order_key *keys = malloc(room * sizeof(*keys)), *spare = malloc(room * sizeof(*keys));
+    uint32_t *entry_of = malloc(room * sizeof(uint32_t)); /* per run; UINT32_MAX: none */
+    int rc = runs && stack && keys && spare && entry_of ? 0 : -ENOMEM;
+    if (rc)
+        goto out;
+    n = 0;
+    for (const struct leaf *leaf = text->leaves[0]; leaf; leaf = leaf->next) {
+        for (uint32_t i = 0; i < leaf->hdr.count; i++, n++) {
+            runs[n] = leaf->runs[i];
+            keys[n] = (struct order_key){runs[n].lv, (uint32_t)n};
+        }
+    }
+    const struct order_key *sorted = keys_sort(keys, spare, n);
+    for (size_t k = 0, e = 0; k < n; k++) {
+        while (e < text->log_len && text->log[e].lv < sorted[k].value)
+            e++;
+        entry_of[sorted[k].tag] =
+            e < text->log_len && text->log[e].lv == sorted[k].value ? (uint32_t)e : UINT32_MAX;
+    }
+    for (size_t k = 0; k < n; k++) {
+        while (depth && stack[depth - 1].lv > runs[k].lv)
+            depth--;
+        if (entry_of[k] != UINT32_MAX)
+            anchor[entry_of[k]] = depth ? stack[depth - 1].lv + stack[depth - 1].len - 1 : LV_NONE;
+        stack[depth++] = runs[k];
+    }
+    depth = 0;
+    for (size_t k = n; k-- > 0;) {
+        while (depth && stack[depth - 1].lv > runs[k].lv)
+            depth--;
+        if (entry_of[k] != UINT32_MAX)
+            implied[entry_of[k]] = depth ? stack[depth - 1].lv : LV_NONE;
+        stack[depth++] = runs[k];
+    }
+out:
+    free(entry_of);
+    free(spare);
+    free(keys);
+    free(stack);
+    free(runs);
+    return rc;
+}
+
+/* The record stream's running context, identical in encoder and decoder. */
+struct rec_context {
+    uint64_t *next;   /* per replica (table position): counter after its previous record */
+    uint32_t replica; /* table position of the previous record's replica (0 at first) */
+    int64_t cursor;   /* insert: its last lv; delete: its first lv - 1; -1 at first */
+};
+
+static void put_record(struct crdt_buf *buf, struct rec_context *ctx, size_t n_replicas,
+                       uint32_t kind, uint32_t len, uint32_t replica, uint64_t counter,
+                       uint64_t ops, int64_t at)
+{
+    bool implicit = replica == ctx->replica && counter == ctx->next[replica];
+    crdt_buf_put_varint(buf, (uint64_t)len << REC_SHIFT | (implicit ? 0 : REC_EXPLICIT) | kind);
+    if (!implicit) {
+        if (n_replicas > 1)
+            crdt_buf_put_varint(buf, replica);
+        crdt_buf_put_svarint(buf, (int64_t)(counter - ctx->next[replica]));
+    }
+    crdt_buf_put_svarint(buf, at - ctx->cursor);
+    ctx->replica = replica;
+    ctx->next[replica] = counter + ops;
+}
+
+/*
+ * Whether delete record d starts with the op that ended delete record `prev`:
+ * an op with several targets has one record per target, and the last may
+ * have grown into a step-1 or step-2 record with the ops after it.
+ */
+static bool same_delete_op(const struct delrec *prev, const struct delrec *d)
+{
+    return prev && prev->replica == d->replica &&
+           prev->counter + (prev->step == DEL_ONE ? 1 : prev->len) - 1 == d->counter;
+}
+
+/* The inserts and deletes as one stream: each kept in its order, merged so that records
+ * continuing their replica's counters come first, then by counter (a Lamport time). */
+static void put_records(struct crdt_buf *buf, const struct crdt_text *text, const uint32_t *pos,
+                        const uint32_t *anchor, uint64_t *next)
+{
+    struct rec_context ctx = {next, 0, -1};
+    const struct delrec *prev_del = NULL;
+    size_t ei = 0, di = 0;
+    while (ei < text->log_len || di < text->dels_len) {
+        const struct entry *e = ei < text->log_len ? &text->log[ei] : NULL;
+        const struct delrec *d = di < text->dels_len ? &text->dels[di] : NULL;
+        bool take_del = !e;
+        if (e && d) {
+            bool e_cont = pos[e->replica] == ctx.replica && e->counter == next[ctx.replica];
+            bool d_cont = pos[d->replica] == ctx.replica && d->counter == next[ctx.replica];
+            if (same_delete_op(prev_del, d))
+                take_del = true;
+            else if (e_cont != d_cont)
+                take_del = d_cont;
+            else
+                take_del = d->counter < e->counter;
+        }
+        if (take_del) {
+            int64_t at = d->step == DEL_BACK ? (int64_t)d->lv + d->len - 1 : d->lv;
+            put_record(buf, &ctx, text->replicas_len, 1 + d->step, d->len, pos[d->replica],
+                       d->counter, d->step == DEL_ONE ? 1 : d->len, at);
+            ctx.cursor = (int64_t)d->lv - 1;
+            prev_del = d;
+            di++;
+        } else {
+            uint32_t a = anchor[ei];
+            put_record(buf, &ctx, text->replicas_len, REC_INSERT, e->len, pos[e->replica],
+                       e->counter, e->len, a == LV_NONE ? -1 : (int64_t)a);
+            ctx.cursor = (int64_t)e->lv + e->len - 1;
+            prev_del = NULL;
+            ei++;
+        }
+    }
+}
+
 int crdt_text_encode_state(struct crdt_buf *buf, const struct crdt_text *text)
 {
-    uint32_t *pos;
-    int rc = sorted_positions(&pos, text);
-    if (rc)
-        return rc;
+    size_t entries = text->log_len ? text->log_len : 1;
+    uint32_t *pos = NULL;
+    uint32_t *anchor = malloc(entries * sizeof(uint32_t));
+    uint32_t *implied = malloc(entries * sizeof(uint32_t));
     uint64_t *next = calloc(text->replicas_len ? text->replicas_len : 1, sizeof(uint64_t));
-    if (!next) {
-        free(pos);
-        return -ENOMEM;
-    }
+    int rc = -ENOMEM;
+    if (!anchor || !implied || !next)
+        goto out;
+    rc = sorted_positions(&pos, text);
+    if (!rc)
+        rc = state_placement(anchor, implied, text);
+    if (rc)
+        goto out;
     crdt_buf_put_u8(buf, TEXT_STATE_VERSION);
     crdt_buf_put_varint(buf, text->replicas_len);
     for (size_t i = 0; i < text->replicas_len; i++) {
         uint64_t id = text->replicas[text->by_id[i]].id;
         crdt_buf_put_varint(buf, i ? id - text->replicas[text->by_id[i - 1]].id : id);
     }
-    /* Inserts: counters as the difference from where that replica's last run ended. */
     crdt_buf_put_varint(buf, text->log_len);
-    size_t content = 0;
+    crdt_buf_put_varint(buf, text->dels_len);
+    put_records(buf, text, pos, anchor, next);
+    /* Compacted entries, then entries whose origins are not the ones their anchor implies;
+     * each index written as index - (previous index + 1). */
+    size_t compacted = 0, exceptions = 0;
     for (size_t i = 0; i < text->log_len; i++) {
         const struct entry *e = &text->log[i];
-        if (text->replicas_len > 1)
-            crdt_buf_put_varint(buf, pos[e->replica]);
-        crdt_buf_put_svarint(buf, (int64_t)(e->counter - next[e->replica]));
-        next[e->replica] = e->counter + e->len;
-        crdt_buf_put_varint(buf, (uint64_t)e->len << 1 | e->compacted);
+        compacted += e->compacted;
+        exceptions += e->ol != anchor[i] || e->orr != implied[i];
+    }
+    crdt_buf_put_varint(buf, compacted);
+    for (size_t i = 0, prev = 0; i < text->log_len; i++) {
+        if (text->log[i].compacted) {
+            crdt_buf_put_varint(buf, i - prev);
+            prev = i + 1;
+        }
+    }
+    crdt_buf_put_varint(buf, exceptions);
+    for (size_t i = 0, prev = 0; i < text->log_len; i++) {
+        const struct entry *e = &text->log[i];
+        if (e->ol == anchor[i] && e->orr == implied[i])
+            continue;
+        crdt_buf_put_varint(buf, i - prev);
         crdt_buf_put_varint(buf, e->ol == LV_NONE ? 0 : e->lv - e->ol);
         crdt_buf_put_varint(buf, e->orr == LV_NONE ? 0 : e->lv - e->orr);
-        content += e->bytes;
+        prev = i + 1;
     }
+    size_t content = 0;
+    for (size_t i = 0; i < text->log_len; i++)
+        content += text->log[i].bytes;
     crdt_buf_put_varint(buf, content);
     for (size_t i = 0; i < text->log_len; i++)
         crdt_buf_put(buf, text->arena + text->log[i].byte_off, text->log[i].bytes);
-    /* Deletes: counters from where that replica's last delete record ended, lvs relative to
-     * the previous record. */
-    memset(next, 0, (text->replicas_len ? text->replicas_len : 1) * sizeof(uint64_t));
-    crdt_buf_put_varint(buf, text->dels_len);
-    uint32_t prev_lv = 0;
-    for (size_t i = 0; i < text->dels_len; i++) {
-        const struct delrec *d = &text->dels[i];
-        if (text->replicas_len > 1)
-            crdt_buf_put_varint(buf, pos[d->replica]);
-        crdt_buf_put_svarint(buf, (int64_t)(d->counter - next[d->replica]));
-        next[d->replica] = d->counter + (d->step == DEL_ONE ? 1 : d->len);
-        crdt_buf_put_svarint(buf, (int64_t)d->lv - (int64_t)prev_lv);
-        prev_lv = d->lv;
-        crdt_buf_put_varint(buf, (uint64_t)d->len << 2 | d->step);
-    }
-    /* Document order: each run's lv relative to where the previous run ended. */
-    size_t runs = 0;
-    for (size_t i = 0; i < text->leaves_len; i++)
-        runs += text->leaves[i]->hdr.count;
-    crdt_buf_put_varint(buf, runs);
-    uint32_t prev_end = 0;
-    for (const struct leaf *leaf = text->leaves[0]; leaf; leaf = leaf->next) {
-        for (uint32_t i = 0; i < leaf->hdr.count; i++) {
-            const struct run *run = &leaf->runs[i];
-            crdt_buf_put_svarint(buf, (int64_t)run->lv - (int64_t)prev_end);
-            crdt_buf_put_varint(buf, (uint64_t)run->len << 1 | leaf->deleted[i]);
-            prev_end = run->lv + run->len;
-        }
-    }
+    rc = crdt_buf_status(buf);
+out:
     free(next);
+    free(implied);
+    free(anchor);
     free(pos);
-    return crdt_buf_status(buf);
+    return rc;
 }
 
 static void set_bits(uint8_t *bits, uint32_t lv, uint32_t len)
@@ -552,19 +741,415 @@ static int read_delta(struct crdt_reader *reader, uint64_t base, uint64_t *out)
     return 0;
 }
 
+/* What the state decoder gathers besides the log and the delete records. */
+struct state_tmp {
+    uint64_t n_replicas, n_entries, n_dels;
+    uint64_t lvs;
+    uint32_t *anchor;             /* per entry; LV_NONE = the document start */
+    uint8_t *given;               /* per entry: origins given as an exception */
+    struct counter_range *ranges; /* counters used, one per record (an op's targets: one) */
+    size_t ranges_len;
+    bool ranges_sorted; /* each replica's ranges ascending in stream order */
+};
+
+/* The record stream: log entries and delete records, checked as far as they can be before
+ * every lv is known. */
+static int read_records(struct crdt_text *text, struct crdt_reader *reader, struct state_tmp *tmp)
+{
+    size_t per_replica = tmp->n_replicas ? (size_t)tmp->n_replicas : 1;
+    uint64_t *next = calloc(per_replica, sizeof(uint64_t));
+    uint64_t *end = calloc(per_replica, sizeof(uint64_t)); /* past each replica's highest */
+    int rc = next && end ? 0 : -ENOMEM;
+    struct rec_context ctx = {next, 0, -1};
+    bool prev_del = false; /* the previous record deletes; prev_last is its last op */
+    uint64_t prev_last = 0;
+    for (uint64_t i = 0; i < tmp->n_entries + tmp->n_dels && !rc; i++) {
+        uint64_t head, counter = 0;
+        int64_t delta;
+        uint32_t replica = ctx.replica;
+        rc = crdt_reader_varint_max(reader, (uint64_t)UINT32_MAX << REC_SHIFT | 7, &head);
+        if (!rc && (head & REC_EXPLICIT)) {
+            rc = read_replica(reader, tmp->n_replicas, &replica);
+            if (!rc)
+                rc = read_delta(reader, next[replica], &counter);
+        } else if (!rc) {
+            rc = tmp->n_replicas ? 0 : -EBADMSG;
+            counter = next[replica];
+        }
+        if (!rc)
+            rc = crdt_reader_svarint(reader, &delta);
+        if (rc)
+            break;
+        uint32_t len = (uint32_t)(head >> REC_SHIFT), kind = (uint32_t)(head & 3);
+        uint64_t ops = kind == 1 + DEL_ONE ? 1 : len;
+        /* Positions are below 2^32: a larger step is malformed (and cannot overflow). */
+        if (len == 0 || counter == 0 || counter >= COUNTER_MAX || ops >= COUNTER_MAX - counter ||
+            delta < -(INT64_C(1) << 33) || delta > (INT64_C(1) << 33)) {
+            rc = -EBADMSG;
+            break;
+        }
+        int64_t at = ctx.cursor + delta;
+        bool same_op = false;
+        if (kind == REC_INSERT) {
+            if (text->log_len == tmp->n_entries || at < -1 || at >= (int64_t)tmp->lvs ||
+                tmp->lvs + len >= LV_NONE) {
+                rc = -EBADMSG;
+                break;
+            }
+            tmp->anchor[text->log_len] = at < 0 ? LV_NONE : (uint32_t)at;
+            text->log[text->log_len++] = (struct entry){
+                .counter = counter, .replica = replica, .lv = (uint32_t)tmp->lvs, .len = len};
+            ctx.cursor = (int64_t)tmp->lvs + len - 1;
+            tmp->lvs += len;
+            prev_del = false;
+        } else {
+            uint32_t step = kind - 1;
+            int64_t lv = step == DEL_BACK ? at - (len - 1) : at;
+            /* Inside the lvs: checked once they are all known. */
+            if (text->dels_len == tmp->n_dels || lv < 0 || lv > (int64_t)(LV_NONE - len)) {
+                rc = -EBADMSG;
+                break;
+            }
+            /* An op with several targets: records in a row, each starting with the op
+             * that ended the one before (see same_delete_op). */
+            same_op = prev_del && replica == ctx.replica && counter == prev_last;
+            text->dels[text->dels_len++] =
+                (struct delrec){counter, replica, (uint32_t)lv, len, step};
+            ctx.cursor = lv - 1;
+            prev_del = true;
+            prev_last = counter + ops - 1;
+        }
+        ctx.replica = replica;
+        next[replica] = counter + ops;
+        uint64_t first = same_op ? counter + 1 : counter;
+        if (first == counter + ops)
+            continue;
+        if (first < end[replica])
+            tmp->ranges_sorted = false;
+        if (end[replica] < counter + ops)
+            end[replica] = counter + ops;
+        tmp->ranges[tmp->ranges_len++] = (struct counter_range){replica, first, counter + ops - 1};
+    }
+    free(end);
+    free(next);
+    return rc;
+}
+
+/* A list of entry indexes, strictly ascending, written as differences (index - previous - 1). */
+static int read_index(struct crdt_reader *reader, uint64_t n_entries, uint64_t *prev, uint64_t *out)
+{
+    uint64_t delta;
+    int rc = crdt_reader_varint_max(reader, n_entries, &delta);
+    if (!rc && *prev + delta >= n_entries)
+        rc = -EBADMSG;
+    if (!rc) {
+        *out = *prev + delta;
+        *prev = *out + 1;
+    }
+    return rc;
+}
+
+/* Compacted entries and origin exceptions. */
+static int read_entry_lists(struct crdt_text *text, struct crdt_reader *reader,
+                            struct state_tmp *tmp)
+{
+    uint64_t count, prev = 0, index;
+    int rc = crdt_reader_varint_max(reader, tmp->n_entries, &count);
+    for (uint64_t i = 0; i < count && !rc; i++) {
+        rc = read_index(reader, tmp->n_entries, &prev, &index);
+        if (!rc)
+            text->log[index].compacted = true;
+    }
+    if (!rc)
+        rc = crdt_reader_varint_max(reader, tmp->n_entries, &count);
+    prev = 0;
+    for (uint64_t i = 0; i < count && !rc; i++) {
+        uint64_t ol, orr;
+        rc = read_index(reader, tmp->n_entries, &prev, &index);
+        struct entry *e = rc ? NULL : &text->log[index];
+        if (!rc)
+            rc = crdt_reader_varint_max(reader, e->lv, &ol);
+        if (!rc)
+            rc = crdt_reader_varint_max(reader, e->lv, &orr);
+        if (rc)
+            break;
+        e->ol = ol ? e->lv - (uint32_t)ol : LV_NONE;
+        e->orr = orr ? e->lv - (uint32_t)orr : LV_NONE;
+        tmp->given[index] = 1;
+    }
+    return rc;
+}
+
+/* Content: valid UTF-8 holding exactly the entries' code points, split in order. */
+static int read_content(struct crdt_text *text, struct crdt_reader *reader)
+{
+    uint64_t content_len, content_cps = 0;
+    const uint8_t *content;
+    size_t cps;
+    for (size_t i = 0; i < text->log_len; i++)
+        content_cps += text->log[i].compacted ? 0 : text->log[i].len;
+    int rc = crdt_reader_varint_max(reader, crdt_reader_left(reader), &content_len);
+    if (!rc && content_len > UINT32_MAX)
+        rc = -EBADMSG;
+    if (!rc)
+        rc = crdt_reader_raw(reader, (size_t)content_len, &content);
+    if (!rc && (!text_utf8_check(&cps, content, (size_t)content_len) || cps != content_cps))
+        rc = -EBADMSG;
+    if (!rc && content_len && GROW(text->arena, text->arena_cap, (size_t)content_len))
+        rc = -ENOMEM;
+    if (rc)
+        return rc;
+    if (content_len)
+        memcpy(text->arena, content, (size_t)content_len);
+    text->arena_len = (size_t)content_len;
+    size_t at = 0;
+    for (size_t i = 0; i < text->log_len; i++) {
+        struct entry *e = &text->log[i];
+        size_t bytes =
+            e->compacted ? 0 : text_utf8_skip(content + at, (size_t)content_len - at, e->len);
+        e->byte_off = (uint32_t)at;
+        e->bytes = (uint32_t)bytes;
+        at += bytes;
+    }
+    return 0;
+}
+
+/* No counter of a replica used twice; then the held sets and the id -> lv runs. */
+static int state_ids(struct crdt_text *text, struct state_tmp *tmp)
+{
+    int rc = 0;
+    if (!tmp->ranges_sorted) {
+        qsort(tmp->ranges, tmp->ranges_len, sizeof(*tmp->ranges), range_cmp);
+        for (size_t i = 1; i < tmp->ranges_len; i++)
+            if (tmp->ranges[i].replica == tmp->ranges[i - 1].replica &&
+                tmp->ranges[i].first <= tmp->ranges[i - 1].last)
+                return -EBADMSG;
+    }
+    for (size_t i = 0; i < tmp->ranges_len && !rc; i++) {
+        const struct counter_range *r = &tmp->ranges[i];
+        rc = text_held_add(&text->replicas[r->replica], r->first, r->last);
+    }
+    for (size_t i = 0; i < text->log_len && !rc; i++) {
+        const struct entry *e = &text->log[i];
+        rc = text_idrun_add(&text->replicas[e->replica], e->counter, e->lv, e->len);
+    }
+    return rc;
+}
+
+/*
+ * Rebuilds the document order (see state_placement) and the tree. The lvs are
+ * cut into pieces at every entry start, after every anchor and at both ends
+ * of every delete record, so each entry is a row of whole pieces, each anchor
+ * ends one and each piece is wholly deleted or not. The pieces are linked in
+ * document order by inserting each entry's row after its anchor's piece, in
+ * lv order, then joined into runs. Time and memory are in records, not lvs.
+ */
+static int state_order(struct crdt_text *text, struct state_tmp *tmp)
+{
+    size_t n_entries = text->log_len, n_dels = text->dels_len;
+    size_t n_keys = 2 * n_entries + 2 * n_dels + 1, n_pieces = 0;
+    struct order_key *keys = malloc(n_keys * sizeof(*keys));
+    struct order_key *spare = malloc(n_keys * sizeof(*keys));
+    uint32_t *rank = malloc(n_keys * sizeof(uint32_t));  /* tag -> index of its value */
+    uint32_t *bound = malloc(n_keys * sizeof(uint32_t)); /* piece p is [bound[p], bound[p+1]) */
+    /* per piece (the last one, index n_pieces, is the head of the list) */
+    uint32_t *next = NULL, *owner = NULL, *byte_off = NULL, *bytes = NULL, *deleted = NULL;
+    uint32_t *run_of = NULL, *leaf_of = NULL; /* piece -> run, then -> leaf; run -> leaf */
+    struct run *runs = NULL;
+    uint8_t *gone_of = NULL; /* per run: deleted */
+    int rc = -ENOMEM;
+    if (!keys || !spare || !rank || !bound)
+        goto out;
+    /* Tags: entry starts [0, E), after anchors [E, 2E), delete starts and ends, the end. */
+    for (size_t i = 0; i < n_entries; i++) {
+        uint32_t anchor = tmp->anchor[i];
+        keys[i] = (struct order_key){text->log[i].lv, (uint32_t)i};
+        keys[n_entries + i] =
+            (struct order_key){anchor == LV_NONE ? 0 : anchor + 1, (uint32_t)(n_entries + i)};
+    }
+    for (size_t i = 0; i < n_dels; i++) {
+        const struct delrec *d = &text->dels[i];
+        keys[2 * n_entries + i] = (struct order_key){d->lv, (uint32_t)(2 * n_entries + i)};
+        keys[2 * n_entries + n_dels + i] =
+            (struct order_key){d->lv + d->len, (uint32_t)(2 * n_entries + n_dels + i)};
+    }
+    keys[n_keys - 1] = (struct order_key){(uint32_t)tmp->lvs, (uint32_t)(n_keys - 1)};
+    const struct order_key *sorted = keys_sort(keys, spare, n_keys);
+    for (size_t i = 0; i < n_keys; i++) {
+        if (i == 0 || sorted[i].value != sorted[i - 1].value)
+            bound[n_pieces++] = sorted[i].value;
+        rank[sorted[i].tag] = (uint32_t)(n_pieces - 1);
+    }
+    n_pieces--; /* the last bound, lvs, ends the last piece */
+    next = malloc((n_pieces + 1) * sizeof(uint32_t));
+    owner = malloc((n_pieces + 1) * sizeof(uint32_t));
+    byte_off = malloc((n_pieces + 1) * sizeof(uint32_t));
+    bytes = malloc((n_pieces + 1) * sizeof(uint32_t));
+    deleted = calloc(n_pieces + 1, sizeof(uint32_t));
+    run_of = malloc(n_pieces * sizeof(uint32_t));
+    leaf_of = malloc(n_pieces * sizeof(uint32_t));
+    runs = malloc(n_pieces * sizeof(struct run));
+    gone_of = malloc(n_pieces);
+    if (!next || !owner || !byte_off || !bytes || !deleted || !run_of || !leaf_of || !runs ||
+        !gone_of)
+        goto out;
+    /* Deleted pieces: how many delete records cover each, as a running sum of differences. */
+    for (size_t i = 0; i < n_dels; i++) {
+        deleted[rank[2 * n_entries + i]]++;
+        deleted[rank[2 * n_entries + n_dels + i]]--;
+    }
+    for (size_t p = 1; p < n_pieces; p++)
+        deleted[p] += deleted[p - 1];
+    /* Each entry's row, then linked after its anchor (the piece ending at anchor + 1). */
+    next[n_pieces] = UINT32_MAX;
+    for (size_t i = 0; i < n_entries; i++) {
+        struct entry *e = &text->log[i];
+        uint32_t first = rank[i], last = (i + 1 < n_entries ? rank[i + 1] : rank[n_keys - 1]) - 1;
+        uint32_t at = e->byte_off;
+        for (uint32_t p = first; p <= last; p++) {
+            uint32_t cps = bound[p + 1] - bound[p];
+            size_t n = e->compacted ? 0
+                       : e->bytes == e->len
+                           ? cps
+                           : text_utf8_skip(text->arena + at, e->byte_off + e->bytes - at, cps);
+            next[p] = p + 1;
+            owner[p] = (uint32_t)i;
+            byte_off[p] = at;
+            bytes[p] = (uint32_t)n;
+            at += (uint32_t)n;
+        }
+        uint32_t anchor = tmp->anchor[i];
+        uint32_t after = anchor == LV_NONE ? (uint32_t)n_pieces : rank[n_entries + i] - 1;
+        if (!tmp->given[i]) {
+            e->ol = anchor;
+            e->orr = next[after] == UINT32_MAX ? LV_NONE : bound[next[after]];
+        }
+        next[last] = next[after];
+        next[after] = first;
+    }
+    /* Runs: pieces following each other in lvs, of one entry, alike deleted. The walk is
+     * bounded: every piece is linked exactly once by construction, this guards it. */
+    size_t seen = 0, n_runs = 0;
+    for (uint32_t p = next[n_pieces]; p != UINT32_MAX; n_runs++) {
+        bool gone = deleted[p] != 0;
+        if (text->log[owner[p]].compacted && !gone)
+            goto bad;
+        struct run *run = &runs[n_runs];
+        *run = (struct run){bound[p], bound[p + 1] - bound[p], byte_off[p], bytes[p]};
+        gone_of[n_runs] = gone;
+        run_of[p] = (uint32_t)n_runs;
+        uint32_t q = next[p];
+        while (q == p + 1 && owner[q] == owner[p] && (deleted[q] != 0) == gone) {
+            run->len += bound[q + 1] - bound[q];
+            run->bytes += bytes[q];
+            run_of[q] = (uint32_t)n_runs;
+            p = q;
+            q = next[q];
+            seen++;
+        }
+        if (++seen > n_pieces)
+            goto bad;
+        p = q;
+    }
+    if (seen != n_pieces)
+        goto bad;
+    rc = text_tree_build(text, runs, gone_of, n_runs, leaf_of);
+    for (size_t p = 0; p < n_pieces && !rc; p++)
+        run_of[p] = leaf_of[run_of[p]];
+    if (!rc)
+        rc = text_marks_build(text, bound, run_of, n_pieces, (uint32_t)tmp->lvs);
+    goto out;
+bad:
+    rc = -EBADMSG;
+out:
+    free(leaf_of);
+    free(run_of);
+    free(gone_of);
+    free(runs);
+    free(deleted);
+    free(bytes);
+    free(byte_off);
+    free(owner);
+    free(next);
+    free(bound);
+    free(rank);
+    free(spare);
+    free(keys);
+    return rc;
+}
+
 static int state_decode(struct crdt_text *text, struct crdt_reader *reader)
 {
-    uint8_t version;
+    struct state_tmp tmp = {.ranges_sorted = true};
+    int rc = crdt_reader_varint_max(reader, crdt_reader_left(reader), &tmp.n_replicas);
+    if (!rc && tmp.n_replicas >= UINT32_MAX)
+        rc = -EBADMSG;
+    if (rc)
+        return rc;
+    uint64_t prev_id = 0;
+    for (uint64_t i = 0; i < tmp.n_replicas; i++) {
+        uint64_t delta, id;
+        uint32_t index;
+        rc = crdt_reader_varint(reader, &delta);
+        if (rc)
+            return rc;
+        if (i > 0 && (delta == 0 || delta > UINT64_MAX - prev_id))
+            return -EBADMSG;
+        id = i ? prev_id + delta : delta;
+        prev_id = id;
+        rc = text_replica_index(&index, text, id);
+        if (rc)
+            return rc;
+    }
+    /* Every record takes at least 2 bytes; MAX_RECORDS keeps the order's tags in 32 bits. */
+    rc = crdt_reader_varint_max(reader, crdt_reader_left(reader) / 2, &tmp.n_entries);
+    if (!rc)
+        rc = crdt_reader_varint_max(reader, crdt_reader_left(reader) / 2, &tmp.n_dels);
+    if (!rc && (tmp.n_entries + tmp.n_dels > crdt_reader_left(reader) / 2 ||
+                tmp.n_entries + tmp.n_dels > MAX_RECORDS))
+        rc = -EBADMSG;
+    if (rc)
+        return rc;
+    size_t room = tmp.n_entries ? (size_t)tmp.n_entries : 1;
+    tmp.anchor = malloc(room * sizeof(uint32_t));
+    tmp.given = calloc(room, 1);
+    tmp.ranges = malloc((size_t)(tmp.n_entries + tmp.n_dels + 1) * sizeof(*tmp.ranges));
+    if (!tmp.anchor || !tmp.given || !tmp.ranges ||
+        (tmp.n_entries && GROW(text->log, text->log_cap, (size_t)tmp.n_entries)) ||
+        (tmp.n_dels && GROW(text->dels, text->dels_cap, (size_t)tmp.n_dels)))
+        rc = -ENOMEM;
+    if (!rc)
+        rc = read_records(text, reader, &tmp);
+    /* Delete records inside the lvs, now that they are known. */
+    for (size_t i = 0; i < text->dels_len && !rc; i++)
+        if ((uint64_t)text->dels[i].lv + text->dels[i].len > tmp.lvs)
+            rc = -EBADMSG;
+    if (!rc)
+        rc = read_entry_lists(text, reader, &tmp);
+    if (!rc)
+        rc = read_content(text, reader);
+    if (!rc)
+        rc = state_ids(text, &tmp);
+    if (!rc && text->log_len)
+        rc = state_order(text, &tmp);
+    free(tmp.ranges);
+    free(tmp.given);
+    free(tmp.anchor);
+    return rc;
+}
+
+/*
+ * Version 1 of the full state (crdt/README.md): read so that states stored
+ * before version 2 still load; nothing writes it any more.
+ */
+static int state_decode_v1(struct crdt_text *text, struct crdt_reader *reader)
+{
     uint64_t n_replicas, n_entries = 0, content_len = 0, n_dels = 0, n_runs = 0;
     uint64_t *next = NULL;
     uint8_t *deleted_bits = NULL, *seen_bits = NULL;
     struct counter_range *ranges = NULL;
     size_t ranges_len = 0, ranges_cap = 0;
-    int rc = crdt_reader_u8(reader, &version);
-    if (!rc && version != TEXT_STATE_VERSION)
-        rc = -EBADMSG;
-    if (!rc)
-        rc = crdt_reader_varint_max(reader, crdt_reader_left(reader), &n_replicas);
+    int rc = crdt_reader_varint_max(reader, crdt_reader_left(reader), &n_replicas);
     if (!rc && n_replicas >= UINT32_MAX)
         rc = -EBADMSG;
     if (rc)
@@ -782,7 +1367,12 @@ int crdt_text_decode_state(struct crdt_text **out, const void *data, size_t len)
         return rc;
     struct crdt_reader reader;
     crdt_reader_init(&reader, data, len);
-    rc = state_decode(text, &reader);
+    uint8_t version;
+    rc = crdt_reader_u8(&reader, &version);
+    if (!rc)
+        rc = version == TEXT_STATE_VERSION ? state_decode(text, &reader)
+             : version == TEXT_STATE_V1    ? state_decode_v1(text, &reader)
+                                           : -EBADMSG;
     if (!rc && crdt_reader_left(&reader))
         rc = -EBADMSG;
     if (rc) {

@@ -31,6 +31,8 @@
 #define INNER_MAX  16
 #define LV_NONE    UINT32_MAX
 #define MARK_SHIFT 10
+/* Counters stay below this so `counter + len` never overflows anywhere. */
+#define COUNTER_MAX (UINT64_C(1) << 62)
 
 struct run {
     uint32_t lv;
@@ -153,6 +155,10 @@ int text_dellog_add(struct crdt_text *text, uint64_t counter, uint32_t replica, 
 int text_mark_set(struct crdt_text *text, uint32_t lo, uint32_t hi, uint32_t leaf);
 struct leaf *text_mark_get(const struct crdt_text *text, uint32_t lv);
 int text_tree_append_run(struct crdt_text *text, struct run run, bool deleted);
+int text_tree_build(struct crdt_text *text, const struct run *runs, const uint8_t *deleted,
+                    size_t n, uint32_t *leaf_of);
+int text_marks_build(struct crdt_text *text, const uint32_t *start, const uint32_t *leaf, size_t n,
+                     uint32_t lvs);
 int text_delete_lv_range(struct crdt_text *text, uint32_t lv, uint32_t len);
 /* A place in the document order: run `idx` of `leaf`, `off` code points in; `pos` counts
  * every character (tombstones too) before it. `end` = after the last character. */

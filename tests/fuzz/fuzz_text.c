@@ -2,7 +2,8 @@
  * Fuzz target: crdt/text's decoders on arbitrary bytes. The first byte picks
  * what the rest is: a full state (decoded, read, re-encoded, then edited and
  * re-synced) or an ops list (decoded and applied to an empty document and to
- * a small one). Nothing may crash; what decodes must re-encode and reload.
+ * a small one). Nothing may crash; what decodes must re-encode and reload, and
+ * a reloaded state must encode to the same bytes.
  */
 #include "crdt/text.h"
 
@@ -30,8 +31,14 @@ static void use_doc(struct crdt_text *doc)
     struct crdt_vv vv = {0}, none = {0};
     if (crdt_text_encode_state(&buf, doc) == 0) {
         struct crdt_text *again;
+        struct crdt_buf same = {0};
         if (crdt_text_decode_state(&again, buf.data, buf.len) != 0)
             abort(); /* our own encoding must load */
+        /* ... and, loaded, encode to the same bytes (the state keeps everything exactly) */
+        if (crdt_text_encode_state(&same, again) == 0 &&
+            (same.len != buf.len || memcmp(same.data, buf.data, buf.len) != 0))
+            abort();
+        crdt_buf_free(&same);
         crdt_text_free(again);
     }
     crdt_buf_free(&buf);

@@ -380,6 +380,19 @@ static bool same_state(const struct crdt_text *a, const struct crdt_text *b)
     return same;
 }
 
+/* Whether both documents give the same encoded ops since `since`. */
+static bool same_since(const struct crdt_text *a, const struct crdt_text *b,
+                       const struct crdt_vv *since)
+{
+    struct crdt_buf ea = {0}, eb = {0};
+    bool same = crdt_text_encode_since(&ea, a, since) == 0 &&
+                crdt_text_encode_since(&eb, b, since) == 0 && ea.len == eb.len &&
+                memcmp(ea.data, eb.data, ea.len) == 0;
+    crdt_buf_free(&ea);
+    crdt_buf_free(&eb);
+    return same;
+}
+
 /* One scenario; returns a description of the first failure, or NULL. */
 static const char *scenario(uint64_t seed)
 {
@@ -427,6 +440,13 @@ static const char *scenario(uint64_t seed)
         fail = "decoded state differs";
     if (!fail && crdt_text_encode_state(&again, loaded))
         fail = "re-encode state";
+    /* The state holds entries, origins and deletes exactly, so it re-encodes to the same
+     * bytes, and the loaded document hands out the same ops (origins included). */
+    if (!fail && (again.len != buf.len || memcmp(again.data, buf.data, buf.len) != 0))
+        fail = "re-encoded state differs";
+    struct crdt_vv none = {0};
+    if (!fail && !same_since(loaded, peers[n - 1].doc, &none))
+        fail = "ops since nothing differ after a load";
     if (!fail) {
         struct peer fresh = {0};
         crdt_clock_init(&fresh.clock, 999999);
@@ -439,6 +459,23 @@ static const char *scenario(uint64_t seed)
             fail = "edit after load";
         crdt_text_free(fresh.doc);
     }
+    /* Compacted (every replica holds every op by now), the state still round-trips. */
+    struct crdt_vv stable = {0};
+    struct crdt_text *reloaded = NULL;
+    struct crdt_buf compacted = {0}, compacted_again = {0};
+    if (!fail && (crdt_text_version(&stable, peers[n - 1].doc) ||
+                  crdt_text_compact(peers[n - 1].doc, &stable) ||
+                  crdt_text_encode_state(&compacted, peers[n - 1].doc) ||
+                  crdt_text_decode_state(&reloaded, compacted.data, compacted.len) ||
+                  crdt_text_encode_state(&compacted_again, reloaded)))
+        fail = "compacted state";
+    if (!fail && (!same_state(reloaded, peers[n - 1].doc) || compacted.len != compacted_again.len ||
+                  memcmp(compacted.data, compacted_again.data, compacted.len) != 0))
+        fail = "compacted state differs after a load";
+    crdt_text_free(reloaded);
+    crdt_buf_free(&compacted);
+    crdt_buf_free(&compacted_again);
+    crdt_vv_free(&stable);
     crdt_text_free(loaded);
     crdt_buf_free(&buf);
     crdt_buf_free(&again);
@@ -508,6 +545,22 @@ static void test_golden(void)
     CHECK_INT(0, crdt_text_encode_since(&ops, a.doc, &none));
     /* Frozen: a change here is a format change (bump the version byte, keep a decoder). */
     static const uint8_t want_state[] = {
+        0x02, 0x02, 0x01, 0x01,                          /* version 2; replicas 1, 2 (deltas) */
+        0x03, 0x01,                                      /* 3 inserts, 1 delete record: */
+        0x2c, 0x00, 0x02, 0x00,                          /* insert 5, r1 c1, at the start */
+        0x09, 0x07,                                      /* delete (r1 c6) lv 0: cursor 4 - 4 */
+        0x08, 0x00,                                      /* insert 1 (r1 c7), at the start */
+        0x0c, 0x01, 0x0c, 0x01,                          /* insert 1, r2 c6, after lv 5 - 1 */
+        0x00, 0x00,                                      /* nothing compacted, no exceptions */
+        0x08, 'h',  0xc3, 0xa9, 'l', 'l', 'o', 'H', '!', /* content */
+    };
+    test_checks++;
+    if (state.len != sizeof(want_state) || memcmp(state.data, want_state, state.len) != 0) {
+        test_failures++;
+        hexdump("golden state: got", &state);
+    }
+    /* The same document in version 1 (frozen when it was current) still loads, whole. */
+    static const uint8_t v1_state[] = {
         0x01, 0x02, 0x01, 0x01,                           /* replicas 1, 2 (deltas) */
         0x03,                                             /* 3 insert runs: */
         0x00, 0x02, 0x0a, 0x00, 0x00,                     /* r1 c1 len 5, no origins */
@@ -518,11 +571,16 @@ static void test_golden(void)
         0x04, 0x0a, 0x02, 0x0b, 0x03,                     /* 4 runs: lv 5 "H", lv 0 deleted, */
         0x00, 0x08, 0x02, 0x02,                           /* lv 1-4 "éllo", lv 6 "!" */
     };
-    test_checks++;
-    if (state.len != sizeof(want_state) || memcmp(state.data, want_state, state.len) != 0) {
-        test_failures++;
-        hexdump("golden state: got", &state);
+    struct crdt_text *old = NULL;
+    struct crdt_buf again = {0};
+    CHECK_INT(0, crdt_text_decode_state(&old, v1_state, sizeof(v1_state)));
+    if (old) {
+        CHECK_TEXT("H\xc3\xa9llo!", old);
+        CHECK_INT(0, crdt_text_encode_state(&again, old));
+        CHECK(again.len == sizeof(want_state) && memcmp(again.data, want_state, again.len) == 0);
     }
+    crdt_text_free(old);
+    crdt_buf_free(&again);
     static const uint8_t want_ops[] = {
         0x01, 0x02, 0x01, 0x01, 0x04,                   /* replicas 1, 2; 4 ops */
         0x01, 0x01, 0x00, 0x05, 0x00, 0x00,             /* insert r1 c1 len 5, no origins */
@@ -540,6 +598,72 @@ static void test_golden(void)
     }
     crdt_buf_free(&state);
     crdt_buf_free(&ops);
+    crdt_text_free(a.doc);
+    crdt_text_free(b.doc);
+}
+
+/* A concurrent insert placed away from its left origin (an origin exception) and a
+ * compacted entry, frozen. */
+static void test_golden_exceptions(void)
+{
+    struct peer a, b;
+    peer_init(&a, 1);
+    peer_init(&b, 2);
+    struct crdt_text_ops ops_a = {0}, ops_b = {0};
+    CHECK_INT(0, crdt_text_insert(&ops_a, a.doc, &a.clock, 0, "ab", 2));
+    CHECK_INT(0, deliver(&b, &ops_a));
+    crdt_text_ops_clear(&ops_a);
+    /* Both type after "b": x (replica 1) goes first, y lands after it, not after "b". */
+    CHECK_INT(0, crdt_text_insert(&ops_a, a.doc, &a.clock, 2, "x", 1));
+    CHECK_INT(0, crdt_text_insert(&ops_b, b.doc, &b.clock, 2, "y", 1));
+    CHECK_INT(0, deliver(&a, &ops_b));
+    CHECK_INT(0, deliver(&b, &ops_a));
+    crdt_text_ops_clear(&ops_a);
+    /* "Q" typed and deleted, then compacted away once both replicas hold it. */
+    CHECK_INT(0, crdt_text_insert(&ops_a, a.doc, &a.clock, 1, "Q", 1));
+    CHECK_INT(0, crdt_text_delete(&ops_a, a.doc, &a.clock, 1, 1));
+    CHECK_INT(0, deliver(&b, &ops_a));
+    struct crdt_vv stable = {0};
+    CHECK_INT(0, crdt_text_version(&stable, a.doc));
+    CHECK_INT(0, crdt_text_compact(a.doc, &stable));
+    CHECK_TEXT("abxy", a.doc);
+    CHECK_TEXT("abxy", b.doc);
+    struct crdt_buf state = {0}, again = {0};
+    CHECK_INT(0, crdt_text_encode_state(&state, a.doc));
+    static const uint8_t want_state[] = {
+        0x02, 0x02, 0x01, 0x01,      /* version 2; replicas 1, 2 */
+        0x03, 0x01,                  /* 3 inserts, 1 delete record: */
+        0x1c, 0x00, 0x02, 0x00,      /* insert 3 ("abx"), r1 c1, at the start */
+        0x0c, 0x01, 0x06, 0x00,      /* insert 1 ("y"), r2 c3, after lv 2 (the cursor) */
+        0x0c, 0x00, 0x00, 0x05,      /* insert 1 ("Q"), r1 c4, after lv 0: cursor 3 - 3 */
+        0x09, 0x00,                  /* delete (r1 c5) lv 4: the cursor */
+        0x01, 0x02,                  /* 1 compacted entry: index 2 */
+        0x01, 0x01, 0x02, 0x00,      /* 1 exception: index 1, left origin lv 1, right none */
+        0x04, 'a',  'b',  'x',  'y', /* content, "Q" compacted away */
+    };
+    test_checks++;
+    if (state.len != sizeof(want_state) || memcmp(state.data, want_state, state.len) != 0) {
+        test_failures++;
+        hexdump("golden state with exceptions: got", &state);
+    }
+    struct crdt_text *loaded = NULL;
+    CHECK_INT(0, crdt_text_decode_state(&loaded, state.data, state.len));
+    if (loaded) {
+        CHECK_TEXT("abxy", loaded);
+        /* Replica 2's insert, with its origins, as the original hands it out. */
+        struct crdt_vv only_a = {0};
+        CHECK_INT(0, crdt_vv_raise(&only_a, 1, 5));
+        CHECK(same_since(loaded, a.doc, &only_a));
+        crdt_vv_free(&only_a);
+        CHECK_INT(0, crdt_text_encode_state(&again, loaded));
+        CHECK(again.len == state.len && memcmp(again.data, state.data, state.len) == 0);
+    }
+    crdt_text_free(loaded);
+    crdt_buf_free(&again);
+    crdt_buf_free(&state);
+    crdt_vv_free(&stable);
+    crdt_text_ops_free(&ops_a);
+    crdt_text_ops_free(&ops_b);
     crdt_text_free(a.doc);
     crdt_text_free(b.doc);
 }
@@ -612,12 +736,30 @@ static void test_malformed(void)
     /* Counts that promise more than the input holds are refused before allocating. */
     static const uint8_t huge_ops[] = {0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f};
     CHECK_INT(-EBADMSG, crdt_text_ops_decode(&list, huge_ops, sizeof(huge_ops)));
-    static const uint8_t huge_state[] = {0x01, 0xff, 0xff, 0xff, 0xff, 0x0f};
+    static const uint8_t huge_state[] = {0x02, 0xff, 0xff, 0xff, 0xff, 0x0f};
     CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, huge_state, sizeof(huge_state)));
-    static const uint8_t bad_version[] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x00};
+    static const uint8_t huge_records[] = {0x02, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00};
+    CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, huge_records, sizeof(huge_records)));
+    static const uint8_t huge_v1[] = {0x01, 0xff, 0xff, 0xff, 0xff, 0x0f};
+    CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, huge_v1, sizeof(huge_v1)));
+    static const uint8_t bad_version[] = {0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
     CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, bad_version, sizeof(bad_version)));
-    static const uint8_t empty_state[] = {0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+    static const uint8_t no_version[] = {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, no_version, sizeof(no_version)));
+    /* A delete record past the lvs, a record with no replica table, trailing bytes. */
+    static const uint8_t del_past[] = {0x02, 0x01, 0x01, 0x01, 0x01, 0x0c, 0x02,
+                                       0x00, 0x09, 0x02, 0x00, 0x00, 0x01, 'a'};
+    CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, del_past, sizeof(del_past)));
+    static const uint8_t no_replica[] = {0x02, 0x00, 0x01, 0x00, 0x08, 0x00, 0x00, 0x00, 0x01, 'a'};
+    CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, no_replica, sizeof(no_replica)));
+    static const uint8_t trailing[] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    CHECK_INT(-EBADMSG, crdt_text_decode_state(&doc, trailing, sizeof(trailing)));
+    static const uint8_t empty_state[] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
     CHECK_INT(0, crdt_text_decode_state(&doc, empty_state, sizeof(empty_state)));
+    CHECK_INT(0, crdt_text_len_bytes(doc));
+    crdt_text_free(doc);
+    static const uint8_t empty_v1[] = {0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+    CHECK_INT(0, crdt_text_decode_state(&doc, empty_v1, sizeof(empty_v1)));
     CHECK_INT(0, crdt_text_len_bytes(doc));
     crdt_text_free(doc);
     crdt_text_ops_free(&list);
@@ -777,6 +919,7 @@ int main(void)
     test_remote_details();
     test_apply_edits();
     test_golden();
+    test_golden_exceptions();
     test_malformed();
     test_scattered_deletes();
     test_compact();

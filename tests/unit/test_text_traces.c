@@ -32,6 +32,21 @@ static void check_content(const char *what, const char *trace, const struct crdt
     free(got);
 }
 
+/* A loaded state re-encodes to the very same bytes (the format keeps everything exactly). */
+static void check_reencode(const char *trace, const struct crdt_text *loaded,
+                           const struct crdt_buf *state)
+{
+    struct crdt_buf again = {0};
+    test_checks++;
+    if (!loaded || crdt_text_encode_state(&again, loaded) != 0 || again.len != state->len ||
+        memcmp(again.data, state->data, state->len) != 0) {
+        test_failures++;
+        fprintf(stderr, "%s: the loaded state re-encodes differently (%zu bytes, want %zu)\n",
+                trace, again.len, state->len);
+    }
+    crdt_buf_free(&again);
+}
+
 static void sequential(const char *dir, const char *name)
 {
     char path[4096];
@@ -55,6 +70,7 @@ static void sequential(const char *dir, const char *name)
     CHECK_INT(0, crdt_text_decode_state(&loaded, state.data, state.len));
     if (loaded)
         check_content("decoded state", name, loaded, &t);
+    check_reencode(name, loaded, &state);
 
     CHECK_INT(0, crdt_text_encode_since(&ops, doc, &none));
     struct crdt_text_ops list = {0};
@@ -98,7 +114,16 @@ static void concurrent(const char *dir, const char *name)
     CHECK_INT(0, crdt_text_new(&fresh));
     CHECK_INT(0, trace_import_all(fresh, &clock, &reps));
     check_content("fresh replica", name, fresh, &t);
-    printf("%s: %zu txns, %zu agents\n", name, t.txns_len, t.agents);
+    struct crdt_buf state = {0};
+    struct crdt_text *loaded = NULL;
+    CHECK_INT(0, crdt_text_encode_state(&state, fresh));
+    CHECK_INT(0, crdt_text_decode_state(&loaded, state.data, state.len));
+    if (loaded)
+        check_content("decoded state", name, loaded, &t);
+    check_reencode(name, loaded, &state);
+    printf("%s: %zu txns, %zu agents, state %zu bytes\n", name, t.txns_len, t.agents, state.len);
+    crdt_text_free(loaded);
+    crdt_buf_free(&state);
     crdt_text_free(fresh);
     trace_replicas_free(&reps);
     trace_free(&t);
