@@ -245,10 +245,12 @@ static int cmd_init(int argc, char **argv)
 /* ---------- mounts ---------- */
 
 /*
- * Finds the weft mount on `dir` in /proc/self/mountinfo; fills source
- * ("weft:NAME") when found. 1 found, 0 not mounted, <0 error.
+ * Looks through /proc/self/mountinfo for a weft mount whose mount point is
+ * `dir` or whose source is `source` (either may be NULL); fills what it found
+ * (out_dir, out_source may be NULL). 1 found, 0 none, <0 error.
  */
-static int find_mount(const char *dir, char *source, size_t cap)
+static int find_weft_mount(const char *dir, const char *source, char *out_dir, size_t dir_cap,
+                           char *out_source, size_t source_cap)
 {
     FILE *info = fopen("/proc/self/mountinfo", "r");
     if (!info)
@@ -257,18 +259,16 @@ static int find_mount(const char *dir, char *source, size_t cap)
     int found = 0;
     while (!found && fgets(line, sizeof(line), info)) {
         /* id parent major:minor root mountpoint options [optional...] - fstype source superopts */
-        char mountpoint[PATH_MAX];
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mountpoint) != 1)
-            continue;
-        /* mountinfo escapes spaces as \040; weft mount points with spaces still compare here */
+        char mountpoint[PATH_MAX], fstype[64], src[512];
         char *dash = strstr(line, " - ");
-        if (!dash)
+        if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mountpoint) != 1 ||
+            sscanf(dash + 3, "%63s %511s", fstype, src) != 2 || strcmp(fstype, "fuse.weft") != 0)
             continue;
-        char fstype[64], src[512];
-        if (sscanf(dash + 3, "%63s %511s", fstype, src) != 2)
-            continue;
-        if (strcmp(mountpoint, dir) == 0 && strcmp(fstype, "fuse.weft") == 0) {
-            snprintf(source, cap, "%s", src);
+        if ((dir && strcmp(mountpoint, dir) == 0) || (source && strcmp(src, source) == 0)) {
+            if (out_dir)
+                snprintf(out_dir, dir_cap, "%s", mountpoint);
+            if (out_source)
+                snprintf(out_source, source_cap, "%s", src);
             found = 1;
         }
     }
@@ -397,7 +397,7 @@ static int cmd_mount(int argc, char **argv)
     if (stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode))
         return fail("mount point %s is not a directory", mountpoint);
     char source[512];
-    if (find_mount(mountpoint, source, sizeof(source)) == 1)
+    if (find_weft_mount(mountpoint, NULL, NULL, 0, source, sizeof(source)) == 1)
         return fail("%s is already a weft mount (%s); unmount it first: weft umount %s", mountpoint,
                     source, mountpoint);
     snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", dir);
@@ -512,7 +512,7 @@ static int cmd_umount(int argc, char **argv)
         }
         return fail("cannot resolve %s: %s", argv[1], strerror(errno));
     }
-    int found = find_mount(mountpoint, source, sizeof(source));
+    int found = find_weft_mount(mountpoint, NULL, NULL, 0, source, sizeof(source));
     if (found <= 0)
         return fail("%s is not a weft mount (see: weft status)", mountpoint);
     const char *name = strncmp(source, "weft:", 5) == 0 ? source + 5 : source;
@@ -571,21 +571,10 @@ static void share_state_read(struct share_state *state, const char *root, const 
     char pid_path[PATH_MAX + 16];
     snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", state->dir);
     state->pid = read_pid(pid_path);
-    FILE *info = fopen("/proc/self/mountinfo", "r");
-    if (!info)
-        return;
-    char line[8192], want[160];
+    char want[160];
     snprintf(want, sizeof(want), "weft:%s", name);
-    while (fgets(line, sizeof(line), info)) {
-        char mountpoint[PATH_MAX], fstype[64], src[512];
-        char *dash = strstr(line, " - ");
-        if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mountpoint) != 1 ||
-            sscanf(dash + 3, "%63s %511s", fstype, src) != 2)
-            continue;
-        if (!strcmp(fstype, "fuse.weft") && !strcmp(src, want))
-            snprintf(state->mountpoint, sizeof(state->mountpoint), "%s", mountpoint);
-    }
-    fclose(info);
+    if (find_weft_mount(NULL, want, state->mountpoint, sizeof(state->mountpoint), NULL, 0) != 1)
+        state->mountpoint[0] = '\0';
 }
 
 static int cmd_status(int argc, char **argv)
