@@ -305,6 +305,41 @@ int text_dellog_add(struct crdt_text *text, uint64_t counter, uint32_t replica, 
     return 0;
 }
 
+/*
+ * What n calls text_dellog_add(counter + k, replica, lv_k, 1, true) would do,
+ * k = 0 .. n-1, with lv_k = lv + k, or lv + n - 1 - k if `backward`: the n
+ * one-character deletes of a delete run's piece. Calls are made one by one
+ * until the last record is a step record that the next part continues (at
+ * most three: a part may first join the record before, then start a record
+ * of its own, which the next one turns into a step record); from there on
+ * each call would only extend that record by one, so the rest extends it at
+ * once, as far as a record's length allows.
+ */
+int text_dellog_add_parts(struct crdt_text *text, uint64_t counter, uint32_t replica, uint32_t lv,
+                          uint32_t n, bool backward)
+{
+    uint32_t k = 0;
+    while (k < n) {
+        uint32_t at = backward ? lv + (n - 1 - k) : lv + k;
+        struct delrec *d = text->dels_len ? &text->dels[text->dels_len - 1] : NULL;
+        if (d && d->replica == replica && d->counter + d->len == counter + k &&
+            d->step == (backward ? DEL_BACK : DEL_FWD) &&
+            (backward ? at + 1 == d->lv : at == d->lv + d->len) && d->len < UINT32_MAX) {
+            uint32_t take = n - k < UINT32_MAX - d->len ? n - k : UINT32_MAX - d->len;
+            if (backward)
+                d->lv -= take;
+            d->len += take;
+            k += take;
+            continue;
+        }
+        int rc = text_dellog_add(text, counter + k, replica, at, 1, true);
+        if (rc)
+            return rc;
+        k++;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ marks */
 
 struct leaf *text_mark_get(const struct crdt_text *text, uint32_t lv)
@@ -1216,8 +1251,8 @@ struct lv_range {
 };
 
 /* Appends the id spans of lvs [lv, lv+len) to spans, joining consecutive ids. */
-static int lv_range_spans(struct crdt_text_span **spans, size_t *spans_len, size_t *spans_cap,
-                          const struct crdt_text *text, uint32_t lv, uint32_t len)
+int text_lv_spans(struct crdt_text_span **spans, size_t *spans_len, size_t *spans_cap,
+                  const struct crdt_text *text, uint32_t lv, uint32_t len)
 {
     while (len > 0) {
         const struct entry *e = text_log_find(text, lv);
@@ -1304,7 +1339,7 @@ int crdt_text_delete_cp(struct crdt_text_ops *out, struct crdt_text *text, struc
         if (!rc)
             rc = text_dellog_add(text, id.counter, replica, ranges[i].lv, ranges[i].len, one_char);
         if (!rc && out)
-            rc = lv_range_spans(&spans, &spans_len, &spans_cap, text, ranges[i].lv, ranges[i].len);
+            rc = text_lv_spans(&spans, &spans_len, &spans_cap, text, ranges[i].lv, ranges[i].len);
     }
     if (!rc)
         rc = text_held_add(&text->replicas[replica], id.counter, id.counter);
@@ -1393,13 +1428,21 @@ int text_op_check(const struct crdt_text_op *op)
             return -EINVAL;
         return 0;
     }
-    if (op->kind != CRDT_TEXT_DELETE || !id_ok(op->id, 1) || op->targets_len == 0)
+    bool run = op->len >= 2;
+    if (op->kind != CRDT_TEXT_DELETE || !id_ok(op->id, run ? op->len : 1) || op->targets_len == 0 ||
+        (run && op->len >= UINT32_MAX))
         return -EINVAL;
-    for (size_t i = 0; i < op->targets_len; i++)
+    uint64_t chars = 0;
+    for (size_t i = 0; i < op->targets_len; i++) {
         if (op->targets[i].len == 0 || op->targets[i].len >= UINT32_MAX ||
             !id_ok(op->targets[i].first, op->targets[i].len))
             return -EINVAL;
-    return 0;
+        /* A run's targets hold exactly its ops' characters (checked before chars can wrap). */
+        chars += op->targets[i].len;
+        if (run && chars > op->len)
+            return -EINVAL;
+    }
+    return run && chars != op->len ? -EINVAL : 0;
 }
 
 static bool id_held(uint32_t *lv, const struct crdt_text *text, struct crdt_ts id)
@@ -1438,7 +1481,11 @@ static bool span_lvs(const struct crdt_text *text, struct crdt_text_span span,
     return true;
 }
 
-enum outcome { OP_APPLIED, OP_DUPLICATE, OP_WAITING };
+/*
+ * OP_SPLIT: a delete run of which nothing applied, some ops were held already
+ * (dropped) and the rest wait, pushed to pending as runs of their own.
+ */
+enum outcome { OP_APPLIED, OP_DUPLICATE, OP_WAITING, OP_SPLIT };
 
 static int apply_insert(enum outcome *result, struct crdt_text *text, const struct crdt_text_op *op)
 {
@@ -1533,36 +1580,237 @@ static int apply_delete(enum outcome *result, struct crdt_text *text, const stru
     return text_held_add(&text->replicas[replica], op->id.counter, op->id.counter);
 }
 
-static int apply_one(enum outcome *result, struct crdt_text *text, const struct crdt_text_op *op)
+static uint64_t min_u64(uint64_t a, uint64_t b)
 {
+    return a < b ? a : b;
+}
+
+static bool is_run(const struct crdt_text_op *op)
+{
+    return op->kind == CRDT_TEXT_DELETE && op->len >= 2;
+}
+
+/*
+ * Whether pending holds `op` already. The same id is not enough: an insert
+ * run or a delete run handed out again later may have grown since (or be the
+ * rest of a run that applied in part), and a shorter copy must not stand in
+ * for it.
+ */
+static bool pending_has(const struct crdt_text *text, const struct crdt_text_op *op)
+{
+    for (size_t i = 0; i < text->pending.len; i++) {
+        const struct crdt_text_op *p = &text->pending.ops[i];
+        bool run = is_run(op);
+        if (p->kind == op->kind && crdt_ts_cmp(p->id, op->id) == 0 && is_run(p) == run &&
+            (op->kind == CRDT_TEXT_DELETE
+                 ? !run || (p->len == op->len && p->backward == op->backward)
+                 : p->len == op->len))
+            return true;
+    }
+    return false;
+}
+
+/* Ops of a delete run waiting for their targets, gathered in the run's order. */
+struct run_wait {
+    struct crdt_text_span *spans;
+    size_t len, cap;
+    uint64_t first_part, parts;
+};
+
+/* Adds ids first .. first + n - 1 (to delete in ascending order, or descending if backward). */
+static int run_wait_add(struct run_wait *wait, uint64_t part, struct crdt_ts first, uint64_t n,
+                        bool backward)
+{
+    if (!wait->parts)
+        wait->first_part = part;
+    wait->parts += n;
+    struct crdt_text_span *last = wait->len ? &wait->spans[wait->len - 1] : NULL;
+    if (last && last->first.replica == first.replica &&
+        (backward ? first.counter + n == last->first.counter
+                  : last->first.counter + last->len == first.counter)) {
+        if (backward)
+            last->first.counter = first.counter;
+        last->len += n;
+        return 0;
+    }
+    if (GROW(wait->spans, wait->cap, wait->len + 1))
+        return -ENOMEM;
+    wait->spans[wait->len++] = (struct crdt_text_span){first, n};
+    return 0;
+}
+
+/* Pushes the gathered ops to pending as one op (a run, or a lone one-character delete). */
+static int run_wait_flush(struct crdt_text *text, struct run_wait *wait,
+                          const struct crdt_text_op *run)
+{
+    if (!wait->parts)
+        return 0;
+    if (run->backward) /* gathered in deleting order, so highest ids first: list them ascending */
+        for (size_t i = 0, j = wait->len - 1; i < j; i++, j--) {
+            struct crdt_text_span t = wait->spans[i];
+            wait->spans[i] = wait->spans[j];
+            wait->spans[j] = t;
+        }
+    bool several = wait->parts >= 2;
+    struct crdt_text_op op = {
+        .kind = CRDT_TEXT_DELETE,
+        .id = {run->id.counter + wait->first_part, run->id.replica},
+        .len = several ? (size_t)wait->parts : 0,
+        .targets = wait->spans,
+        .targets_len = wait->len,
+        .backward = several && run->backward,
+    };
+    wait->len = 0;
+    wait->parts = 0;
+    /* While crdt_text_apply retries pending ops, entries it has dropped are still in the
+     * list; none can be this op: its ops are neither held nor applied. */
+    return pending_has(text, &op) ? 0 : crdt_text_ops_push(&text->pending, &op);
+}
+
+/*
+ * A delete run (crdt_text_op, len n >= 2) is n one-character delete ops, and
+ * applies exactly as they would, one after the other (apply_delete on each),
+ * without a step per character. It is walked in its ops' order in pieces: a
+ * piece is a stretch of consecutive ops whose own counters are all held or
+ * none is, and whose targets are consecutive ids that are either all
+ * missing or all inside one id run held here (so consecutive lvs). Every op
+ * of a piece then has the same outcome as apply_delete would give it:
+ *
+ * - counters held: each op is a duplicate (apply_delete checks that first);
+ * - targets missing: each op waits; consecutive waiting ops are pushed to
+ *   pending as one shorter run (ops with consecutive counters deleting, in
+ *   order, consecutive characters of the targets: again a run);
+ * - else each op deletes its character: the piece deletes its lv range at
+ *   once (deleted flags are a set: the order they are set in changes
+ *   nothing), adds the delete-log records the ops' one-character deletes
+ *   would (text_dellog_add_parts) and holds their counters.
+ *
+ * Pieces are cut where an id run, a held range of the op's replica or a
+ * target ends, so their number does not depend on the run's length. Nothing
+ * else happens between the ops of a run, so doing a piece's ops together is
+ * doing them one by one. If nothing applies and nothing is held, the run
+ * waits whole (OP_WAITING, nothing pushed); *parts counts ops applied and
+ * *last the counter of the last one.
+ */
+static int apply_delete_run(enum outcome *result, size_t *parts, uint64_t *last,
+                            struct crdt_text *text, const struct crdt_text_op *op)
+{
+    struct run_wait wait = {0};
+    uint32_t replica = UINT32_MAX; /* the op's replica, once something applies */
+    bool any_held = false, any_waiting = false;
+    uint64_t k = 0, done = 0;
+    size_t t = 0;
+    int rc = 0;
+    *parts = 0;
+    while (k < op->len && !rc) {
+        assert(t < op->targets_len);
+        const struct crdt_text_span *span =
+            &op->targets[op->backward ? op->targets_len - 1 - t : t];
+        if (done == span->len) {
+            t++;
+            done = 0;
+            continue;
+        }
+        uint64_t m = span->len - done;
+        uint64_t x =
+            op->backward ? span->first.counter + span->len - 1 - done : span->first.counter + done;
+        /* The target: inside an id run (held), or in the gap before the next one. */
+        bool ready = false;
+        uint32_t lv = 0, r;
+        if (text_replica_find(&r, text, span->first.replica)) {
+            const struct replica *rep = &text->replicas[r];
+            size_t at = idrun_find(rep, x);
+            const struct idrun *ir = at == SIZE_MAX ? NULL : &rep->ins[at];
+            if (ir && x - ir->counter < ir->len) {
+                ready = true;
+                lv = ir->lv + (uint32_t)(x - ir->counter);
+                m = min_u64(m, op->backward ? x - ir->counter + 1 : ir->counter + ir->len - x);
+            } else if (op->backward) {
+                if (ir)
+                    m = min_u64(m, x - (ir->counter + ir->len - 1));
+            } else {
+                size_t next = at == SIZE_MAX ? 0 : at + 1;
+                if (next < rep->ins_len)
+                    m = min_u64(m, rep->ins[next].counter - x);
+            }
+        }
+        /* The ops' own counters: held, or up to the next held range. */
+        uint64_t counter = op->id.counter + k;
+        bool held = false;
+        if (text_replica_find(&r, text, op->id.replica)) {
+            const struct replica *rep = &text->replicas[r];
+            size_t at = held_find(rep, counter);
+            if (at != SIZE_MAX && counter <= rep->held[at].last) {
+                held = true;
+                m = min_u64(m, rep->held[at].last - counter + 1);
+            } else {
+                size_t next = at == SIZE_MAX ? 0 : at + 1;
+                if (next < rep->held_len)
+                    m = min_u64(m, rep->held[next].first - counter);
+            }
+        }
+        if (held) {
+            any_held = true;
+            rc = run_wait_flush(text, &wait, op);
+        } else if (!ready) {
+            any_waiting = true;
+            struct crdt_ts first = {op->backward ? x - (m - 1) : x, span->first.replica};
+            rc = run_wait_add(&wait, k, first, m, op->backward);
+        } else {
+            rc = run_wait_flush(text, &wait, op);
+            if (!rc && replica == UINT32_MAX)
+                rc = text_replica_index(&replica, text, op->id.replica);
+            uint32_t lo = op->backward ? lv - (uint32_t)(m - 1) : lv;
+            if (!rc)
+                rc = text_delete_lv_range(text, lo, (uint32_t)m);
+            if (!rc)
+                rc = text_dellog_add_parts(text, counter, replica, lo, (uint32_t)m, op->backward);
+            if (!rc)
+                rc = text_held_add(&text->replicas[replica], counter, counter + m - 1);
+            *parts += (size_t)m;
+            *last = counter + m - 1;
+        }
+        k += m;
+        done += m;
+    }
+    if (*parts == 0 && !any_held) {
+        *result = OP_WAITING; /* nothing was pushed: the run waits whole, as it is */
+    } else {
+        if (!rc)
+            rc = run_wait_flush(text, &wait, op);
+        *result = *parts ? OP_APPLIED : any_waiting ? OP_SPLIT : OP_DUPLICATE;
+    }
+    free(wait.spans);
+    return rc;
+}
+
+/* Applies one op; *parts counts the ops applied (a run's, or 1), *last the last id's counter. */
+static int apply_one(enum outcome *result, size_t *parts, uint64_t *last, struct crdt_text *text,
+                     const struct crdt_text_op *op)
+{
+    if (is_run(op))
+        return apply_delete_run(result, parts, last, text, op);
+    *parts = 1;
+    *last = op->kind == CRDT_TEXT_INSERT ? op->id.counter + op->len - 1 : op->id.counter;
     if (op->kind == CRDT_TEXT_INSERT)
         return apply_insert(result, text, op);
     return apply_delete(result, text, op);
 }
 
-static void observe(struct crdt_clock *clock, const struct crdt_text_op *op)
+/* Ops waiting, a run counting as the ops it holds. */
+static size_t pending_ops(const struct crdt_text *text)
 {
-    if (!clock)
-        return;
-    uint64_t last = op->kind == CRDT_TEXT_INSERT ? op->id.counter + op->len - 1 : op->id.counter;
-    crdt_clock_observe(clock, (struct crdt_ts){last, op->id.replica});
-}
-
-static bool pending_has(const struct crdt_text *text, const struct crdt_text_op *op)
-{
-    for (size_t i = 0; i < text->pending.len; i++) {
-        const struct crdt_text_op *p = &text->pending.ops[i];
-        if (p->kind == op->kind && crdt_ts_cmp(p->id, op->id) == 0)
-            return true;
-    }
-    return false;
+    size_t n = 0;
+    for (size_t i = 0; i < text->pending.len; i++)
+        n += is_run(&text->pending.ops[i]) ? text->pending.ops[i].len : 1;
+    return n;
 }
 
 int crdt_text_apply(size_t *applied, size_t *pending, struct crdt_text *text,
                     struct crdt_clock *clock, const struct crdt_text_op *ops, size_t count)
 {
     *applied = 0;
-    *pending = text->pending.len;
+    *pending = pending_ops(text);
     for (size_t i = 0; i < count; i++)
         if (text_op_check(&ops[i]))
             return -EINVAL;
@@ -1570,40 +1818,50 @@ int crdt_text_apply(size_t *applied, size_t *pending, struct crdt_text *text,
     bool progress = false;
     for (size_t i = 0; i < count && !rc; i++) {
         enum outcome result;
-        rc = apply_one(&result, text, &ops[i]);
+        size_t parts;
+        uint64_t last;
+        rc = apply_one(&result, &parts, &last, text, &ops[i]);
         if (rc)
             break;
         if (result == OP_APPLIED) {
-            (*applied)++;
+            *applied += parts;
             progress = true;
-            observe(clock, &ops[i]);
+            if (clock)
+                crdt_clock_observe(clock, (struct crdt_ts){last, ops[i].id.replica});
         } else if (result == OP_WAITING && !pending_has(text, &ops[i])) {
             rc = crdt_text_ops_push(&text->pending, &ops[i]);
         }
     }
-    /* Each pass applies whatever became ready; stop when a pass applies nothing. */
+    /* Each pass applies whatever became ready; stop when a pass applies nothing. A run that
+     * applies in part pushes its waiting rest while this walks the list: the walk reaches it
+     * too (and keeps it: nothing more applies to it in the same pass). */
     while (!rc && progress && text->pending.len) {
         progress = false;
         size_t kept = 0;
         for (size_t i = 0; i < text->pending.len; i++) {
             enum outcome result = OP_WAITING;
+            /* A copy: applying a run may push to pending, which moves the array. */
+            struct crdt_text_op op = text->pending.ops[i];
+            size_t parts = 0;
+            uint64_t last = 0;
             if (!rc)
-                rc = apply_one(&result, text, &text->pending.ops[i]);
+                rc = apply_one(&result, &parts, &last, text, &op);
             if (result == OP_WAITING || rc) {
-                text->pending.ops[kept++] = text->pending.ops[i];
+                text->pending.ops[kept++] = op;
                 continue;
             }
             if (result == OP_APPLIED) {
-                (*applied)++;
+                *applied += parts;
                 progress = true;
-                observe(clock, &text->pending.ops[i]);
+                if (clock)
+                    crdt_clock_observe(clock, (struct crdt_ts){last, op.id.replica});
             }
         }
         text->pending.len = kept;
     }
     if (text->pending.len == 0)
         crdt_text_ops_clear(&text->pending);
-    *pending = text->pending.len;
+    *pending = pending_ops(text);
     return rc;
 }
 

@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "codec.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,9 +37,15 @@ enum crdt_text_op_kind {
 
 /*
  * One operation. An insert of `len` code points gives its characters the ids
- * id.counter .. id.counter + len - 1 (replica id.replica). A delete is one
- * operation (timestamp `id`) removing every character in `targets`.
- * Pointers refer to memory owned by the crdt_text_ops list holding the op.
+ * id.counter .. id.counter + len - 1 (replica id.replica). A delete with
+ * `len` 0 (or 1) is one operation (timestamp `id`) removing every character
+ * in `targets`. A delete with `len` n >= 2 is a *delete run*: n one-character
+ * deletes with the timestamps id.counter .. id.counter + n - 1, its targets
+ * holding exactly n characters; op k removes the k-th of them (spans and the
+ * ids in each taken in order), or, if `backward`, the k-th from the end. That
+ * is what forward deleting and backspacing are; crdt_text_since hands them
+ * out as runs, and a run applies exactly as its n ops would, one after the
+ * other. Pointers refer to memory owned by the crdt_text_ops list holding it.
  */
 struct crdt_text_op {
     enum crdt_text_op_kind kind;
@@ -48,9 +55,10 @@ struct crdt_text_op {
     struct crdt_ts origin_right;
     const uint8_t *bytes; /* insert: whole UTF-8 code points */
     size_t bytes_len;
-    size_t len;                           /* insert: code points in bytes */
+    size_t len;                           /* insert: code points in bytes; delete: see above */
     const struct crdt_text_span *targets; /* delete */
     size_t targets_len;
+    bool backward; /* delete run: op k removes the k-th character from the end */
 };
 
 struct crdt_text_ops_block;
@@ -128,10 +136,12 @@ CRDT_MUST_CHECK int crdt_text_apply_edits(struct crdt_text_ops *out, struct crdt
  * Applies remote ops, in any order. An op whose origins or delete targets are
  * not held yet is kept (copied) as pending and applied when they arrive; an op
  * held already is skipped. *applied counts ops applied by this call (pending
- * ones included), *pending the ops still waiting. If `clock` is not NULL it
- * observes every applied id. -EINVAL (nothing applied) if an op is malformed;
- * after -ENOMEM, as for local edits, free the document. Conflicting input (a
- * counter used for both a delete and a character) keeps what came first.
+ * ones included), *pending the ops still waiting; a delete run counts as the
+ * ops it holds (those of its ops that can apply do, the rest wait as a
+ * shorter run). If `clock` is not NULL it observes every applied id. -EINVAL
+ * (nothing applied) if an op is malformed; after -ENOMEM, as for local edits,
+ * free the document. Conflicting input (a counter used for both a delete and
+ * a character) keeps what came first.
  */
 CRDT_MUST_CHECK int crdt_text_apply(size_t *applied, size_t *pending, struct crdt_text *text,
                                     struct crdt_clock *clock, const struct crdt_text_op *ops,
@@ -159,8 +169,11 @@ size_t crdt_text_mem(const struct crdt_text *text);
 /*
  * Appends to *out the ops the document holds that a peer at version `since`
  * lacks (ids with counter > since[replica]), in an order that applies without
- * pending: inserts in causal order, then deletes. -ESTALE if the peer lacks
- * text that crdt_text_compact dropped (send it the full state instead).
+ * pending: inserts in causal order (one op per run typed at one place), then
+ * deletes (one-character deletes with consecutive timestamps, forwards or
+ * backwards through consecutive characters, as one delete run). -ESTALE if
+ * the peer lacks text that crdt_text_compact dropped (send it the full state
+ * instead).
  */
 CRDT_MUST_CHECK int crdt_text_since(struct crdt_text_ops *out, const struct crdt_text *text,
                                     const struct crdt_vv *since);

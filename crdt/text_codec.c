@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEXT_OPS_VERSION   1
+#define TEXT_OPS_VERSION   2
+#define TEXT_OPS_V1        1 /* still read, never written */
+#define OPS_KIND_RUN       3 /* a delete run; + 1: backward */
 #define TEXT_STATE_VERSION 2
 #define TEXT_STATE_V1      1 /* still read, never written */
 /* Log entries plus delete records a state may hold (the decoder's sort tags are 32 bits). */
@@ -77,6 +79,7 @@ int crdt_text_ops_push(struct crdt_text_ops *ops, const struct crdt_text_op *op)
     if (op->kind == CRDT_TEXT_INSERT) {
         copy.targets = NULL;
         copy.targets_len = 0;
+        copy.backward = false;
         if (op->bytes_len) {
             uint8_t *bytes = ops_alloc(ops, op->bytes_len);
             if (!bytes)
@@ -86,7 +89,11 @@ int crdt_text_ops_push(struct crdt_text_ops *ops, const struct crdt_text_op *op)
         }
     } else {
         copy.bytes = NULL;
-        copy.bytes_len = copy.len = 0;
+        copy.bytes_len = 0;
+        if (copy.len < 2) { /* one op; `backward` only means something for a run */
+            copy.len = 0;
+            copy.backward = false;
+        }
         if (op->targets_len > SIZE_MAX / sizeof(struct crdt_text_span))
             return -ENOMEM;
         struct crdt_text_span *targets =
@@ -97,51 +104,6 @@ int crdt_text_ops_push(struct crdt_text_ops *ops, const struct crdt_text_op *op)
         copy.targets = targets;
     }
     ops->ops[ops->len++] = copy;
-    return 0;
-}
-
-/* Sorted, distinct replica ids of an op list (the table the ops format indexes). */
-static int ops_replicas(uint64_t **out, size_t *out_len, const struct crdt_text_ops *ops)
-{
-    size_t len = 0, cap = 0;
-    uint64_t *ids = NULL;
-    for (size_t i = 0; i < ops->len; i++) {
-        const struct crdt_text_op *op = &ops->ops[i];
-        struct crdt_ts refs[2] = {op->origin_left, op->origin_right};
-        size_t extra = op->kind == CRDT_TEXT_INSERT ? 3 : 1 + op->targets_len;
-        if (GROW(ids, cap, len + extra)) {
-            free(ids);
-            return -ENOMEM;
-        }
-        ids[len++] = op->id.replica;
-        if (op->kind == CRDT_TEXT_INSERT) {
-            for (int k = 0; k < 2; k++)
-                if (refs[k].counter)
-                    ids[len++] = refs[k].replica;
-        } else {
-            for (size_t k = 0; k < op->targets_len; k++)
-                ids[len++] = op->targets[k].first.replica;
-        }
-        /* Keep the table small as we go: sort and drop duplicates every so often. */
-        if (len > 4096 || i + 1 == ops->len) {
-            for (size_t a = 1; a < len; a++) {
-                uint64_t v = ids[a];
-                size_t b = a;
-                while (b > 0 && ids[b - 1] > v) {
-                    ids[b] = ids[b - 1];
-                    b--;
-                }
-                ids[b] = v;
-            }
-            size_t kept = 0;
-            for (size_t a = 0; a < len; a++)
-                if (kept == 0 || ids[kept - 1] != ids[a])
-                    ids[kept++] = ids[a];
-            len = kept;
-        }
-    }
-    *out = ids;
-    *out_len = len;
     return 0;
 }
 
@@ -156,6 +118,55 @@ static size_t id_index(const uint64_t *ids, size_t len, uint64_t id)
             hi = mid;
     }
     return lo;
+}
+
+/* Adds id to the sorted, distinct ids unless it is there. */
+static int id_set_add(uint64_t **ids, size_t *len, size_t *cap, uint64_t id)
+{
+    size_t at = id_index(*ids, *len, id);
+    if (at < *len && (*ids)[at] == id)
+        return 0;
+    if (GROW(*ids, *cap, *len + 1))
+        return -ENOMEM;
+    memmove(&(*ids)[at + 1], &(*ids)[at], (*len - at) * sizeof(uint64_t));
+    (*ids)[at] = id;
+    (*len)++;
+    return 0;
+}
+
+/*
+ * Sorted, distinct replica ids of an op list (the table the ops format
+ * indexes). An op list names few replicas, so each id is looked up in the
+ * table so far; the one before is remembered, as most refs repeat it.
+ */
+static int ops_replicas(uint64_t **out, size_t *out_len, const struct crdt_text_ops *ops)
+{
+    size_t len = 0, cap = 0;
+    uint64_t *ids = NULL, recent = 0;
+    bool have_recent = false;
+    int rc = 0;
+    for (size_t i = 0; i < ops->len && !rc; i++) {
+        const struct crdt_text_op *op = &ops->ops[i];
+        bool insert = op->kind == CRDT_TEXT_INSERT;
+        size_t refs = insert ? 3 : 1 + op->targets_len;
+        for (size_t k = 0; k < refs && !rc; k++) {
+            struct crdt_ts ref = k == 0   ? op->id
+                                 : insert ? (k == 1 ? op->origin_left : op->origin_right)
+                                          : op->targets[k - 1].first;
+            if ((k > 0 && insert && !ref.counter) || (have_recent && ref.replica == recent))
+                continue;
+            rc = id_set_add(&ids, &len, &cap, ref.replica);
+            recent = ref.replica;
+            have_recent = true;
+        }
+    }
+    if (rc) {
+        free(ids);
+        return rc;
+    }
+    *out = ids;
+    *out_len = len;
+    return 0;
 }
 
 static void put_ref(struct crdt_buf *buf, const uint64_t *ids, size_t n, struct crdt_ts ts)
@@ -179,7 +190,8 @@ int crdt_text_ops_encode(struct crdt_buf *buf, const struct crdt_text_ops *ops)
     crdt_buf_put_varint(buf, ops->len);
     for (size_t i = 0; i < ops->len; i++) {
         const struct crdt_text_op *op = &ops->ops[i];
-        crdt_buf_put_u8(buf, (uint8_t)op->kind);
+        bool run = op->kind == CRDT_TEXT_DELETE && op->len >= 2;
+        crdt_buf_put_u8(buf, run ? (uint8_t)(OPS_KIND_RUN + op->backward) : (uint8_t)op->kind);
         put_ref(buf, ids, n, op->id);
         if (op->kind == CRDT_TEXT_INSERT) {
             crdt_buf_put_varint(buf, op->len);
@@ -187,6 +199,8 @@ int crdt_text_ops_encode(struct crdt_buf *buf, const struct crdt_text_ops *ops)
             put_ref(buf, ids, n, op->origin_right);
             crdt_buf_put_bytes(buf, op->bytes, op->bytes_len);
         } else {
+            if (run)
+                crdt_buf_put_varint(buf, op->len);
             crdt_buf_put_varint(buf, op->targets_len);
             for (size_t k = 0; k < op->targets_len; k++) {
                 put_ref(buf, ids, n, op->targets[k].first);
@@ -223,7 +237,7 @@ static int ops_decode(struct crdt_text_ops *out, struct crdt_reader *reader)
     struct crdt_text_span *targets = NULL;
     size_t targets_cap = 0;
     int rc = crdt_reader_u8(reader, &version);
-    if (!rc && version != TEXT_OPS_VERSION)
+    if (!rc && version != TEXT_OPS_VERSION && version != TEXT_OPS_V1)
         rc = -EBADMSG;
     if (!rc)
         rc = crdt_reader_varint_max(reader, crdt_reader_left(reader), &n);
@@ -248,13 +262,24 @@ static int ops_decode(struct crdt_text_ops *out, struct crdt_reader *reader)
         uint8_t kind;
         uint64_t value;
         rc = crdt_reader_u8(reader, &kind);
-        if (!rc && kind != CRDT_TEXT_INSERT && kind != CRDT_TEXT_DELETE)
+        bool run = version != TEXT_OPS_V1 && (kind == OPS_KIND_RUN || kind == OPS_KIND_RUN + 1);
+        if (!rc && kind != CRDT_TEXT_INSERT && kind != CRDT_TEXT_DELETE && !run)
             rc = -EBADMSG;
         if (!rc)
             rc = read_ref(reader, ids, n, false, &op.id);
         if (rc)
             break;
-        op.kind = kind;
+        op.kind = run ? CRDT_TEXT_DELETE : kind;
+        op.backward = run && kind == OPS_KIND_RUN + 1;
+        if (run) {
+            /* A run is at least two ops (one is written as a plain delete). */
+            rc = crdt_reader_varint_max(reader, UINT32_MAX - 1, &value);
+            if (!rc && value < 2)
+                rc = -EBADMSG;
+            op.len = (size_t)value;
+        }
+        if (rc)
+            break;
         if (kind == CRDT_TEXT_INSERT) {
             rc = crdt_reader_varint_max(reader, UINT32_MAX, &value);
             op.len = (size_t)value;
@@ -333,23 +358,44 @@ static int del_emit(struct crdt_text_ops *out, struct del_acc *acc, const struct
             return rc;
     }
     acc->id = id;
-    while (len > 0) {
-        const struct entry *e = text_log_find(text, lv);
-        uint32_t n = e->lv + e->len - lv < len ? e->lv + e->len - lv : len;
-        struct crdt_ts first = {e->counter + (lv - e->lv), text->replicas[e->replica].id};
-        struct crdt_text_span *last = acc->len ? &acc->spans[acc->len - 1] : NULL;
-        if (last && last->first.replica == first.replica &&
-            last->first.counter + last->len == first.counter) {
-            last->len += n;
-        } else {
-            if (GROW(acc->spans, acc->cap, acc->len + 1))
-                return -ENOMEM;
-            acc->spans[acc->len++] = (struct crdt_text_span){first, n};
-        }
-        lv += n;
-        len -= n;
-    }
-    return 0;
+    return text_lv_spans(&acc->spans, &acc->len, &acc->cap, text, lv, len);
+}
+
+/* The lv op k of step record d deletes. */
+static uint32_t step_lv(const struct delrec *d, uint32_t k)
+{
+    return d->step == DEL_FWD ? d->lv + k : d->lv + d->len - 1 - k;
+}
+
+/*
+ * Ops a .. b-1 of step record d (ids counter + k, each deleting step_lv(d, k),
+ * one character) as one delete run: they delete lvs [lv + a, lv + b) in
+ * ascending order (step 1), or [lv + len - b, lv + len - a) descending (step
+ * 2); in ids, the spans of that lv range taken forwards or backwards, which
+ * is what a run means. One op is a plain delete.
+ */
+static int del_emit_run(struct crdt_text_ops *out, struct del_acc *acc,
+                        const struct crdt_text *text, const struct delrec *d, uint32_t a,
+                        uint32_t b)
+{
+    uint64_t replica = text->replicas[d->replica].id;
+    if (b - a == 1)
+        return del_emit(out, acc, text, (struct crdt_ts){d->counter + a, replica}, step_lv(d, a),
+                        1);
+    int rc = del_flush(out, acc);
+    if (!rc)
+        rc = text_lv_spans(&acc->spans, &acc->len, &acc->cap, text,
+                           d->step == DEL_FWD ? d->lv + a : d->lv + d->len - b, b - a);
+    if (rc)
+        return rc;
+    struct crdt_text_op op = {.kind = CRDT_TEXT_DELETE,
+                              .id = {d->counter + a, replica},
+                              .len = b - a,
+                              .targets = acc->spans,
+                              .targets_len = acc->len,
+                              .backward = d->step == DEL_BACK};
+    acc->len = 0;
+    return crdt_text_ops_push(out, &op);
 }
 
 int crdt_text_since(struct crdt_text_ops *out, const struct crdt_text *text,
@@ -388,12 +434,29 @@ int crdt_text_since(struct crdt_text_ops *out, const struct crdt_text *text,
                     del_emit(out, &acc, text, (struct crdt_ts){d->counter, replica}, d->lv, d->len);
             continue;
         }
-        for (uint32_t k = 0; k < d->len && !rc; k++) {
-            if (d->counter + k <= have)
-                continue;
-            uint32_t lv = d->step == DEL_FWD ? d->lv + k : d->lv + d->len - 1 - k;
-            rc = del_emit(out, &acc, text, (struct crdt_ts){d->counter + k, replica}, lv, 1);
+        /*
+         * Ops counter + a .. counter + b - 1 are the ones the peer lacks. Each deletes one
+         * character, but the first may be the op the records before end with (an op with
+         * several targets: it joins that op) and the last one the records after start with
+         * (same_delete_op): those are handed out as they were gathered, the rest as a run.
+         */
+        uint64_t lacked_from = d->counter > have ? 0 : have - d->counter + 1;
+        uint32_t a = lacked_from < d->len ? (uint32_t)lacked_from : d->len, b = d->len;
+        if (a < b && acc.len &&
+            crdt_ts_cmp(acc.id, (struct crdt_ts){d->counter + a, replica}) == 0) {
+            rc = del_emit(out, &acc, text, acc.id, step_lv(d, a), 1);
+            a++;
         }
+        const struct delrec *next = i + 1 < text->dels_len ? &text->dels[i + 1] : NULL;
+        bool tail_joins = a < b && next && next->replica == d->replica &&
+                          next->counter == d->counter + d->len - 1;
+        if (tail_joins)
+            b--;
+        if (!rc && a < b)
+            rc = del_emit_run(out, &acc, text, d, a, b);
+        if (!rc && tail_joins)
+            rc = del_emit(out, &acc, text, (struct crdt_ts){d->counter + b, replica}, step_lv(d, b),
+                          1);
     }
     if (!rc)
         rc = del_flush(out, &acc);

@@ -152,6 +152,10 @@ int text_held_add(struct replica *rep, uint64_t first, uint64_t last);
 int text_idrun_add(struct replica *rep, uint64_t counter, uint32_t lv, uint32_t len);
 int text_dellog_add(struct crdt_text *text, uint64_t counter, uint32_t replica, uint32_t lv,
                     uint32_t len, bool one_char_op);
+int text_dellog_add_parts(struct crdt_text *text, uint64_t counter, uint32_t replica, uint32_t lv,
+                          uint32_t n, bool backward);
+int text_lv_spans(struct crdt_text_span **spans, size_t *spans_len, size_t *spans_cap,
+                  const struct crdt_text *text, uint32_t lv, uint32_t len);
 int text_mark_set(struct crdt_text *text, uint32_t lo, uint32_t hi, uint32_t leaf);
 struct leaf *text_mark_get(const struct crdt_text *text, uint32_t lv);
 int text_tree_append_run(struct crdt_text *text, struct run run, bool deleted);

@@ -284,10 +284,30 @@ static void random_text(char *out, size_t *out_len, uint64_t *rng, size_t cps)
     *out_len = len;
 }
 
+/* Forward deletes or backspaces (one op per key, as an editor makes them) of up to 6 chars. */
+static int random_keys(struct crdt_text_ops *all, struct peer *p, uint64_t *rng)
+{
+    size_t cps = crdt_text_len_cp(p->doc);
+    size_t pos = test_rand_below(rng, cps + 1), keys = 2 + test_rand_below(rng, 5);
+    bool backspace = test_rand_below(rng, 2);
+    for (size_t k = 0; k < keys; k++) {
+        if (backspace ? pos == 0 : pos >= crdt_text_len_cp(p->doc))
+            break;
+        if (backspace)
+            pos--;
+        int rc = crdt_text_delete_cp(all, p->doc, &p->clock, pos, 1);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int random_edit(struct crdt_text_ops *all, struct peer *p, uint64_t *rng)
 {
     size_t cps = crdt_text_len_cp(p->doc), bytes = crdt_text_len_bytes(p->doc);
     bool by_bytes = test_rand_below(rng, 2);
+    if (cps > 0 && test_rand_below(rng, 4) == 0)
+        return random_keys(all, p, rng);
     if (cps == 0 || test_rand_below(rng, 3) != 0) {
         char buf[64];
         size_t len;
@@ -380,6 +400,26 @@ static bool same_state(const struct crdt_text *a, const struct crdt_text *b)
     return same;
 }
 
+/*
+ * Delivers, as deliver_random does, the ops `from` holds since the version of
+ * a third peer (or nothing): delete runs among them then arrive early, late,
+ * twice, in part held already or waiting for their targets.
+ */
+static int relay_since(struct peer *to, const struct peer *from, const struct peer *third,
+                       uint64_t *rng)
+{
+    struct crdt_vv vv = {0};
+    struct crdt_text_ops ops = {0};
+    int rc = third ? crdt_text_version(&vv, third->doc) : 0;
+    if (!rc)
+        rc = crdt_text_since(&ops, from->doc, &vv);
+    if (!rc)
+        rc = deliver_random(to, &ops, rng, false);
+    crdt_text_ops_free(&ops);
+    crdt_vv_free(&vv);
+    return rc;
+}
+
 /* Whether both documents give the same encoded ops since `since`. */
 static bool same_since(const struct crdt_text *a, const struct crdt_text *b,
                        const struct crdt_vv *since)
@@ -415,9 +455,14 @@ static const char *scenario(uint64_t seed)
         if (what < 6) {
             if (random_edit(&all, &peers[who], &rng))
                 fail = "local edit";
-        } else if (what < 9) {
+        } else if (what < 8) {
             if (deliver_random(&peers[who], &all, &rng, false))
                 fail = "deliver";
+        } else if (what < 9) {
+            size_t third = test_rand_below(&rng, n + 1);
+            if (relay_since(&peers[who], &peers[test_rand_below(&rng, n)],
+                            third < n ? &peers[third] : NULL, &rng))
+                fail = "relay since";
         } else {
             if (sync_since(&peers[who], &peers[test_rand_below(&rng, n)]))
                 fail = "sync since";
@@ -582,7 +627,7 @@ static void test_golden(void)
     crdt_text_free(old);
     crdt_buf_free(&again);
     static const uint8_t want_ops[] = {
-        0x01, 0x02, 0x01, 0x01, 0x04,                   /* replicas 1, 2; 4 ops */
+        0x02, 0x02, 0x01, 0x01, 0x04,                   /* version 2; replicas 1, 2; 4 ops */
         0x01, 0x01, 0x00, 0x05, 0x00, 0x00,             /* insert r1 c1 len 5, no origins */
         0x06, 'h',  0xc3, 0xa9, 'l',  'l',  'o',        /* "héllo" */
         0x01, 0x07, 0x00, 0x01, 0x00, 0x01, 0x00,       /* insert r1 c7 len 1 before r1 c1 */
@@ -596,6 +641,19 @@ static void test_golden(void)
         test_failures++;
         hexdump("golden ops: got", &ops);
     }
+    /* The same ops in version 1 (frozen when it was current) still decode, to the same ops. */
+    uint8_t v1_ops[sizeof(want_ops)];
+    memcpy(v1_ops, want_ops, sizeof(want_ops));
+    v1_ops[0] = 0x01;
+    struct crdt_text_ops list = {0};
+    struct crdt_buf reencoded = {0};
+    CHECK_INT(0, crdt_text_ops_decode(&list, v1_ops, sizeof(v1_ops)));
+    CHECK_INT(4, list.len);
+    CHECK_INT(0, crdt_text_ops_encode(&reencoded, &list));
+    CHECK(reencoded.len == sizeof(want_ops) &&
+          memcmp(reencoded.data, want_ops, reencoded.len) == 0);
+    crdt_buf_free(&reencoded);
+    crdt_text_ops_free(&list);
     crdt_buf_free(&state);
     crdt_buf_free(&ops);
     crdt_text_free(a.doc);
@@ -668,6 +726,229 @@ static void test_golden_exceptions(void)
     crdt_text_free(b.doc);
 }
 
+/*
+ * "abc" typed by replica 1, "def" typed after it by replica 2, then replica 1
+ * forward-deletes b, c, d (one op per key) and backspaces f, e: two delete
+ * runs, one of them over both replicas' characters. Returns replica 1's doc in
+ * *a, every op made (one per key) in *parts.
+ */
+static void build_runs(struct peer *a, struct crdt_text_ops *parts)
+{
+    struct peer b;
+    peer_init(a, 1);
+    peer_init(&b, 2);
+    CHECK_INT(0, crdt_text_insert_cp(parts, a->doc, &a->clock, 0, "abc", 3));
+    CHECK_INT(0, deliver(&b, parts));
+    size_t from = parts->len;
+    CHECK_INT(0, crdt_text_insert_cp(parts, b.doc, &b.clock, 3, "def", 3));
+    struct crdt_text_ops def = {.ops = parts->ops + from, .len = parts->len - from};
+    CHECK_INT(0, deliver(a, &def));
+    for (int k = 0; k < 3; k++)
+        CHECK_INT(0, crdt_text_delete_cp(parts, a->doc, &a->clock, 1, 1));
+    for (size_t pos = 3; pos-- > 1;)
+        CHECK_INT(0, crdt_text_delete_cp(parts, a->doc, &a->clock, pos, 1));
+    CHECK_TEXT("a", a->doc);
+    CHECK_INT(7, parts->len);
+    crdt_text_free(b.doc);
+}
+
+static void test_golden_runs(void)
+{
+    struct peer a;
+    struct crdt_text_ops parts = {0};
+    build_runs(&a, &parts);
+    struct crdt_buf ops = {0};
+    struct crdt_vv none = {0};
+    CHECK_INT(0, crdt_text_encode_since(&ops, a.doc, &none));
+    /* Frozen: a change here is a format change (bump the version byte, keep a decoder). */
+    static const uint8_t want_ops[] = {
+        0x02, 0x02, 0x01, 0x01, 0x04,       /* version 2; replicas 1, 2; 4 ops */
+        0x01, 0x01, 0x00, 0x03, 0x00, 0x00, /* insert r1 c1 len 3, no origins */
+        0x03, 'a',  'b',  'c',              /**/
+        0x01, 0x04, 0x01, 0x03, 0x03, 0x00, /* insert r2 c4 len 3 after r1 c3 */
+        0x00, 0x03, 'd',  'e',  'f',        /**/
+        0x03, 0x07, 0x00, 0x03, 0x02,       /* delete run r1 c7-9, 2 targets: */
+        0x02, 0x00, 0x02, 0x04, 0x01, 0x01, /* r1 c2-3, r2 c4: b, c, d */
+        0x04, 0x0a, 0x00, 0x02, 0x01,       /* delete run backward r1 c10-11, 1 target: */
+        0x05, 0x01, 0x02,                   /* r2 c5-6, from the end: f, e */
+    };
+    test_checks++;
+    if (ops.len != sizeof(want_ops) || memcmp(ops.data, want_ops, ops.len) != 0) {
+        test_failures++;
+        hexdump("golden ops with runs: got", &ops);
+    }
+    struct crdt_text_ops list = {0};
+    CHECK_INT(0, crdt_text_ops_decode(&list, ops.data, ops.len));
+    CHECK_INT(4, list.len);
+    if (list.len == 4) {
+        CHECK_INT(3, list.ops[2].len);
+        CHECK(!list.ops[2].backward);
+        CHECK_INT(2, list.ops[3].len);
+        CHECK(list.ops[3].backward);
+    }
+    /* Version 1 has no runs; a run of one op or of more ops than its targets hold is refused. */
+    uint8_t bad[sizeof(want_ops)];
+    memcpy(bad, want_ops, sizeof(want_ops));
+    bad[0] = 0x01;
+    CHECK_INT(-EBADMSG, crdt_text_ops_decode(&list, bad, sizeof(bad)));
+    memcpy(bad, want_ops, sizeof(want_ops));
+    bad[44] = 0x01; /* the backward run's n */
+    CHECK_INT(-EBADMSG, crdt_text_ops_decode(&list, bad, sizeof(bad)));
+    memcpy(bad, want_ops, sizeof(want_ops));
+    bad[44] = 0x03;
+    CHECK_INT(-EBADMSG, crdt_text_ops_decode(&list, bad, sizeof(bad)));
+    bad[44] = 0x02;
+    bad[41] = 0x05; /* an unknown kind */
+    CHECK_INT(-EBADMSG, crdt_text_ops_decode(&list, bad, sizeof(bad)));
+    CHECK_INT(4, list.len);
+    crdt_text_ops_free(&list);
+    crdt_buf_free(&ops);
+    crdt_text_ops_free(&parts);
+    crdt_text_free(a.doc);
+}
+
+static bool same_bytes(const struct crdt_buf *x, const struct crdt_buf *y)
+{
+    return x->len == y->len && memcmp(x->data, y->data, x->len) == 0;
+}
+
+/* Whether two documents hold the same state, byte for byte (delete records included). */
+static bool same_encoding(const struct crdt_text *x, const struct crdt_text *y)
+{
+    struct crdt_buf ex = {0}, ey = {0};
+    bool same = crdt_text_encode_state(&ex, x) == 0 && crdt_text_encode_state(&ey, y) == 0 &&
+                same_bytes(&ex, &ey);
+    crdt_buf_free(&ex);
+    crdt_buf_free(&ey);
+    return same;
+}
+
+/* A delete run applies exactly as the ops it holds would, one by one: whole, in part held
+ * already, in part waiting for its targets. */
+static void test_delete_runs(void)
+{
+    struct peer a;
+    struct crdt_text_ops parts = {0}, runs = {0};
+    build_runs(&a, &parts);
+    struct crdt_vv none = {0};
+    CHECK_INT(0, crdt_text_since(&runs, a.doc, &none));
+    CHECK_INT(4, runs.len);
+    size_t applied, pending;
+    /* Whole: the same state, byte for byte, the same counts and clock. */
+    struct peer by_parts, by_runs;
+    peer_init(&by_parts, 3);
+    peer_init(&by_runs, 3);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, by_parts.doc, &by_parts.clock, parts.ops,
+                                 parts.len));
+    CHECK_INT(7, applied);
+    CHECK_INT(0,
+              crdt_text_apply(&applied, &pending, by_runs.doc, &by_runs.clock, runs.ops, runs.len));
+    CHECK_INT(7, applied);
+    CHECK_INT(0, pending);
+    CHECK_INT(11, by_runs.clock.counter);
+    CHECK_TEXT("a", by_runs.doc);
+    CHECK(same_encoding(by_parts.doc, by_runs.doc));
+    CHECK(same_encoding(a.doc, by_runs.doc));
+    /* Again: every op a duplicate. */
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, by_runs.doc, NULL, runs.ops, runs.len));
+    CHECK_INT(0, applied);
+    CHECK(same_encoding(by_parts.doc, by_runs.doc));
+    /* In part held: the inserts and the 2nd and 4th deletes came one by one before. */
+    struct peer mixed;
+    peer_init(&mixed, 3);
+    const struct crdt_text_op early[] = {parts.ops[0], parts.ops[1], parts.ops[3], parts.ops[5]};
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, mixed.doc, NULL, early, 4));
+    CHECK_INT(4, applied);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, mixed.doc, &mixed.clock, runs.ops, runs.len));
+    CHECK_INT(3, applied);
+    CHECK_INT(0, pending);
+    CHECK_INT(11, mixed.clock.counter);
+    CHECK_TEXT("a", mixed.doc);
+    CHECK(same_state(by_parts.doc, mixed.doc));
+    /* Waiting: replica 2's "def" has not come. The first run deletes b and c, its last op
+     * (d) waits alone; the backward run waits whole. Then "def" comes, and all applies. */
+    struct peer late;
+    peer_init(&late, 3);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, late.doc, NULL, runs.ops, 1));
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, late.doc, &late.clock, runs.ops + 2, 2));
+    CHECK_INT(2, applied);
+    CHECK_INT(3, pending);
+    CHECK_INT(8, late.clock.counter);
+    CHECK_TEXT("a", late.doc);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, late.doc, &late.clock, runs.ops + 1, 1));
+    CHECK_INT(4, applied);
+    CHECK_INT(0, pending);
+    CHECK_INT(11, late.clock.counter);
+    CHECK(same_state(by_parts.doc, late.doc));
+    /* Held in part and waiting in part, nothing to apply: the held ops are dropped, the rest
+     * waits as a run of its own (here one op: d). */
+    struct peer split;
+    peer_init(&split, 3);
+    const struct crdt_text_op first[] = {parts.ops[0], parts.ops[2], parts.ops[3]};
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, split.doc, NULL, first, 3));
+    CHECK_INT(3, applied);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, split.doc, NULL, runs.ops + 2, 1));
+    CHECK_INT(0, applied);
+    CHECK_INT(1, pending);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, split.doc, NULL, runs.ops + 2, 2));
+    CHECK_INT(0, applied);
+    CHECK_INT(3, pending);
+    CHECK_INT(0, crdt_text_apply(&applied, &pending, split.doc, NULL, runs.ops + 1, 1));
+    CHECK_INT(4, applied);
+    CHECK_INT(0, pending);
+    CHECK(same_state(by_parts.doc, split.doc));
+    /* A peer that has the first part of a run is handed the rest as a run. */
+    struct crdt_vv vv = {0};
+    struct crdt_text_ops rest = {0};
+    CHECK_INT(0, crdt_vv_raise(&vv, 1, 7));
+    CHECK_INT(0, crdt_vv_raise(&vv, 2, 6));
+    crdt_text_free(split.doc);
+    CHECK_INT(0, crdt_text_since(&rest, a.doc, &vv));
+    CHECK_INT(2, rest.len);
+    if (rest.len == 2) {
+        CHECK_INT(2, rest.ops[0].len);
+        CHECK_INT(8, rest.ops[0].id.counter);
+        CHECK_INT(2, rest.ops[0].targets_len);
+    }
+    crdt_text_ops_free(&rest);
+    crdt_vv_free(&vv);
+    /* A state may hold a step record whose last op deletes more (the record after it shares
+     * its counter): that op is no part of a run, and takes both targets along. */
+    static const uint8_t state[] = {
+        0x02, 0x01, 0x01, 0x01, 0x02, /* version 2; replica 1; 1 insert, 2 delete records */
+        0x24, 0x02, 0x00,             /* insert 4, r1 c1, at the start */
+        0x12, 0x05,                   /* step 1: c5 deletes lv 0, c6 lv 1 */
+        0x0d, 0x01, 0x08,             /* c6 deletes lv 3 too */
+        0x00, 0x00, 0x04, 'a',  'b',  'c', 'd',
+    };
+    struct crdt_text *stepped = NULL, *fresh = NULL;
+    struct crdt_text_ops handed = {0};
+    CHECK_INT(0, crdt_text_decode_state(&stepped, state, sizeof(state)));
+    CHECK_INT(0, crdt_text_new(&fresh));
+    if (stepped && fresh) {
+        CHECK_TEXT("c", stepped);
+        CHECK_INT(0, crdt_text_since(&handed, stepped, &none));
+        CHECK_INT(3, handed.len);
+        if (handed.len == 3) {
+            CHECK_INT(0, handed.ops[1].len);
+            CHECK_INT(2, handed.ops[2].targets_len);
+        }
+        CHECK_INT(0, crdt_text_apply(&applied, &pending, fresh, NULL, handed.ops, handed.len));
+        CHECK_TEXT("c", fresh);
+        CHECK(same_state(stepped, fresh));
+    }
+    crdt_text_ops_free(&handed);
+    crdt_text_free(stepped);
+    crdt_text_free(fresh);
+    crdt_text_free(by_parts.doc);
+    crdt_text_free(by_runs.doc);
+    crdt_text_free(mixed.doc);
+    crdt_text_free(late.doc);
+    crdt_text_ops_free(&parts);
+    crdt_text_ops_free(&runs);
+    crdt_text_free(a.doc);
+}
+
 static void test_malformed(void)
 {
     struct peer a, b;
@@ -694,10 +975,18 @@ static void test_malformed(void)
         CHECK_INT(-EBADMSG, crdt_text_ops_decode(&list, ops.data, len));
         CHECK_INT(0, list.len);
     }
-    /* Every byte flipped to a few values: never a crash; what decodes is usable. */
+    /* Every byte flipped to a few values: never a crash; what decodes is usable. The ops
+     * with delete runs too. */
+    struct peer with_runs;
+    struct crdt_text_ops run_parts = {0};
+    struct crdt_buf run_ops = {0};
+    build_runs(&with_runs, &run_parts);
+    CHECK_INT(0, crdt_text_encode_since(&run_ops, with_runs.doc, &none));
+    crdt_text_free(with_runs.doc);
+    crdt_text_ops_free(&run_parts);
     static const uint8_t values[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
-    for (int which = 0; which < 2; which++) {
-        struct crdt_buf *enc = which ? &ops : &state;
+    for (int which = 0; which < 3; which++) {
+        struct crdt_buf *enc = which == 0 ? &state : which == 1 ? &ops : &run_ops;
         uint8_t *copy = malloc(enc->len);
         for (size_t i = 0; i < enc->len; i++) {
             for (size_t v = 0; v < sizeof(values); v++) {
@@ -765,6 +1054,7 @@ static void test_malformed(void)
     crdt_text_ops_free(&list);
     crdt_buf_free(&state);
     crdt_buf_free(&ops);
+    crdt_buf_free(&run_ops);
     crdt_text_free(a.doc);
     crdt_text_free(b.doc);
 }
@@ -920,6 +1210,8 @@ int main(void)
     test_apply_edits();
     test_golden();
     test_golden_exceptions();
+    test_golden_runs();
+    test_delete_runs();
     test_malformed();
     test_scattered_deletes();
     test_compact();
