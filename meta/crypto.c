@@ -24,6 +24,19 @@ int meta_crypto_hash(uint8_t *out, size_t out_len, const uint8_t *key, const voi
     return 0;
 }
 
+int meta_crypto_hash_parts(uint8_t *out, size_t out_len, const struct meta_bytes *parts,
+                           size_t count)
+{
+    crypto_generichash_state state;
+    if (out_len < crypto_generichash_BYTES_MIN || out_len > crypto_generichash_BYTES_MAX ||
+        crypto_generichash_init(&state, NULL, 0, out_len) != 0)
+        return -EINVAL;
+    for (size_t i = 0; i < count; i++)
+        if (crypto_generichash_update(&state, parts[i].data, parts[i].len) != 0)
+            return -EINVAL;
+    return crypto_generichash_final(&state, out, out_len) == 0 ? 0 : -EINVAL;
+}
+
 int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
                              uint8_t secret_key[META_SECRET_KEY_LEN])
 {

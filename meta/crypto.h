@@ -1,7 +1,8 @@
 /*
  * meta/crypto: the one home of libsodium inside meta/. It holds only what the
- * store needs: library start-up, random bytes, BLAKE2b (plain and keyed) and
- * Ed25519 key pairs. Sealing and signing for the wire belong to sync/.
+ * store needs: library start-up, random bytes, BLAKE2b (plain, keyed, and over
+ * several parts) and Ed25519 key pairs. Sealing and signing for the wire
+ * belong to sync/.
  */
 #ifndef WEFT_META_CRYPTO_H
 #define WEFT_META_CRYPTO_H
@@ -26,6 +27,14 @@ void meta_crypto_random(void *out, size_t len);
  */
 META_MUST_CHECK int meta_crypto_hash(uint8_t *out, size_t out_len, const uint8_t *key,
                                      const void *data, size_t len);
+/* A byte string, for meta_crypto_hash_parts. */
+struct meta_bytes {
+    const void *data;
+    size_t len;
+};
+/* Unkeyed BLAKE2b of the concatenation of parts[0..count) into out[0..out_len); 0 or -EINVAL. */
+META_MUST_CHECK int meta_crypto_hash_parts(uint8_t *out, size_t out_len,
+                                           const struct meta_bytes *parts, size_t count);
 /* A fresh Ed25519 key pair; 0 or -EIO. */
 META_MUST_CHECK int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
                                              uint8_t secret_key[META_SECRET_KEY_LEN]);

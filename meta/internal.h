@@ -12,11 +12,17 @@
 
 #include <sqlite3.h>
 
-#define STMT_CACHE_MAX 96
+#define STMT_CACHE_MAX 128
 
 struct stmt_slot {
     const char *sql; /* identity: a static string of the calling file */
     sqlite3_stmt *stmt;
+};
+
+/* A version-vector entry as the store holds it in memory (see `vv` below). */
+struct vv_slot {
+    uint64_t replica;
+    uint64_t seq;
 };
 
 struct meta_store {
@@ -27,6 +33,21 @@ struct meta_store {
     bool in_txn;        /* inside meta_store_txn_begin .. commit/rollback */
     bool lazy;          /* commits reach the disk at meta_store_sync (see store.h) */
     bool stale_pending; /* a change marked a working copy STALE: redo after commit */
+    int save_depth;     /* open store_save_begin levels */
+    /*
+     * The version vector, as far as it was asked for: each slot is the
+     * highest seq of its replica in the ops table as this connection sees
+     * it (README "Schema": the vector is the log's, no table of its own).
+     * Dropped after any rollback and read again. And the inode counter,
+     * which changes with every new node: it lives here and its row is
+     * written once, just before the change that took numbers commits
+     * (store_flush_deferred); it is at least the row's value.
+     */
+    struct vv_slot *vv;
+    size_t vv_len, vv_cap;
+    uint64_t next_ino;
+    bool next_ino_known, next_ino_dirty;
+    uint32_t fanout_made[256 / 32]; /* DIR/files/xx directories known to exist */
     uint64_t replica;
     uint8_t share_id[META_SHARE_ID_LEN];
     uint8_t share_key[META_KEY_LEN];
@@ -64,6 +85,28 @@ int store_step_done(struct meta_store *store, sqlite3_stmt *stmt, const char *wh
  */
 int store_save_begin(struct meta_store *store);
 int store_save_end(struct meta_store *store, int rc);
+/*
+ * The same for a change that writes with one SQL statement (plus deferred
+ * rows): inside a transaction SQLite's statement atomicity is enough, so no
+ * savepoint is taken; alone, one is, so the deferred rows commit with it.
+ * *own says which; pass it to store_single_end.
+ */
+int store_single_begin(struct meta_store *store, bool *own);
+int store_single_end(struct meta_store *store, bool own, int rc);
+
+/*
+ * vv_get reads a replica's highest seq held; vv_raise records a higher one
+ * (an op appended); take_ino hands out an inode number, `wanted` if nonzero
+ * (the counter then skips past it). flush writes the counter inside the
+ * change that is about to commit; forget drops what is held after a rollback.
+ */
+int store_vv_get(uint64_t *out, struct meta_store *store, uint64_t replica);
+int store_vv_raise(struct meta_store *store, uint64_t replica, uint64_t seq);
+int store_take_ino(uint64_t *out, struct meta_store *store, uint64_t wanted);
+int store_flush_deferred(struct meta_store *store);
+void store_forget_deferred(struct meta_store *store);
+/* Runs a cached statement without bindings or rows (transaction control); 0 or the error. */
+int store_exec_cached(struct meta_store *store, const char *sql, const char *what);
 
 /* Binds a u64 as SQLite's signed 64-bit integer (same bits). */
 int store_bind_u64(sqlite3_stmt *stmt, int index, uint64_t value);
@@ -73,6 +116,13 @@ uint64_t store_column_u64(sqlite3_stmt *stmt, int index);
 int store_bind_id(sqlite3_stmt *stmt, int index, const struct meta_id *id);
 /* Copies a 16-byte blob column into *out; -EUCLEAN if it is not 16 bytes. */
 int store_column_id(struct meta_id *out, sqlite3_stmt *stmt, int index);
+
+/*
+ * The name of the VFS that gathers each transaction's WAL writes into one
+ * (walbuf.c), registered on first use over the default VFS; NULL if it
+ * cannot be (then the default VFS is used).
+ */
+const char *store_walbuf_vfs(void);
 
 /* Applies every migration the database lacks, each in one transaction (schema.c). */
 int schema_migrate(struct meta_store *store, int from_version);

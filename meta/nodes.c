@@ -24,38 +24,6 @@ static int valid_node(struct meta_store *store, const struct meta_node *node)
     return 0;
 }
 
-/* Hands out an inode number: the counter's value, or `wanted` (then the counter skips past it). */
-static int next_ino(uint64_t *out, struct meta_store *store, uint64_t wanted)
-{
-    static const char take_sql[] = "UPDATE counters SET value = value + 1 "
-                                   "WHERE name = 'next_ino' RETURNING value - 1;";
-    static const char raise_sql[] = "UPDATE counters SET value = max(value, ?1 + 1) "
-                                    "WHERE name = 'next_ino';";
-    if (wanted) {
-        sqlite3_stmt *stmt = store_stmt(store, raise_sql);
-        if (!stmt)
-            return -ENOMEM;
-        store_bind_u64(stmt, 1, wanted);
-        *out = wanted;
-        return store_step_done(store, stmt, "raising the inode counter");
-    }
-    sqlite3_stmt *stmt = store_stmt(store, take_sql);
-    if (!stmt)
-        return -ENOMEM;
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        *out = store_column_u64(stmt, 0);
-        rc = sqlite3_step(stmt) == SQLITE_DONE ? 0 : -EIO;
-        if (rc)
-            store_fail(store, rc, "allocating an inode number");
-    } else {
-        rc = store_sql_fail(store, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc,
-                            "allocating an inode number");
-    }
-    sqlite3_reset(stmt);
-    return rc;
-}
-
 static void bind_attrs(sqlite3_stmt *stmt, const struct meta_node *node)
 {
     if (node->has_parent)
@@ -77,15 +45,35 @@ static void bind_attrs(sqlite3_stmt *stmt, const struct meta_node *node)
         sqlite3_bind_null(stmt, 12);
 }
 
+static int insert(uint64_t *out_ino, struct meta_store *store, const struct meta_node *node)
+{
+    static const char sql[] = "INSERT INTO nodes (" NODE_COLUMNS ") VALUES "
+                              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14);";
+    uint64_t ino;
+    int rc = store_take_ino(&ino, store, node->ino);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, &node->id);
+    bind_attrs(stmt, node);
+    store_bind_u64(stmt, 13, ino);
+    sqlite3_bind_int(stmt, 14, (int)node->wc_state);
+    rc = store_step_done(store, stmt, "adding a node");
+    if (rc == -EEXIST)
+        store_fail(store, rc, "node or inode number %llu is taken", (unsigned long long)ino);
+    if (rc == 0 && out_ino)
+        *out_ino = ino;
+    return rc;
+}
+
 static int put(uint64_t *out_ino, struct meta_store *store, const struct meta_node *node)
 {
     static const char find_sql[] = "SELECT ino FROM nodes WHERE id = ?1;";
     static const char update_sql[] =
         "UPDATE nodes SET parent = ?2, name = ?3, kind = ?4, mode = ?5, uid = ?6, gid = ?7, "
         "rdev = ?8, size = ?9, mtime_ns = ?10, ctime_ns = ?11, target = ?12 WHERE id = ?1;";
-    static const char insert_sql[] =
-        "INSERT INTO nodes (" NODE_COLUMNS ") VALUES "
-        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14);";
     sqlite3_stmt *stmt = store_stmt(store, find_sql);
     if (!stmt)
         return -ENOMEM;
@@ -95,28 +83,14 @@ static int put(uint64_t *out_ino, struct meta_store *store, const struct meta_no
     sqlite3_reset(stmt);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return store_sql_fail(store, rc, "looking up a node");
-    if (rc == SQLITE_ROW) {
-        stmt = store_stmt(store, update_sql);
-        if (!stmt)
-            return -ENOMEM;
-        store_bind_id(stmt, 1, &node->id);
-        bind_attrs(stmt, node);
-        rc = store_step_done(store, stmt, "updating a node");
-    } else {
-        rc = next_ino(&ino, store, node->ino);
-        if (rc)
-            return rc;
-        stmt = store_stmt(store, insert_sql);
-        if (!stmt)
-            return -ENOMEM;
-        store_bind_id(stmt, 1, &node->id);
-        bind_attrs(stmt, node);
-        store_bind_u64(stmt, 13, ino);
-        sqlite3_bind_int(stmt, 14, (int)node->wc_state);
-        rc = store_step_done(store, stmt, "adding a node");
-        if (rc == -EEXIST)
-            store_fail(store, rc, "inode number %llu is taken", (unsigned long long)ino);
-    }
+    if (rc == SQLITE_DONE)
+        return insert(out_ino, store, node);
+    stmt = store_stmt(store, update_sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, &node->id);
+    bind_attrs(stmt, node);
+    rc = store_step_done(store, stmt, "updating a node");
     if (rc == 0 && out_ino)
         *out_ino = ino;
     return rc;
@@ -127,10 +101,86 @@ int meta_node_put(uint64_t *out_ino, struct meta_store *store, const struct meta
     int rc = valid_node(store, node);
     if (rc)
         return rc;
-    rc = store_save_begin(store);
+    bool own;
+    rc = store_single_begin(store, &own);
     if (rc)
         return rc;
-    return store_save_end(store, put(out_ino, store, node));
+    return store_single_end(store, own, put(out_ino, store, node));
+}
+
+int meta_node_insert(uint64_t *out_ino, struct meta_store *store, const struct meta_node *node)
+{
+    int rc = valid_node(store, node);
+    if (rc)
+        return rc;
+    bool own;
+    rc = store_single_begin(store, &own);
+    if (rc)
+        return rc;
+    return store_single_end(store, own, insert(out_ino, store, node));
+}
+
+int meta_node_place(struct meta_store *store, const struct meta_id *id,
+                    const struct meta_id *parent, const char *name, enum meta_node_kind kind)
+{
+    static const char sql[] = "UPDATE nodes SET parent = ?2, name = ?3, "
+                              "kind = CASE WHEN ?4 = 0 THEN kind ELSE ?4 END WHERE id = ?1;";
+    size_t name_len = strlen(name);
+    if (name_len == 0 || name_len > META_NAME_MAX || (int)kind < 0 || kind > META_NODE_SPECIAL)
+        return store_fail(store, -EINVAL, "a node name must be 1 to %d bytes", META_NAME_MAX);
+    bool own;
+    int rc = store_single_begin(store, &own);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_single_end(store, own, -ENOMEM);
+    store_bind_id(stmt, 1, id);
+    store_bind_id(stmt, 2, parent);
+    sqlite3_bind_blob(stmt, 3, name, (int)name_len, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 4, (int)kind);
+    rc = store_step_done(store, stmt, "placing a node");
+    if (rc == 0 && sqlite3_changes(store->db) == 0)
+        rc = -ENOENT; /* the caller's question as often as an error: no message */
+    return store_single_end(store, own, rc);
+}
+
+int meta_node_set_times(struct meta_store *store, const struct meta_id *id, int64_t time_ns)
+{
+    static const char sql[] = "UPDATE nodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1;";
+    bool own;
+    int rc = store_single_begin(store, &own);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_single_end(store, own, -ENOMEM);
+    store_bind_id(stmt, 1, id);
+    sqlite3_bind_int64(stmt, 2, time_ns);
+    rc = store_step_done(store, stmt, "setting a node's times");
+    if (rc == 0 && sqlite3_changes(store->db) == 0)
+        rc = store_fail(store, -ENOENT, "no such node");
+    return store_single_end(store, own, rc);
+}
+
+int meta_node_ino(uint64_t *out, struct meta_store *store, const struct meta_id *id)
+{
+    static const char sql[] = "SELECT ino FROM nodes WHERE id = ?1;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *out = store_column_u64(stmt, 0);
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = store_fail(store, -ENOENT, "no such node");
+    } else {
+        rc = store_sql_fail(store, rc, "reading a node");
+    }
+    sqlite3_reset(stmt);
+    return rc;
 }
 
 static int read_node(struct meta_node *out, struct meta_store *store, sqlite3_stmt *stmt)
@@ -265,9 +315,12 @@ int meta_node_list_wc(struct meta_id **out, size_t *out_len, struct meta_store *
                       enum meta_wc_state state)
 {
     static const char sql[] = "SELECT id FROM nodes WHERE wc_state = ?1 ORDER BY id;";
+    /* With `!= 0` spelled out the planner may use the partial index (a scan of all nodes else). */
+    static const char unclean_sql[] =
+        "SELECT id FROM nodes WHERE wc_state = ?1 AND wc_state != 0 ORDER BY id;";
     *out = NULL;
     *out_len = 0;
-    sqlite3_stmt *stmt = store_stmt(store, sql);
+    sqlite3_stmt *stmt = store_stmt(store, state == META_WC_CLEAN ? sql : unclean_sql);
     if (!stmt)
         return -ENOMEM;
     sqlite3_bind_int(stmt, 1, (int)state);
@@ -305,17 +358,18 @@ fail:
 int meta_node_delete(struct meta_store *store, const struct meta_id *id)
 {
     static const char sql[] = "DELETE FROM nodes WHERE id = ?1;";
-    int rc = store_save_begin(store);
+    bool own;
+    int rc = store_single_begin(store, &own);
     if (rc)
         return rc;
     sqlite3_stmt *stmt = store_stmt(store, sql);
     if (!stmt)
-        return store_save_end(store, -ENOMEM);
+        return store_single_end(store, own, -ENOMEM);
     store_bind_id(stmt, 1, id);
     rc = store_step_done(store, stmt, "removing a node");
     if (rc == 0 && sqlite3_changes(store->db) == 0)
         rc = store_fail(store, -ENOENT, "no such node");
-    return store_save_end(store, rc);
+    return store_single_end(store, own, rc);
 }
 
 void meta_node_clear(struct meta_node *node)
@@ -383,10 +437,12 @@ int meta_xattr_set(bool *out_applied, struct meta_store *store, const struct met
 {
     if (!name[0] || value_len > (size_t)INT32_MAX)
         return store_fail(store, -EINVAL, "bad xattr name or size");
-    int rc = store_save_begin(store);
+    bool own;
+    int rc = store_single_begin(store, &own);
     if (rc)
         return rc;
-    return store_save_end(store, xattr_set(out_applied, store, node, name, value, value_len, ts));
+    return store_single_end(store, own,
+                            xattr_set(out_applied, store, node, name, value, value_len, ts));
 }
 
 static int copy_blob(uint8_t **out, size_t *out_len, sqlite3_stmt *stmt, int column)
@@ -483,42 +539,98 @@ void meta_xattr_list_free(struct meta_xattr *xattrs, size_t len)
 
 /* ---- text states ---- */
 
+static int text_put(struct meta_store *store, const struct meta_id *node, const void *state,
+                    size_t len, const struct crdt_vv *covered)
+{
+    static const char sql[] =
+        "INSERT INTO text_states (node, state, covered) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT (node) DO UPDATE SET state = excluded.state, covered = excluded.covered;";
+    if (len > (size_t)INT32_MAX)
+        return store_fail(store, -EFBIG, "text state too large");
+    struct crdt_buf vv = {0};
+    if (covered) {
+        crdt_vv_encode(&vv, covered);
+        if (crdt_buf_status(&vv)) {
+            crdt_buf_free(&vv);
+            return store_fail(store, -ENOMEM, "out of memory");
+        }
+    }
+    bool own;
+    int rc = store_single_begin(store, &own);
+    if (rc) {
+        crdt_buf_free(&vv);
+        return rc;
+    }
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt) {
+        crdt_buf_free(&vv);
+        return store_single_end(store, own, -ENOMEM);
+    }
+    store_bind_id(stmt, 1, node);
+    sqlite3_bind_blob(stmt, 2, len ? state : "", (int)len, SQLITE_STATIC);
+    if (covered)
+        sqlite3_bind_blob(stmt, 3, vv.len ? (const void *)vv.data : "", (int)vv.len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(stmt, 3);
+    rc = store_step_done(store, stmt, "writing a text state");
+    crdt_buf_free(&vv);
+    if (rc == -ENOENT)
+        store_fail(store, rc, "no such node");
+    return store_single_end(store, own, rc);
+}
+
 int meta_text_put(struct meta_store *store, const struct meta_id *node, const void *state,
                   size_t len)
 {
-    static const char sql[] = "INSERT INTO text_states (node, state) VALUES (?1, ?2) "
-                              "ON CONFLICT (node) DO UPDATE SET state = excluded.state;";
-    if (len > (size_t)INT32_MAX)
-        return store_fail(store, -EFBIG, "text state too large");
-    int rc = store_save_begin(store);
-    if (rc)
-        return rc;
-    sqlite3_stmt *stmt = store_stmt(store, sql);
-    if (!stmt)
-        return store_save_end(store, -ENOMEM);
-    store_bind_id(stmt, 1, node);
-    sqlite3_bind_blob(stmt, 2, len ? state : "", (int)len, SQLITE_STATIC);
-    rc = store_step_done(store, stmt, "writing a text state");
-    if (rc == -ENOENT)
-        store_fail(store, rc, "no such node");
-    return store_save_end(store, rc);
+    return text_put(store, node, state, len, NULL);
 }
 
-int meta_text_get(uint8_t **out, size_t *out_len, struct meta_store *store,
-                  const struct meta_id *node)
+int meta_text_put_covered(struct meta_store *store, const struct meta_id *node, const void *state,
+                          size_t len, const struct crdt_vv *covered)
 {
-    static const char sql[] = "SELECT state FROM text_states WHERE node = ?1;";
+    return text_put(store, node, state, len, covered);
+}
+
+int meta_text_get_covered(uint8_t **out, size_t *out_len, struct crdt_vv *out_covered,
+                          bool *out_complete, struct meta_store *store, const struct meta_id *node)
+{
+    static const char sql[] = "SELECT state, covered FROM text_states WHERE node = ?1;";
     sqlite3_stmt *stmt = store_stmt(store, sql);
     if (!stmt)
         return -ENOMEM;
     store_bind_id(stmt, 1, node);
     int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-        rc = copy_blob(out, out_len, stmt, 0);
-    else if (rc == SQLITE_DONE)
+    if (rc == SQLITE_ROW) {
+        bool complete = sqlite3_column_type(stmt, 1) == SQLITE_NULL;
+        rc = 0;
+        if (out_covered) {
+            memset(out_covered, 0, sizeof(*out_covered));
+            struct crdt_reader reader;
+            crdt_reader_init(&reader, sqlite3_column_blob(stmt, 1),
+                             (size_t)sqlite3_column_bytes(stmt, 1));
+            if (!complete &&
+                (crdt_vv_decode(&reader, out_covered) != 0 || crdt_reader_left(&reader) != 0)) {
+                crdt_vv_free(out_covered);
+                rc = store_fail(store, -EUCLEAN, "a text state's version vector is damaged");
+            }
+        }
+        if (out_complete)
+            *out_complete = complete;
+        if (rc == 0 && out)
+            rc = copy_blob(out, out_len, stmt, 0);
+        if (rc && out_covered)
+            crdt_vv_free(out_covered);
+    } else if (rc == SQLITE_DONE) {
         rc = store_fail(store, -ENOENT, "no text state for this node");
-    else
+    } else {
         rc = store_sql_fail(store, rc, "reading a text state");
+    }
     sqlite3_reset(stmt);
     return rc;
+}
+
+int meta_text_get(uint8_t **out, size_t *out_len, struct meta_store *store,
+                  const struct meta_id *node)
+{
+    return meta_text_get_covered(out, out_len, NULL, NULL, store, node);
 }

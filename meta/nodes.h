@@ -66,6 +66,23 @@ struct meta_xattr {
  */
 META_MUST_CHECK int meta_node_put(uint64_t *out_ino, struct meta_store *store,
                                   const struct meta_node *node);
+/* Inserts a new node as meta_node_put does; -EEXIST if the id (or the inode number) is taken. */
+META_MUST_CHECK int meta_node_insert(uint64_t *out_ino, struct meta_store *store,
+                                     const struct meta_node *node);
+/*
+ * Moves an existing node to `name` in `parent` and, unless `kind` is 0, sets
+ * its kind; its other attributes stay. -ENOENT (no message) if there is no
+ * such node. This is what the tree CRDT decides; meta/replica calls it.
+ */
+META_MUST_CHECK int meta_node_place(struct meta_store *store, const struct meta_id *id,
+                                    const struct meta_id *parent, const char *name,
+                                    enum meta_node_kind kind);
+/* Sets a node's mtime and ctime (a directory whose entries changed); -ENOENT. */
+META_MUST_CHECK int meta_node_set_times(struct meta_store *store, const struct meta_id *id,
+                                        int64_t time_ns);
+/* The inode number of a node; -ENOENT. */
+META_MUST_CHECK int meta_node_ino(uint64_t *out, struct meta_store *store,
+                                  const struct meta_id *id);
 /* Reads a node; release with meta_node_clear. -ENOENT. */
 META_MUST_CHECK int meta_node_get(struct meta_node *out, struct meta_store *store,
                                   const struct meta_id *id);
@@ -115,5 +132,23 @@ META_MUST_CHECK int meta_text_put(struct meta_store *store, const struct meta_id
 /* Reads it into a malloc'ed buffer the caller frees; -ENOENT. */
 META_MUST_CHECK int meta_text_get(uint8_t **out, size_t *out_len, struct meta_store *store,
                                   const struct meta_id *node);
+/*
+ * A text state that holds the node's text ops up to `covered` only (README
+ * "Checkpoints"): the later ones are in the log, and whoever loads the state
+ * applies them (meta_oplog_replay). meta_text_put stores a complete state.
+ */
+META_MUST_CHECK int meta_text_put_covered(struct meta_store *store, const struct meta_id *node,
+                                          const void *state, size_t len,
+                                          const struct crdt_vv *covered);
+/*
+ * Reads a text state as meta_text_get does (out may be NULL: existence and
+ * coverage only), with what it covers: *out_complete (may be NULL) true if
+ * it holds every text op of the node, else *out_covered (may be NULL; freed
+ * by the caller) is the version vector it holds them up to. -EUCLEAN if that
+ * is damaged.
+ */
+META_MUST_CHECK int meta_text_get_covered(uint8_t **out, size_t *out_len,
+                                          struct crdt_vv *out_covered, bool *out_complete,
+                                          struct meta_store *store, const struct meta_id *node);
 
 #endif

@@ -51,5 +51,43 @@ META_MUST_CHECK int meta_oplog_since(struct meta_store *store, const struct crdt
                                      meta_op_fn fn, void *ctx);
 /* The store's version vector into a fresh *out (caller frees with crdt_vv_free). */
 META_MUST_CHECK int meta_vv_load(struct crdt_vv *out, struct meta_store *store);
+/*
+ * Calls fn for every op of `kind` (and of `node`, unless NULL) that is not
+ * in `covered`: seq above covered[replica]. Each replica's ops come in seq
+ * order, replica after replica (not Lamport order: for CRDTs that take a
+ * batch in any order). Index range scans: the cost is the ops returned.
+ */
+META_MUST_CHECK int meta_oplog_replay(struct meta_store *store, const struct meta_id *node,
+                                      enum meta_op_kind kind, const struct crdt_vv *covered,
+                                      meta_op_fn fn, void *ctx);
+/* The highest Lamport counter in the log (0 if empty). */
+META_MUST_CHECK int meta_oplog_max_counter(uint64_t *out, struct meta_store *store);
+
+/*
+ * A checkpoint: state derived from the log (a CRDT's encoding, opaque here)
+ * as of the ops `covered` names, and the Lamport counter reached then. It is
+ * an optimization: the log stays the truth, and a caller that cannot use a
+ * checkpoint rebuilds from the log.
+ */
+struct meta_checkpoint {
+    struct crdt_vv covered;
+    uint64_t counter;
+    uint8_t *state;
+    size_t state_len;
+};
+
+/* Stores (replaces) checkpoint `name`, with a digest of everything in it. */
+META_MUST_CHECK int meta_checkpoint_put(struct meta_store *store, const char *name,
+                                        const struct crdt_vv *covered, uint64_t counter,
+                                        const void *state, size_t len);
+/*
+ * Reads checkpoint `name` into *out (release with meta_checkpoint_clear).
+ * -ENOENT if there is none; -EBADMSG if it is damaged (its digest does not
+ * match, or `covered` does not decode): the message says so.
+ */
+META_MUST_CHECK int meta_checkpoint_get(struct meta_checkpoint *out, struct meta_store *store,
+                                        const char *name);
+/* Frees what meta_checkpoint_get put in *cp. */
+void meta_checkpoint_clear(struct meta_checkpoint *cp);
 
 #endif

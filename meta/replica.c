@@ -39,6 +39,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Counters tried past a version timestamp that is taken (see commit_content). */
+#define VERSION_TS_TRIES 64
+
+/* The name of the tree CRDT's checkpoint (meta_checkpoint_put). */
+#define TREE_CHECKPOINT "tree"
+/*
+ * A tree checkpoint is written once this many tree ops were applied since
+ * the last one, or an eighth of the tree's nodes if more: opening replays at
+ * most that many ops, and writing checkpoints costs at most about eight
+ * times the bytes of a snapshot entry per op.
+ */
+#define CHECKPOINT_MIN_OPS 4096
+
 /* How long a displaced name waits for an editor's new file (DESIGN.md "Atomic save"). */
 #define SAVE_WINDOW_NS (10LL * 1000 * 1000 * 1000)
 #define RECENT_MAX     32
@@ -66,6 +79,31 @@ struct pending_change {
     char name[META_NAME_MAX + 1];
 };
 
+/*
+ * Decoded text CRDTs of the files edited last, so a commit diffs against a
+ * document in memory instead of decoding its state from the store each time,
+ * and the state is written back only every TEXT_SAVE_OPS of its ops (and when
+ * the document leaves the cache, and at close): in between, the ops in the
+ * log hold what the state lacks (README "Checkpoints"). A slot is what the
+ * store holds (state plus logged ops) once the open transaction commits; a
+ * failed transaction empties the cache (txn_end), since it may have changed
+ * documents in memory.
+ */
+#define TEXT_CACHE_SLOTS 8
+#define TEXT_CACHE_BYTES (16u << 20) /* content bytes held, over all slots (one may go over) */
+#define TEXT_SAVE_OPS    32
+
+struct text_slot {
+    struct meta_id id;
+    struct crdt_text *doc; /* NULL: slot free */
+    uint8_t *content;      /* the document's text (crdt_text_content), content_len bytes */
+    size_t content_len;
+    bool has_row;         /* text_states has the node's row */
+    size_t unsaved;       /* logged text ops the document holds beyond its row's state */
+    struct crdt_vv floor; /* per replica, the lowest seq whose ops may still be pending */
+    uint64_t last_use;
+};
+
 struct meta_replica {
     struct meta_store *store;
     struct crdt_tree *tree;
@@ -82,6 +120,15 @@ struct meta_replica {
     size_t born_next;
     struct pending_change *pending; /* changes of the open transaction, told after commit */
     size_t pending_len, pending_cap;
+    struct text_slot text_cache[TEXT_CACHE_SLOTS];
+    uint64_t text_clock; /* for least-recently-used eviction */
+    /* The tree checkpoint (README "Checkpoints"). */
+    size_t tree_ops_unsaved;   /* tree ops applied since the checkpoint (> 0: one is due) */
+    size_t checkpoint_every;   /* write one after this many (0: the default rule) */
+    size_t replayed_tree_ops;  /* replayed from the log when the tree was last built */
+    bool tree_from_checkpoint; /* the tree was last built from the checkpoint */
+    char checkpoint_note[META_ERRMSG_LEN]; /* why a checkpoint was not used ("" if it was) */
+    bool ready;                            /* opened: close writes checkpoints */
     char errmsg[META_ERRMSG_LEN];
 };
 
@@ -229,81 +276,299 @@ static void changes_flush(struct meta_replica *replica, bool deliver)
     replica->pending_len = 0;
 }
 
+/* ---------- the text cache ---------- */
+
+static void text_slot_free(struct text_slot *slot)
+{
+    crdt_text_free(slot->doc);
+    free(slot->content);
+    crdt_vv_free(&slot->floor);
+    memset(slot, 0, sizeof(*slot));
+}
+
+/* The cached document of a node, or NULL. */
+static struct text_slot *text_cache_find(struct meta_replica *replica, const struct meta_id *id)
+{
+    for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++) {
+        struct text_slot *slot = &replica->text_cache[i];
+        if (slot->doc && !memcmp(slot->id.bytes, id->bytes, META_ID_LEN)) {
+            slot->last_use = ++replica->text_clock;
+            return slot;
+        }
+    }
+    return NULL;
+}
+
+/* Drops every cached document without saving (after a failed change: the store is the truth). */
+static void text_cache_clear(struct meta_replica *replica)
+{
+    for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++)
+        if (replica->text_cache[i].doc)
+            text_slot_free(&replica->text_cache[i]);
+}
+
 /* ---------- the in-memory tree ---------- */
 
+static const char *label_of(void *ctx, uint64_t replica_id);
+static int text_load(struct text_slot *out, struct meta_replica *replica, const struct meta_id *id,
+                     bool create);
+
+/*
+ * Tree ops read back from the log. Their bodies are copied into one arena
+ * (decoded names point into it), with the offset of each, and decoded once
+ * all are read: the arena no longer moves then.
+ */
 struct rebuild_ctx {
     struct meta_replica *replica;
-    struct crdt_tree_op *ops;
-    uint8_t **bodies;
+    struct crdt_buf arena;
+    size_t *offsets;
+    struct meta_op *refs; /* replica and seq, for messages */
     size_t len, cap;
-    int rc;
 };
 
 static int collect_tree_op(void *arg, const struct meta_op *op)
 {
     struct rebuild_ctx *ctx = arg;
-    crdt_clock_observe(&ctx->replica->clock, (struct crdt_ts){op->counter, op->replica});
-    if (op->kind != META_OP_TREE)
-        return 0;
     if (ctx->len == ctx->cap) {
         size_t cap = ctx->cap ? ctx->cap * 2 : 256;
-        struct crdt_tree_op *ops = realloc(ctx->ops, cap * sizeof(*ops));
-        uint8_t **bodies = ops ? realloc(ctx->bodies, cap * sizeof(*bodies)) : NULL;
-        if (ops)
-            ctx->ops = ops;
-        if (!ops || !bodies)
+        size_t *offsets = realloc(ctx->offsets, (cap + 1) * sizeof(*offsets));
+        if (offsets)
+            ctx->offsets = offsets;
+        struct meta_op *refs = offsets ? realloc(ctx->refs, cap * sizeof(*refs)) : NULL;
+        if (!refs)
             return -ENOMEM;
-        ctx->bodies = bodies;
+        ctx->refs = refs;
         ctx->cap = cap;
     }
-    /* Decoded names point into the body: keep a copy alive until the batch is applied. */
-    uint8_t *body = malloc(op->body_len ? op->body_len : 1);
-    if (!body)
+    ctx->offsets[ctx->len] = ctx->arena.len;
+    ctx->refs[ctx->len++] = (struct meta_op){.replica = op->replica, .seq = op->seq};
+    crdt_buf_put(&ctx->arena, op->body, op->body_len);
+    return crdt_buf_status(&ctx->arena);
+}
+
+/* Decodes what collect_tree_op gathered; *out is the caller's to free. */
+static int decode_tree_ops(struct crdt_tree_op **out, struct rebuild_ctx *ctx)
+{
+    struct crdt_tree_op *ops = malloc((ctx->len ? ctx->len : 1) * sizeof(*ops));
+    if (!ops)
         return -ENOMEM;
-    memcpy(body, op->body, op->body_len);
-    struct crdt_reader reader;
-    crdt_reader_init(&reader, body, op->body_len);
-    int rc = crdt_tree_op_decode(&reader, &ctx->ops[ctx->len]);
-    if (rc) {
-        free(body);
-        return replica_fail(ctx->replica, -EUCLEAN,
-                            "tree op (%016" PRIx64 ", %" PRIu64 ") in the log is damaged",
-                            op->replica, op->seq);
+    if (ctx->len)
+        ctx->offsets[ctx->len] = ctx->arena.len;
+    for (size_t i = 0; i < ctx->len; i++) {
+        struct crdt_reader reader;
+        crdt_reader_init(&reader, ctx->arena.data + ctx->offsets[i],
+                         ctx->offsets[i + 1] - ctx->offsets[i]);
+        if (crdt_tree_op_decode(&reader, &ops[i]) != 0) {
+            free(ops);
+            return replica_fail(ctx->replica, -EUCLEAN,
+                                "tree op (%016" PRIx64 ", %" PRIu64 ") in the log is damaged",
+                                ctx->refs[i].replica, ctx->refs[i].seq);
+        }
     }
-    ctx->bodies[ctx->len++] = body;
+    *out = ops;
     return 0;
 }
 
-/* Rebuilds the tree CRDT and the clock from the op log. */
-static int tree_rebuild(struct meta_replica *replica)
+static void rebuild_ctx_free(struct rebuild_ctx *ctx)
 {
-    struct crdt_tree *tree;
-    int rc = crdt_tree_new(&tree);
-    if (rc)
-        return rc;
-    uint64_t self = meta_store_replica(replica->store);
-    crdt_clock_init(&replica->clock, self);
-    struct crdt_vv empty = {0}, have = {0};
+    crdt_buf_free(&ctx->arena);
+    free(ctx->offsets);
+    free(ctx->refs);
+}
+
+/* Applies the logged tree ops that `covered` lacks to *tree; *out_count counts them. */
+static int tree_replay(size_t *out_count, struct meta_replica *replica, struct crdt_tree *tree,
+                       const struct crdt_vv *covered)
+{
     struct rebuild_ctx ctx = {.replica = replica};
-    rc = meta_oplog_since(replica->store, &empty, collect_tree_op, &ctx);
+    struct crdt_tree_op *ops = NULL;
+    int rc = meta_oplog_replay(replica->store, NULL, META_OP_TREE, covered, collect_tree_op, &ctx);
+    if (rc && !replica->errmsg[0])
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     if (!rc)
-        rc = crdt_tree_apply(tree, ctx.ops, ctx.len, NULL);
+        rc = decode_tree_ops(&ops, &ctx);
+    if (!rc && ctx.len && (rc = crdt_tree_apply(tree, ops, ctx.len, NULL)))
+        replica_fail(replica, rc, "replaying the tree ops of the log failed: %s", strerror(-rc));
+    *out_count = ctx.len;
+    free(ops);
+    rebuild_ctx_free(&ctx);
+    return rc;
+}
+
+/*
+ * The tree checkpoint, if there is a usable one: loaded into *out with what
+ * it covers. Not usable (then *out stays NULL and replica->checkpoint_note
+ * says why): damaged (digest, format), or covering ops the log does not
+ * hold. The log is the truth and is then replayed whole; only I/O errors
+ * fail.
+ */
+static int tree_checkpoint_load(struct crdt_tree **out, struct crdt_vv *covered, uint64_t *counter,
+                                struct meta_replica *replica)
+{
+    struct meta_checkpoint cp;
+    *out = NULL;
+    int rc = meta_checkpoint_get(&cp, replica->store, TREE_CHECKPOINT);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc == -EBADMSG) {
+        snprintf(replica->checkpoint_note, sizeof(replica->checkpoint_note),
+                 "%s; the tree was rebuilt from the op log", meta_store_errmsg(replica->store));
+        return 0;
+    }
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    struct crdt_vv held = {0};
+    rc = meta_vv_load(&held, replica->store);
+    if (rc) {
+        meta_checkpoint_clear(&cp);
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    }
+    bool beyond = false;
+    for (size_t i = 0; i < cp.covered.len; i++)
+        beyond |= cp.covered.entries[i].seq > crdt_vv_get(&held, cp.covered.entries[i].replica);
+    crdt_vv_free(&held);
+    if (beyond) {
+        snprintf(replica->checkpoint_note, sizeof(replica->checkpoint_note),
+                 "the tree checkpoint covers ops the log does not hold; the tree was rebuilt "
+                 "from the op log");
+    } else if ((rc = crdt_tree_load(out, cp.state, cp.state_len)) != 0) {
+        *out = NULL;
+        if (rc == -ENOMEM) {
+            meta_checkpoint_clear(&cp);
+            return replica_fail(replica, rc, "out of memory loading the tree");
+        }
+        snprintf(replica->checkpoint_note, sizeof(replica->checkpoint_note),
+                 "the tree checkpoint does not load (%s); the tree was rebuilt from the op log",
+                 strerror(-rc));
+    } else {
+        *covered = cp.covered;
+        cp.covered = (struct crdt_vv){0};
+        *counter = cp.counter;
+    }
+    meta_checkpoint_clear(&cp);
+    return 0;
+}
+
+/*
+ * Rebuilds the tree CRDT and the clock: from the tree checkpoint and the
+ * tree ops logged after it, or from the whole log when there is no usable
+ * checkpoint (or `full`). The clock's counter is the highest in the log (or
+ * the checkpoint's, if higher), its seq this replica's count of ops.
+ */
+static int tree_build(struct crdt_tree **out, struct crdt_clock *out_clock, size_t *out_replayed,
+                      bool *out_from_checkpoint, struct meta_replica *replica, bool full)
+{
+    struct crdt_tree *tree = NULL;
+    struct crdt_vv covered = {0}, held = {0};
+    uint64_t counter = 0, log_counter = 0;
+    int rc = 0;
+    if (!full)
+        rc = tree_checkpoint_load(&tree, &covered, &counter, replica);
+    *out_from_checkpoint = tree != NULL;
+    if (!rc && !tree && (rc = crdt_tree_new(&tree)))
+        replica_fail(replica, rc, "out of memory");
     if (!rc)
-        rc = meta_vv_load(&have, replica->store);
-    if (!rc)
-        replica->clock.seq = crdt_vv_get(&have, self);
-    for (size_t i = 0; i < ctx.len; i++)
-        free(ctx.bodies[i]);
-    free(ctx.bodies);
-    free(ctx.ops);
-    crdt_vv_free(&have);
+        rc = tree_replay(out_replayed, replica, tree, &covered);
+    if (!rc && ((rc = meta_oplog_max_counter(&log_counter, replica->store)) ||
+                (rc = meta_vv_load(&held, replica->store))))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (!rc) {
+        uint64_t self = meta_store_replica(replica->store);
+        crdt_clock_init(out_clock, self);
+        out_clock->counter = counter > log_counter ? counter : log_counter;
+        out_clock->seq = crdt_vv_get(&held, self);
+    }
+    crdt_vv_free(&covered);
+    crdt_vv_free(&held);
     if (rc) {
         crdt_tree_free(tree);
         return rc;
     }
+    *out = tree;
+    return 0;
+}
+
+/* Rebuilds the in-memory tree and clock from the store (at open, after a failed change). */
+static int tree_rebuild(struct meta_replica *replica)
+{
+    struct crdt_tree *tree;
+    size_t replayed = 0;
+    bool from_checkpoint = false;
+    replica->checkpoint_note[0] = '\0';
+    int rc = tree_build(&tree, &replica->clock, &replayed, &from_checkpoint, replica, false);
+    if (rc)
+        return rc;
     crdt_tree_free(replica->tree);
     replica->tree = tree;
+    crdt_tree_set_labeler(replica->tree, label_of, replica);
+    replica->replayed_tree_ops = replayed;
+    replica->tree_from_checkpoint = from_checkpoint;
+    /* No checkpoint (or an unusable one): the next one is due as soon as there is a tree. */
+    replica->tree_ops_unsaved = from_checkpoint ? replayed : replayed + 1;
     return 0;
+}
+
+/*
+ * Writes the tree checkpoint: a snapshot of the tree in memory, which holds
+ * exactly the logged tree ops (the caller is between transactions, or at
+ * the end of one whose ops are all applied), with the version vector.
+ */
+static int tree_checkpoint_write(struct meta_replica *replica)
+{
+    struct crdt_buf state = {0};
+    struct crdt_vv held = {0};
+    int rc = crdt_tree_snapshot(replica->tree, &state, false);
+    if (rc)
+        replica_fail(replica, rc, "snapshot of the tree failed: %s", strerror(-rc));
+    if (!rc && (rc = meta_vv_load(&held, replica->store)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (!rc && (rc = meta_checkpoint_put(replica->store, TREE_CHECKPOINT, &held,
+                                         replica->clock.counter, state.data, state.len)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    crdt_vv_free(&held);
+    crdt_buf_free(&state);
+    return rc;
+}
+
+static int text_cache_save_all(struct meta_replica *replica);
+
+/*
+ * Writes the due checkpoints in a transaction of their own: the tree's, and
+ * with `texts` the states of cached documents the store lacks part of. On
+ * failure nothing changed in the store (the log still holds everything) and
+ * the text cache is emptied (its bookkeeping may have run ahead).
+ */
+static int checkpoint_write(struct meta_replica *replica, bool texts)
+{
+    bool tree = replica->tree_ops_unsaved > 0;
+    int rc = meta_store_txn_begin(replica->store);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (texts)
+        rc = text_cache_save_all(replica);
+    if (!rc && tree)
+        rc = tree_checkpoint_write(replica);
+    if (!rc && (rc = meta_store_txn_commit(replica->store)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    else if (rc)
+        meta_store_txn_rollback(replica->store);
+    if (rc)
+        text_cache_clear(replica);
+    else if (tree)
+        replica->tree_ops_unsaved = 0;
+    return rc;
+}
+
+/* Whether enough tree ops went by since the last tree checkpoint to write one. */
+static bool checkpoint_due(const struct meta_replica *replica)
+{
+    size_t every = replica->checkpoint_every;
+    if (!every) {
+        every = crdt_tree_node_count(replica->tree) / 8;
+        if (every < CHECKPOINT_MIN_OPS)
+            every = CHECKPOINT_MIN_OPS;
+    }
+    return replica->tree_ops_unsaved >= every;
 }
 
 static const char *label_of(void *ctx, uint64_t replica_id)
@@ -346,15 +611,25 @@ static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock
         meta_store_txn_rollback(replica->store);
     }
     if (rc) {
-        replica->clock = *saved;
+        text_cache_clear(replica);
         if (tree_rebuild(replica) != 0)
             replica_fail(replica, rc,
                          "%s; and rebuilding the tree from the log failed too: remount the share",
                          replica->errmsg);
+        /*
+         * The log gives the seq; the counter stays where it was before the
+         * change, which may be past the log's (merged versions take counters
+         * of no op: apply_text_ops), so it never hands out one again.
+         */
+        if (saved->counter > replica->clock.counter)
+            replica->clock.counter = saved->counter;
         changes_flush(replica, false);
         return rc;
     }
     changes_flush(replica, true);
+    /* The change stands whatever happens to the checkpoint (a failure only delays it). */
+    if (checkpoint_due(replica))
+        (void)checkpoint_write(replica, false);
     return 0;
 }
 
@@ -387,69 +662,128 @@ static void default_attrs(struct meta_node *node, uint8_t kind)
     node->mtime_ns = node->ctime_ns = realtime_ns();
 }
 
+static bool node_shown(const struct meta_node *node);
+
+/* The inode number of node `id` for a change event; 0 if it has no row (no event then). */
+static uint64_t event_ino(struct meta_replica *replica, struct meta_id id, struct meta_id *last_id,
+                          uint64_t *last_ino)
+{
+    if (*last_ino && !memcmp(last_id->bytes, id.bytes, META_ID_LEN))
+        return *last_ino;
+    uint64_t ino = 0;
+    if (meta_node_ino(&ino, replica->store, &id) != 0)
+        return 0;
+    *last_id = id;
+    *last_ino = ino;
+    return ino;
+}
+
+/* The timestamps of a batch of tree ops, sorted (for born_in). */
+struct batch_ts {
+    struct crdt_ts *ts;
+    size_t len;
+};
+
+static int ts_cmp(const void *a, const void *b)
+{
+    return crdt_ts_cmp(*(const struct crdt_ts *)a, *(const struct crdt_ts *)b);
+}
+
+static bool born_in(const struct batch_ts *batch, struct crdt_ts birth)
+{
+    return batch && batch->len && bsearch(&birth, batch->ts, batch->len, sizeof(birth), ts_cmp);
+}
+
 /*
  * Brings the materialized rows of `ids` in line with the tree CRDT: parent
  * and display name of visible nodes, the trash for hidden ones. `fresh`
- * (may be NULL) holds the attributes for a node this change creates.
+ * (may be NULL) holds the attributes of the node this change makes (or
+ * makes again: a directory's id can come back); *fresh_ino (may be NULL)
+ * gets its inode number. A new node the change did not make gets default
+ * attributes until its attribute op arrives. The old place of a node is
+ * read only when someone listens for change events. `batch` (may be NULL):
+ * the remote tree ops this change applies.
  */
 static int materialize(struct meta_replica *replica, const struct crdt_tree_changes *changes,
-                       const struct meta_node *fresh, bool remote)
+                       const struct meta_node *fresh, uint64_t *fresh_ino, bool remote,
+                       const struct batch_ts *batch)
 {
+    bool tell = replica->change_fn != NULL;
+    struct meta_id last_parent = {{0}};
+    uint64_t last_parent_ino = 0;
     for (size_t i = 0; i < changes->len; i++) {
         struct crdt_tree_entry entry;
         int rc = crdt_tree_get(replica->tree, changes->ids[i], &entry);
         if (rc)
             return replica_fail(replica, -EIO, "the tree lost a node it reported");
-        struct meta_node node;
         struct meta_id mid = to_meta_id(entry.id);
-        rc = meta_node_get(&node, replica->store, &mid);
-        bool exists = rc == 0;
-        if (rc && rc != -ENOENT)
-            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-        struct meta_id old_parent = node.parent;
-        char old_name[META_NAME_MAX + 1];
-        bool was_shown = exists && node.has_parent &&
-                         !crdt_node_id_eq(from_meta_id(&node.parent), CRDT_NODE_TRASH);
-        if (exists) {
-            snprintf(old_name, sizeof(old_name), "%s", node.name);
+        struct meta_id parent = to_meta_id(entry.visible ? entry.parent : CRDT_NODE_TRASH);
+        bool is_fresh = fresh && !memcmp(fresh->id.bytes, mid.bytes, META_ID_LEN);
+        struct meta_node old = {0};
+        bool exists = true, was_shown = false;
+        uint64_t ino = 0;
+        if (tell) {
+            rc = meta_node_get(&old, replica->store, &mid);
+            exists = rc == 0;
+            if (rc && rc != -ENOENT)
+                return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+            if (exists) {
+                was_shown = node_shown(&old);
+                ino = old.ino;
+            }
+        }
+        if (is_fresh) {
+            struct meta_node node = *fresh;
+            node.has_parent = true;
+            node.parent = parent;
+            snprintf(node.name, sizeof(node.name), "%s", entry.name);
+            if (entry.kind)
+                node.kind = meta_kind_of(entry.kind);
+            /* Usually new (a file's id is its create op's); a directory's id can come back. */
+            rc = tell && exists ? -EEXIST : meta_node_insert(&ino, replica->store, &node);
+            if (rc == -EEXIST)
+                rc = meta_node_put(&ino, replica->store, &node);
+            if (!rc && fresh_ino)
+                *fresh_ino = ino;
         } else {
-            if (fresh && memcmp(fresh->id.bytes, mid.bytes, META_ID_LEN) == 0) {
-                node = *fresh;
-                node.target = fresh->target;
-            } else {
+            /*
+             * A node first moved by an op of this batch is new unless an older
+             * op of it arrived late: try the insert first then, not the update.
+             */
+            bool likely_new = !exists || (!tell && born_in(batch, entry.birth));
+            rc = likely_new ? -ENOENT
+                            : meta_node_place(replica->store, &mid, &parent, entry.name,
+                                              entry.kind ? meta_kind_of(entry.kind) : 0);
+            if (rc == -ENOENT) {
+                exists = false;
+                struct meta_node node;
                 memset(&node, 0, sizeof(node));
                 default_attrs(&node, entry.kind);
+                node.id = mid;
+                node.has_parent = true;
+                node.parent = parent;
+                snprintf(node.name, sizeof(node.name), "%s", entry.name);
+                rc = meta_node_insert(&ino, replica->store, &node);
+                if (rc == -EEXIST && likely_new && !tell) /* it was there after all */
+                    rc = meta_node_place(replica->store, &mid, &parent, entry.name,
+                                         entry.kind ? meta_kind_of(entry.kind) : 0);
             }
-            node.id = mid;
-            node.ino = 0;
         }
-        node.has_parent = true;
-        node.parent = to_meta_id(entry.visible ? entry.parent : CRDT_NODE_TRASH);
-        snprintf(node.name, sizeof(node.name), "%s", entry.name);
-        if (entry.kind)
-            node.kind = meta_kind_of(entry.kind);
-        uint64_t ino = 0;
-        rc = meta_node_put(&ino, replica->store, &node);
-        if (exists)
-            meta_node_clear(&node);
-        if (rc)
+        if (rc) {
+            meta_node_clear(&old);
             return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        }
+        if (!tell)
+            continue;
         /* Tell the kernel about both places, so cached entries drop. */
-        if (was_shown) {
-            struct meta_node parent_node;
-            if (meta_node_get(&parent_node, replica->store, &old_parent) == 0) {
-                change_add(replica, META_CHANGE_ENTRY, ino, parent_node.ino, old_name, remote);
-                meta_node_clear(&parent_node);
-            }
-        }
-        if (entry.visible) {
-            struct meta_node parent_node;
-            struct meta_id parent_id = to_meta_id(entry.parent);
-            if (meta_node_get(&parent_node, replica->store, &parent_id) == 0) {
-                change_add(replica, META_CHANGE_ENTRY, ino, parent_node.ino, entry.name, remote);
-                meta_node_clear(&parent_node);
-            }
-        }
+        uint64_t parent_ino;
+        if (was_shown &&
+            (parent_ino = event_ino(replica, old.parent, &last_parent, &last_parent_ino)) != 0)
+            change_add(replica, META_CHANGE_ENTRY, ino, parent_ino, old.name, remote);
+        meta_node_clear(&old);
+        if (entry.visible && (parent_ino = event_ino(replica, to_meta_id(entry.parent),
+                                                     &last_parent, &last_parent_ino)) != 0)
+            change_add(replica, META_CHANGE_ENTRY, ino, parent_ino, entry.name, remote);
         change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, remote);
     }
     return 0;
@@ -480,6 +814,7 @@ static int log_op(struct meta_replica *replica, enum meta_op_kind kind, struct c
 
 static int log_tree_op(struct meta_replica *replica, const struct crdt_tree_op *op)
 {
+    replica->tree_ops_unsaved++;
     struct crdt_buf body = {0};
     crdt_tree_op_encode(&body, op);
     int rc = log_op(replica, META_OP_TREE, op->ts, replica->clock.seq, op->child, &body);
@@ -535,11 +870,14 @@ static int log_attr_op(struct meta_replica *replica, struct crdt_node_id id,
 
 /* ---------- lifecycle ---------- */
 
-static int replica_init(struct meta_replica **out, struct meta_store *store, bool fresh)
+static int replica_init(struct meta_replica **out, struct meta_err *err, struct meta_store *store,
+                        bool fresh)
 {
     struct meta_replica *replica = calloc(1, sizeof(*replica));
     if (!replica) {
         meta_store_close(store);
+        if (err)
+            snprintf(err->msg, sizeof(err->msg), "out of memory");
         return -ENOMEM;
     }
     replica->store = store;
@@ -571,11 +909,16 @@ static int replica_init(struct meta_replica **out, struct meta_store *store, boo
         }
     }
     if (rc) {
-        snprintf(replica->errmsg, sizeof(replica->errmsg), "%s", meta_store_errmsg(store));
+        if (err)
+            snprintf(err->msg, sizeof(err->msg), "%s",
+                     replica->errmsg[0]            ? replica->errmsg
+                     : meta_store_errmsg(store)[0] ? meta_store_errmsg(store)
+                     : fresh                       ? "setting up the new share failed"
+                                                   : "loading the share failed");
         meta_replica_close(replica);
         return rc;
     }
-    crdt_tree_set_labeler(replica->tree, label_of, replica);
+    replica->ready = true;
     *out = replica;
     return 0;
 }
@@ -587,10 +930,7 @@ int meta_replica_create(struct meta_replica **out, struct meta_err *err, const c
     int rc = meta_store_create(&store, err, dir, params);
     if (rc)
         return rc;
-    rc = replica_init(out, store, true);
-    if (rc && err)
-        snprintf(err->msg, sizeof(err->msg), "setting up the new share failed");
-    return rc;
+    return replica_init(out, err, store, true);
 }
 
 int meta_replica_open(struct meta_replica **out, struct meta_err *err, const char *dir)
@@ -599,17 +939,18 @@ int meta_replica_open(struct meta_replica **out, struct meta_err *err, const cha
     int rc = meta_store_open(&store, err, dir);
     if (rc)
         return rc;
-    rc = replica_init(out, store, false);
-    if (rc && err)
-        snprintf(err->msg, sizeof(err->msg), "loading the share failed");
-    return rc;
+    return replica_init(out, err, store, false);
 }
 
 void meta_replica_close(struct meta_replica *replica)
 {
     if (!replica)
         return;
+    /* Nothing is lost if this fails: the next open replays more of the log. */
+    if (replica->ready)
+        (void)checkpoint_write(replica, true);
     crdt_tree_free(replica->tree);
+    text_cache_clear(replica);
     meta_store_close(replica->store);
     free(replica->pending);
     free(replica->writers);
@@ -630,6 +971,93 @@ void meta_replica_subscribe(struct meta_replica *replica, meta_change_fn fn, voi
 {
     replica->change_fn = fn;
     replica->change_ctx = ctx;
+}
+
+int meta_replica_checkpoint(struct meta_replica *replica)
+{
+    if (!replica->tree_ops_unsaved) {
+        bool texts = false;
+        for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++)
+            texts |= replica->text_cache[i].doc && replica->text_cache[i].unsaved;
+        if (!texts)
+            return 0;
+    }
+    return checkpoint_write(replica, true);
+}
+
+void meta_replica_set_checkpoint_interval(struct meta_replica *replica, size_t tree_ops)
+{
+    replica->checkpoint_every = tree_ops;
+}
+
+void meta_replica_info(struct meta_replica_info *out, const struct meta_replica *replica)
+{
+    memset(out, 0, sizeof(*out));
+    out->tree_nodes = crdt_tree_node_count(replica->tree);
+    out->tree_from_checkpoint = replica->tree_from_checkpoint;
+    out->replayed_tree_ops = replica->replayed_tree_ops;
+    out->tree_ops_unsaved = replica->tree_ops_unsaved;
+    snprintf(out->checkpoint_note, sizeof(out->checkpoint_note), "%s", replica->checkpoint_note);
+    for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++)
+        out->cached_texts += replica->text_cache[i].doc != NULL;
+}
+
+int meta_replica_text(char **out, size_t *out_len, struct meta_replica *replica, uint64_t ino)
+{
+    struct meta_node node;
+    int rc = node_by_ino(&node, replica, ino);
+    if (rc)
+        return rc;
+    struct text_slot loaded;
+    rc = text_load(&loaded, replica, &node.id, false);
+    meta_node_clear(&node);
+    if (!rc && !loaded.doc)
+        rc = -ENOENT;
+    if (!rc) {
+        *out = (char *)loaded.content; /* crdt_text_content's NUL-terminated string */
+        *out_len = loaded.content_len;
+        loaded.content = NULL;
+    }
+    text_slot_free(&loaded);
+    return rc;
+}
+
+int meta_replica_check(struct meta_replica *replica)
+{
+    /* The tree: rebuilt from the whole log, it must be the tree in memory, byte for byte. */
+    struct crdt_tree *full = NULL;
+    struct crdt_clock clock;
+    size_t replayed = 0;
+    bool from_checkpoint = false;
+    struct crdt_buf have = {0}, want = {0};
+    int rc = tree_build(&full, &clock, &replayed, &from_checkpoint, replica, true);
+    if (!rc && ((rc = crdt_tree_snapshot(replica->tree, &have, false)) ||
+                (rc = crdt_tree_snapshot(full, &want, false))))
+        replica_fail(replica, rc, "snapshot of the tree failed: %s", strerror(-rc));
+    if (!rc && (have.len != want.len || memcmp(have.data, want.data, have.len) != 0))
+        rc = replica_fail(replica, -EUCLEAN,
+                          "the tree in memory (%zu nodes) differs from the one the op log gives "
+                          "(%zu nodes)",
+                          crdt_tree_node_count(replica->tree), crdt_tree_node_count(full));
+    if (!rc && clock.counter > replica->clock.counter)
+        rc = replica_fail(replica, -EUCLEAN, "the clock is behind the op log");
+    crdt_tree_free(full);
+    crdt_buf_free(&have);
+    crdt_buf_free(&want);
+    /* Each cached document: the store (state plus logged ops) must give the same text. */
+    for (size_t i = 0; !rc && i < TEXT_CACHE_SLOTS; i++) {
+        struct text_slot *slot = &replica->text_cache[i];
+        if (!slot->doc)
+            continue;
+        struct text_slot loaded;
+        rc = text_load(&loaded, replica, &slot->id, false);
+        if (!rc && (!loaded.doc || loaded.content_len != slot->content_len ||
+                    memcmp(loaded.content, slot->content, slot->content_len) != 0))
+            rc = replica_fail(replica, -EUCLEAN,
+                              "a cached text document differs from the one the store gives");
+        text_slot_free(&loaded);
+    }
+    return rc;
 }
 
 /* ---------- reading ---------- */
@@ -859,15 +1287,19 @@ static bool born_recently(struct meta_replica *replica, struct crdt_node_id node
  */
 static int wc_fresh(struct meta_replica *replica, const struct meta_id *id)
 {
-    char path[4096];
-    int rc = meta_wc_path(path, sizeof(path), replica->store, id);
-    if (rc)
-        return replica_fail(replica, rc, "working copy path too long");
-    if (unlink(path) != 0 && errno != ENOENT)
-        return replica_fail(replica, -errno, "cannot replace working copy %s: %s", path,
-                            strerror(errno));
     int fd;
-    rc = meta_wc_open(&fd, replica->store, id, O_WRONLY | O_CREAT | O_TRUNC);
+    /* Usually there is no file yet (a new node): make it without a look first. */
+    int rc = meta_wc_open(&fd, replica->store, id, O_WRONLY | O_CREAT | O_EXCL);
+    if (rc == -EEXIST) {
+        char path[4096];
+        rc = meta_wc_path(path, sizeof(path), replica->store, id);
+        if (rc)
+            return replica_fail(replica, rc, "working copy path too long");
+        if (unlink(path) != 0 && errno != ENOENT)
+            return replica_fail(replica, -errno, "cannot replace working copy %s: %s", path,
+                                strerror(errno));
+        rc = meta_wc_open(&fd, replica->store, id, O_WRONLY | O_CREAT | O_EXCL);
+    }
     if (rc)
         return replica_fail(replica, rc, "cannot create working copy: %s",
                             meta_store_errmsg(replica->store));
@@ -922,21 +1354,18 @@ static int swap_inos(struct meta_replica *replica, const struct meta_id *a, uint
 /* Gives a node a fresh inode number: the kernel's old one stays with the unlinked file. */
 static int renumber(struct meta_replica *replica, const struct meta_id *id)
 {
-    static const char take_sql[] = "UPDATE counters SET value = value + 1 "
-                                   "WHERE name = 'next_ino' RETURNING value - 1;";
     static const char set_sql[] = "UPDATE nodes SET ino = ?2 WHERE id = ?1;";
-    sqlite3_stmt *stmt = store_stmt(replica->store, take_sql);
-    if (!stmt || sqlite3_step(stmt) != SQLITE_ROW)
-        return replica_fail(replica, -EIO, "cannot take an inode number: %s",
+    uint64_t ino;
+    int rc = store_take_ino(&ino, replica->store, 0);
+    if (rc)
+        return replica_fail(replica, rc, "cannot take an inode number: %s",
                             meta_store_errmsg(replica->store));
-    int64_t ino = sqlite3_column_int64(stmt, 0);
-    sqlite3_reset(stmt);
-    stmt = store_stmt(replica->store, set_sql);
+    sqlite3_stmt *stmt = store_stmt(replica->store, set_sql);
     if (!stmt)
         return -ENOMEM;
     store_bind_id(stmt, 1, id);
-    sqlite3_bind_int64(stmt, 2, ino);
-    int rc = store_step_done(replica->store, stmt, "renumbering a node");
+    store_bind_u64(stmt, 2, ino);
+    rc = store_step_done(replica->store, stmt, "renumbering a node");
     return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
 }
 
@@ -980,7 +1409,10 @@ static int wc_read(uint8_t **out, size_t *out_len, bool *too_big, struct meta_re
     int fd;
     *out = NULL;
     *too_big = false;
-    int rc = meta_wc_open(&fd, replica->store, id, O_RDONLY);
+    int rc = meta_wc_open(&fd, replica->store, id,
+                          O_RDONLY | O_NOATIME); /* our reads are not a program's: leave atime */
+    if (rc == -ENOENT)
+        return rc; /* the caller's question, not an error */
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     struct stat st;
@@ -1006,77 +1438,268 @@ static int wc_read(uint8_t **out, size_t *out_len, bool *too_big, struct meta_re
     return 0;
 }
 
-static int text_load(struct crdt_text **out, struct meta_replica *replica, const struct meta_id *id)
+/* Lowers vv[replica] to seq (sets it if absent). */
+static int vv_lower(struct crdt_vv *vv, uint64_t replica, uint64_t seq)
 {
-    uint8_t *state = NULL;
-    size_t len = 0;
-    *out = NULL;
-    int rc = meta_text_get(&state, &len, replica->store, id);
-    if (rc == -ENOENT)
-        return 0;
+    for (size_t i = 0; i < vv->len; i++) {
+        if (vv->entries[i].replica == replica) {
+            if (seq < vv->entries[i].seq)
+                vv->entries[i].seq = seq;
+            return 0;
+        }
+    }
+    return crdt_vv_raise(vv, replica, seq);
+}
+
+/*
+ * Writes a slot's document as its node's text state. It covers every text
+ * op the log holds for the node, except from a replica with ops that may
+ * still be pending in the document (pending ops are not part of a state):
+ * there it stops below the first of them, and a later load replays them.
+ */
+static int text_slot_save(struct meta_replica *replica, struct text_slot *slot)
+{
+    struct crdt_buf state = {0};
+    struct crdt_vv covered = {0};
+    int rc = crdt_text_encode_state(&state, slot->doc);
+    if (!rc)
+        rc = meta_vv_load(&covered, replica->store);
+    for (size_t i = 0; !rc && i < slot->floor.len; i++) {
+        const struct crdt_vv_entry *floor = &slot->floor.entries[i];
+        for (size_t k = 0; k < covered.len; k++) {
+            struct crdt_vv_entry *entry = &covered.entries[k];
+            if (entry->replica != floor->replica || entry->seq < floor->seq)
+                continue;
+            entry->seq = floor->seq - 1;
+            if (entry->seq == 0) /* no zero seqs in a vector: drop the entry */
+                memmove(entry, entry + 1, (--covered.len - k) * sizeof(*entry));
+            break;
+        }
+    }
+    if (!rc)
+        rc = meta_text_put_covered(replica->store, &slot->id, state.data, state.len, &covered);
+    crdt_buf_free(&state);
+    crdt_vv_free(&covered);
     if (rc)
-        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-    rc = crdt_text_decode_state(out, state, len);
-    free(state);
-    if (rc)
-        return replica_fail(replica, rc == -EBADMSG ? -EUCLEAN : rc,
-                            "the text state of a file is damaged");
+        return replica_fail(replica, rc, "saving a text state: %s",
+                            rc == -ENOMEM ? "out of memory" : meta_store_errmsg(replica->store));
+    slot->has_row = true;
+    slot->unsaved = 0;
     return 0;
 }
 
-static int text_save(struct meta_replica *replica, const struct meta_id *id,
-                     const struct crdt_text *doc)
+/* Frees a slot, saving its document first if the store lacks part of it. */
+static int text_slot_evict(struct meta_replica *replica, struct text_slot *slot)
 {
-    struct crdt_buf state = {0};
-    int rc = crdt_text_encode_state(&state, doc);
-    if (!rc)
-        rc = meta_text_put(replica->store, id, state.data, state.len);
-    crdt_buf_free(&state);
-    return rc ? replica_fail(replica, rc, "saving a text state: %s",
-                             meta_store_errmsg(replica->store))
-              : 0;
+    int rc = slot->unsaved ? text_slot_save(replica, slot) : 0;
+    text_slot_free(slot);
+    return rc;
 }
 
-static int text_drop(struct meta_replica *replica, const struct meta_id *id)
+/*
+ * Evicts least recently used documents (never `keep`) until the cache holds
+ * at most TEXT_CACHE_BYTES of content and, with `want_free`, a slot is free.
+ */
+static int text_cache_trim(struct meta_replica *replica, const struct text_slot *keep,
+                           bool want_free)
+{
+    for (;;) {
+        struct text_slot *oldest = NULL;
+        size_t held = 0;
+        bool have_free = false;
+        for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++) {
+            struct text_slot *slot = &replica->text_cache[i];
+            if (!slot->doc) {
+                have_free = true;
+                continue;
+            }
+            held += slot->content_len;
+            if (slot != keep && (!oldest || slot->last_use < oldest->last_use))
+                oldest = slot;
+        }
+        if ((held <= TEXT_CACHE_BYTES && (have_free || !want_free)) || !oldest)
+            return 0;
+        int rc = text_slot_evict(replica, oldest);
+        if (rc)
+            return rc;
+    }
+}
+
+/* Saves every cached document the store lacks part of (at close and checkpoints). */
+static int text_cache_save_all(struct meta_replica *replica)
+{
+    for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++) {
+        struct text_slot *slot = &replica->text_cache[i];
+        int rc = slot->doc && slot->unsaved ? text_slot_save(replica, slot) : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Text ops of one node read back from the log, to apply over its state. */
+struct text_replay {
+    struct meta_replica *replica;
+    struct crdt_text_ops ops;
+    size_t entries;       /* log entries */
+    struct crdt_vv first; /* per replica, the seq of its first entry */
+};
+
+static int collect_text_op(void *arg, const struct meta_op *op)
+{
+    struct text_replay *ctx = arg;
+    ctx->entries++;
+    int rc = vv_lower(&ctx->first, op->replica, op->seq);
+    if (!rc && (rc = crdt_text_ops_decode(&ctx->ops, op->body, op->body_len)) == -EBADMSG)
+        return replica_fail(ctx->replica, -EUCLEAN,
+                            "text op (%016" PRIx64 ", %" PRIu64 ") in the log is damaged",
+                            op->replica, op->seq);
+    return rc;
+}
+
+/*
+ * Loads node id's document into *out (not into the cache): its text state,
+ * then the text ops logged after it. out->doc is NULL when the node has no
+ * text state, unless `create`: then it is a new, empty document that the
+ * store does not hold yet.
+ */
+static int text_load(struct text_slot *out, struct meta_replica *replica, const struct meta_id *id,
+                     bool create)
+{
+    struct text_slot loaded = {.id = *id};
+    memset(out, 0, sizeof(*out));
+    struct crdt_vv covered = {0};
+    struct text_replay replay = {.replica = replica};
+    uint8_t *state = NULL;
+    size_t state_len = 0;
+    bool complete = true;
+    int rc = meta_text_get_covered(&state, &state_len, &covered, &complete, replica->store, id);
+    if (rc == -ENOENT) {
+        if (!create)
+            return 0; /* *out stays empty: no document */
+        if ((rc = crdt_text_new(&loaded.doc)))
+            return replica_fail(replica, rc, "out of memory");
+    } else if (rc) {
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    } else {
+        loaded.has_row = true;
+        rc = crdt_text_decode_state(&loaded.doc, state, state_len);
+        if (rc)
+            replica_fail(replica, rc == -EBADMSG ? -EUCLEAN : rc,
+                         "the text state of a file is damaged");
+        if (!rc && !complete)
+            rc = meta_oplog_replay(replica->store, id, META_OP_TEXT, &covered, collect_text_op,
+                                   &replay);
+        if (rc && !replica->errmsg[0])
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        if (!rc && replay.ops.len) {
+            size_t applied = 0, pending = 0;
+            struct crdt_clock scratch = replica->clock;
+            rc = crdt_text_apply(&applied, &pending, loaded.doc, &scratch, replay.ops.ops,
+                                 replay.ops.len);
+            if (rc)
+                replica_fail(replica, rc, "replaying the text ops of a file failed: %s",
+                             strerror(-rc));
+            crdt_clock_observe(&replica->clock, (struct crdt_ts){scratch.counter, 0});
+            loaded.unsaved = replay.entries;
+            if (pending) {
+                loaded.floor = replay.first;
+                replay.first = (struct crdt_vv){0};
+            }
+        }
+    }
+    free(state);
+    crdt_vv_free(&covered);
+    crdt_vv_free(&replay.first);
+    crdt_text_ops_free(&replay.ops);
+    char *content = NULL;
+    if (!rc && (rc = crdt_text_content(&content, &loaded.content_len, loaded.doc)))
+        replica_fail(replica, rc, "out of memory");
+    loaded.content = (uint8_t *)content;
+    if (rc)
+        text_slot_free(&loaded);
+    else
+        *out = loaded;
+    return rc;
+}
+
+/*
+ * Node id's document: cached, or loaded (text_load) into a slot, which may
+ * evict another. *out is NULL when the node has no text state and not
+ * `create`.
+ */
+static int text_get(struct text_slot **out, struct meta_replica *replica, const struct meta_id *id,
+                    bool create)
+{
+    *out = text_cache_find(replica, id);
+    if (*out)
+        return 0;
+    struct text_slot loaded;
+    int rc = text_load(&loaded, replica, id, create);
+    if (!rc && !loaded.doc)
+        return 0;
+    if (!rc)
+        rc = text_cache_trim(replica, NULL, true);
+    if (rc) {
+        text_slot_free(&loaded);
+        return rc;
+    }
+    for (size_t i = 0; i < TEXT_CACHE_SLOTS; i++) {
+        if (!replica->text_cache[i].doc) {
+            *out = &replica->text_cache[i];
+            break;
+        }
+    }
+    loaded.last_use = ++replica->text_clock;
+    **out = loaded;
+    return 0;
+}
+
+/* Removes a node's text state (it is binary now) and its cached document. */
+static int text_drop(struct meta_replica *replica, struct text_slot *slot)
 {
     static const char sql[] = "DELETE FROM text_states WHERE node = ?1;";
     sqlite3_stmt *stmt = store_stmt(replica->store, sql);
     if (!stmt)
         return -ENOMEM;
-    store_bind_id(stmt, 1, id);
+    store_bind_id(stmt, 1, &slot->id);
     int rc = store_step_done(replica->store, stmt, "dropping a text state");
+    text_slot_free(slot);
     return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
+/* After a document took ops: writes its state when due, and keeps the cache in bounds. */
+static int text_settle(struct meta_replica *replica, struct text_slot *slot)
+{
+    int rc = 0;
+    if (!slot->has_row || slot->unsaved >= TEXT_SAVE_OPS)
+        rc = text_slot_save(replica, slot);
+    return rc ? rc : text_cache_trim(replica, slot, false);
 }
 
 /*
  * The text half of a commit: the new bytes, diffed against what the text
  * CRDT holds, become inserts and deletes (DESIGN.md "File contents"), logged
  * as one op. A file that stopped being text loses its CRDT state and goes on
- * as binary versions.
+ * as binary versions. *bytes (len of them, or too_big) is the working copy;
+ * if it is text, the document takes the buffer over (*bytes NULL) and
+ * *text points at it (valid until the next use of the text cache).
  */
-static int commit_text(struct meta_replica *replica, const struct meta_id *id)
+static int commit_text(const uint8_t **text, struct meta_replica *replica, const struct meta_id *id,
+                       uint8_t **bytes, size_t len, bool too_big)
 {
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    bool too_big;
-    int rc = wc_read(&bytes, &len, &too_big, replica, id, TEXT_MAX);
+    struct text_slot *slot;
+    *text = NULL;
+    int rc = text_get(&slot, replica, id, false);
     if (rc)
         return rc;
-    struct crdt_text *doc = NULL;
-    rc = text_load(&doc, replica, id);
-    if (!rc && (too_big || !is_text(bytes, len))) {
-        rc = doc ? text_drop(replica, id) : 0;
-        goto out;
-    }
-    if (!rc && !doc && (rc = crdt_text_new(&doc)))
-        replica_fail(replica, rc, "out of memory");
-    char *old = NULL;
-    size_t old_len = 0;
+    if (too_big || !is_text(*bytes, len))
+        return slot ? text_drop(replica, slot) : 0;
+    if (!slot && (rc = text_get(&slot, replica, id, true)))
+        return rc;
     struct crdt_edit *edits = NULL;
     size_t count = 0;
-    if (!rc && (rc = crdt_text_content(&old, &old_len, doc)))
-        replica_fail(replica, rc, "out of memory");
-    if (!rc && (rc = crdt_diff(&edits, &count, (const uint8_t *)old, old_len, bytes, len, NULL)))
+    if ((rc = crdt_diff(&edits, &count, slot->content, slot->content_len, *bytes, len, NULL)))
         replica_fail(replica, rc, "diff failed: %s", strerror(-rc));
     struct crdt_text_edit *text_edits = NULL;
     if (!rc && count) {
@@ -1087,7 +1710,7 @@ static int commit_text(struct meta_replica *replica, const struct meta_id *id)
             text_edits[i] = (struct crdt_text_edit){
                 .pos = edits[i].old_pos,
                 .del_len = edits[i].old_len,
-                .bytes = bytes + edits[i].new_pos,
+                .bytes = *bytes + edits[i].new_pos,
                 .bytes_len = edits[i].new_len,
             };
     }
@@ -1099,7 +1722,7 @@ static int commit_text(struct meta_replica *replica, const struct meta_id *id)
          * clock, then take its counter and one seq for the logged op.
          */
         struct crdt_clock scratch = replica->clock;
-        rc = crdt_text_apply_edits(&ops, doc, &scratch, text_edits, count);
+        rc = crdt_text_apply_edits(&ops, slot->doc, &scratch, text_edits, count);
         if (rc)
             replica_fail(replica, rc, "applying a text edit failed: %s", strerror(-rc));
         replica->clock.counter = scratch.counter;
@@ -1112,16 +1735,20 @@ static int commit_text(struct meta_replica *replica, const struct meta_id *id)
         if (!rc)
             rc = log_op(replica, META_OP_TEXT, ts, seq, from_meta_id(id), &body);
         crdt_buf_free(&body);
+        slot->unsaved++;
     }
-    if (!rc && (ops.len || count == 0))
-        rc = text_save(replica, id, doc);
+    if (!rc) {
+        /* The document holds the new bytes now (on failure txn_end empties the cache). */
+        free(slot->content);
+        slot->content = *bytes;
+        slot->content_len = len;
+        *bytes = NULL;
+        *text = slot->content;
+        rc = text_settle(replica, slot);
+    }
     crdt_text_ops_free(&ops);
     free(text_edits);
     free(edits);
-    free(old);
-out:
-    crdt_text_free(doc);
-    free(bytes);
     return rc;
 }
 
@@ -1144,13 +1771,22 @@ static int set_clean(struct meta_replica *replica, const struct meta_id *id)
  */
 static int commit_content(struct meta_replica *replica, const struct meta_id *id)
 {
-    char path[4096];
-    if (meta_wc_path(path, sizeof(path), replica->store, id) == 0 && access(path, F_OK) != 0 &&
-        errno == ENOENT)
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool too_big;
+    int rc = wc_read(&bytes, &len, &too_big, replica, id, TEXT_MAX);
+    if (rc == -ENOENT)
         return set_clean(replica, id);
-    int rc = commit_text(replica, id);
     if (rc)
         return rc;
+    /* The version is chunked from the bytes just read (the file is read only once). */
+    const uint8_t *text = NULL;
+    rc = commit_text(&text, replica, id, &bytes, len, too_big);
+    if (rc) {
+        free(bytes);
+        return rc;
+    }
+    const uint8_t *data = text ? text : too_big ? NULL : bytes;
     uint64_t seq;
     struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
     struct meta_version version = {
@@ -1159,14 +1795,23 @@ static int commit_content(struct meta_replica *replica, const struct meta_id *id
         .author = ts.replica,
         .time_ns = realtime_ns(),
     };
-    rc = meta_version_commit_wc(NULL, replica->store, &version);
-    if (rc)
-        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     /* The version's op carries its chunk list; peers fetch the chunks they lack. */
     struct meta_chunk_list chunks = {0};
-    rc = meta_version_get(&version, &chunks, replica->store, id, ts);
+    rc = meta_version_commit_wc_list(&chunks, replica->store, &version, data, len);
+    /*
+     * A version merged from remote ops takes a counter of no op (apply_text_ops):
+     * after a crash the clock may be behind it. Take the next counter (same seq).
+     */
+    for (int tries = 0; rc == -EEXIST && tries < VERSION_TS_TRIES; tries++) {
+        ts.counter = ++replica->clock.counter;
+        version.ts = ts;
+        rc = meta_version_commit_wc_list(&chunks, replica->store, &version, data, len);
+    }
     if (rc)
-        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    free(bytes);
+    if (rc)
+        return rc;
     struct crdt_buf body = {0};
     crdt_buf_put_u8(&body, 1);
     crdt_buf_put_u8(&body, ATTR_CONTENT);
@@ -1275,14 +1920,10 @@ static int continue_finish(struct meta_replica *replica, const struct continuati
 /* A directory's entries changed: its mtime and ctime become now (as POSIX says). */
 static int touch_dir(struct meta_replica *replica, const struct meta_id *dir)
 {
-    struct meta_node node;
-    int rc = meta_node_get(&node, replica->store, dir);
-    if (rc)
-        return rc == -ENOENT ? 0
-                             : replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-    node.mtime_ns = node.ctime_ns = realtime_ns();
-    rc = meta_node_put(NULL, replica->store, &node);
-    meta_node_clear(&node);
+    /* One UPDATE of the times only: no read first, no index entry rewritten. */
+    int rc = meta_node_set_times(replica->store, dir, realtime_ns());
+    if (rc == -ENOENT)
+        return 0;
     return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
 }
 
@@ -1351,8 +1992,11 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
             rc = log_tree_op(replica, &op);
     }
     fresh.id = to_meta_id(id);
+    /* A new file is DIRTY from birth: its working copy is newer than any version. */
+    fresh.wc_state = kind == CRDT_KIND_FILE && !recent ? META_WC_DIRTY : META_WC_CLEAN;
+    uint64_t made_ino = 0;
     if (!rc)
-        rc = materialize(replica, &changes, &fresh, false);
+        rc = materialize(replica, &changes, &fresh, &made_ino, false, NULL);
     if (!rc && recent) {
         rc = continue_finish(replica, &cont);
         /* The continued node takes the caller's new attributes and starts empty. */
@@ -1375,9 +2019,7 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
         recent_forget(recent);
     } else if (!rc && kind == CRDT_KIND_FILE) {
         /* A new file's working copy exists from birth, so opens never race its creation. */
-        rc = meta_wc_mark_dirty(replica->store, &fresh.id);
-        if (!rc)
-            rc = wc_fresh(replica, &fresh.id);
+        rc = wc_fresh(replica, &fresh.id);
     }
     if (!rc && kind == CRDT_KIND_FILE)
         born_note(replica, id);
@@ -1391,6 +2033,14 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     rc = txn_end(replica, rc, &saved);
     if (rc)
         return rc;
+    if (!recent) {
+        /* What materialize wrote: the caller's attributes, at the inode number it got. */
+        fresh.ino = made_ino;
+        fresh.has_parent = true;
+        fresh.parent = parent_mid;
+        fill_attr(replica, out, &fresh);
+        return 0;
+    }
     struct meta_node made;
     rc = node_by_id(&made, replica, id);
     if (rc)
@@ -1480,7 +2130,7 @@ static int remove_entry(struct meta_replica *replica, uint64_t parent, const cha
     struct crdt_tree_changes changes = {0};
     rc = trash_node(replica, &node, &changes);
     if (!rc)
-        rc = materialize(replica, &changes, NULL, false);
+        rc = materialize(replica, &changes, NULL, NULL, false, NULL);
     if (!rc)
         rc = touch_dir(replica, &node.parent);
     crdt_tree_changes_free(&changes);
@@ -1512,7 +2162,7 @@ static int replace_keeping_identity(struct meta_replica *replica, struct meta_no
 {
     int rc = trash_node(replica, source, changes);
     if (!rc)
-        rc = materialize(replica, changes, NULL, false);
+        rc = materialize(replica, changes, NULL, NULL, false, NULL);
     if (!rc)
         rc = meta_wc_mark_dirty(replica->store, &target->id);
     if (!rc)
@@ -1614,7 +2264,7 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
         if (!rc)
             rc = move_node(replica, &target, &source_parent, source_name, &changes);
         if (!rc)
-            rc = materialize(replica, &changes, NULL, false);
+            rc = materialize(replica, &changes, NULL, NULL, false, NULL);
     } else {
         /* POSIX replace: the target goes to the trash, where its history stays. */
         if (has_target)
@@ -1622,7 +2272,7 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
         if (!rc)
             rc = move_node(replica, &source, &new_dir.id, new_name, &changes);
         if (!rc)
-            rc = materialize(replica, &changes, NULL, false);
+            rc = materialize(replica, &changes, NULL, NULL, false, NULL);
     }
     if (!rc)
         rc = touch_dir(replica, &source.parent);
@@ -2268,11 +2918,9 @@ static int apply_text_ops(struct meta_replica *replica, struct op_ref *refs, siz
     /* Local bytes not yet committed are committed first: then both edits merge. */
     if (is_dirty(&node))
         rc = commit_content(replica, id);
-    struct crdt_text *doc = NULL;
+    struct text_slot *slot = NULL;
     if (!rc)
-        rc = text_load(&doc, replica, id);
-    if (!rc && !doc && (rc = crdt_text_new(&doc)))
-        replica_fail(replica, rc, "out of memory");
+        rc = text_get(&slot, replica, id, true);
     struct crdt_text_ops ops = {0};
     for (size_t i = 0; !rc && i < count; i++) {
         rc = crdt_text_ops_decode(&ops, refs[i].op->body, refs[i].op->body_len);
@@ -2283,18 +2931,27 @@ static int apply_text_ops(struct meta_replica *replica, struct op_ref *refs, siz
     size_t applied = 0, pending = 0;
     if (!rc) {
         struct crdt_clock scratch = replica->clock;
-        rc = crdt_text_apply(&applied, &pending, doc, &scratch, ops.ops, ops.len);
+        rc = crdt_text_apply(&applied, &pending, slot->doc, &scratch, ops.ops, ops.len);
         if (rc)
             replica_fail(replica, rc, "merging text ops failed: %s", strerror(-rc));
         crdt_clock_observe(&replica->clock, (struct crdt_ts){scratch.counter, 0});
     }
+    if (!rc) {
+        /* Ops that wait for others keep their log entries out of the saved state. */
+        slot->unsaved += count;
+        if (!pending)
+            crdt_vv_free(&slot->floor);
+        for (size_t i = 0; !rc && pending && i < count; i++)
+            rc = vv_lower(&slot->floor, refs[i].op->replica, refs[i].op->seq);
+    }
     char *content = NULL;
     size_t len = 0;
-    if (!rc)
-        rc = text_save(replica, id, doc);
-    if (!rc && (rc = crdt_text_content(&content, &len, doc)))
+    if (!rc && (rc = crdt_text_content(&content, &len, slot->doc)))
         replica_fail(replica, rc, "out of memory");
     if (!rc) {
+        free(slot->content);
+        slot->content = (uint8_t *)content;
+        slot->content_len = len;
         /*
          * The merged text is the file's newest version: stamped just past
          * everything seen (a version takes no seq: it is not an op of its own).
@@ -2308,14 +2965,20 @@ static int apply_text_ops(struct meta_replica *replica, struct op_ref *refs, siz
             .time_ns = realtime_ns(),
         };
         rc = meta_version_record_bytes(replica->store, &merged, content, len);
+        /* After a crash the clock may be behind such a counter of ours: take the next. */
+        for (int tries = 0; rc == -EEXIST && tries < VERSION_TS_TRIES; tries++) {
+            merged.ts.counter = ++replica->clock.counter;
+            rc = meta_version_record_bytes(replica->store, &merged, content, len);
+        }
         if (rc)
             replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
         change_add(replica, META_CHANGE_CONTENT, node.ino, 0, NULL, true);
         change_add(replica, META_CHANGE_ATTR, node.ino, 0, NULL, true);
     }
-    free(content);
+    /* As in commit_text: on failure txn_end empties the cache. */
+    if (!rc)
+        rc = text_settle(replica, slot);
     crdt_text_ops_free(&ops);
-    crdt_text_free(doc);
     meta_node_clear(&node);
     return rc;
 }
@@ -2376,11 +3039,18 @@ int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,
     /* The tree first, as one batch: nodes exist before their attributes and contents. */
     struct crdt_tree_changes changes = {0};
     if (!rc && tree_count) {
+        replica->tree_ops_unsaved += tree_count;
         rc = crdt_tree_apply(replica->tree, tree_ops, tree_count, &changes);
         if (rc)
             replica_fail(replica, rc, "applying remote tree ops failed: %s", strerror(-rc));
-        else
-            rc = materialize(replica, &changes, NULL, true);
+        struct batch_ts batch = {.ts = malloc(tree_count * sizeof(*batch.ts))};
+        for (size_t i = 0; batch.ts && i < tree_count; i++)
+            batch.ts[batch.len++] = tree_ops[i].ts;
+        if (batch.len)
+            qsort(batch.ts, batch.len, sizeof(*batch.ts), ts_cmp);
+        if (!rc)
+            rc = materialize(replica, &changes, NULL, NULL, true, &batch);
+        free(batch.ts);
     }
     crdt_tree_changes_free(&changes);
     qsort(refs, fresh, sizeof(*refs), op_ts_cmp);

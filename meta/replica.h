@@ -100,7 +100,10 @@ META_MUST_CHECK int meta_replica_create(struct meta_replica **out, struct meta_e
 /* Opens the replica in `dir` (see meta_store_open for the refusals). */
 META_MUST_CHECK int meta_replica_open(struct meta_replica **out, struct meta_err *err,
                                       const char *dir);
-/* Commits what is pending, writes a checkpoint of the CRDT state, closes. NULL is fine. */
+/*
+ * Writes checkpoints of the CRDT state (meta_replica_checkpoint; a failure
+ * only makes the next open replay more of the log) and closes. NULL is fine.
+ */
 void meta_replica_close(struct meta_replica *replica);
 /* The message of the last failure. */
 const char *meta_replica_errmsg(const struct meta_replica *replica);
@@ -108,6 +111,43 @@ const char *meta_replica_errmsg(const struct meta_replica *replica);
 struct meta_store *meta_replica_store(struct meta_replica *replica);
 /* Sets the change callback (NULL: none). */
 void meta_replica_subscribe(struct meta_replica *replica, meta_change_fn fn, void *ctx);
+
+/*
+ * Writes checkpoints of the CRDT state now: the tree CRDT's, and the text
+ * states of the documents held in memory. Close does the same, and commits
+ * write the tree's every so many tree ops (README "Checkpoints"); the next
+ * open then replays only the ops logged after them. Blocks on I/O. A failure
+ * loses nothing (the op log holds it all); it is reported.
+ */
+META_MUST_CHECK int meta_replica_checkpoint(struct meta_replica *replica);
+/* After how many tree ops a commit writes a tree checkpoint (0: the default rule). */
+void meta_replica_set_checkpoint_interval(struct meta_replica *replica, size_t tree_ops);
+
+/* How the replica's in-memory state came to be, for tests and diagnostics. */
+struct meta_replica_info {
+    size_t tree_nodes;         /* nodes the tree CRDT knows (root and trash included) */
+    bool tree_from_checkpoint; /* the tree was loaded from its checkpoint */
+    size_t replayed_tree_ops;  /* tree ops replayed from the log on top of it (or all) */
+    size_t tree_ops_unsaved;   /* tree ops since the last checkpoint (> 0: one is due) */
+    size_t cached_texts;       /* text documents held in memory */
+    /* Why a checkpoint was there but not used (damaged, ...); "" if none or used. */
+    char checkpoint_note[META_ERRMSG_LEN];
+};
+void meta_replica_info(struct meta_replica_info *out, const struct meta_replica *replica);
+/*
+ * The text CRDT's view of a text file: its text state plus the text ops
+ * logged after it, as one malloc'ed string (NUL-terminated; the caller frees
+ * it). -ENOENT if the file has no text state (binary, or never committed).
+ */
+META_MUST_CHECK int meta_replica_text(char **out, size_t *out_len, struct meta_replica *replica,
+                                      uint64_t ino);
+/*
+ * Checks the state in memory against the store: the tree CRDT against one
+ * rebuilt from the whole op log (byte-equal snapshots), each cached text
+ * document against its state plus logged ops. 0, or -EUCLEAN and the
+ * difference in meta_replica_errmsg. Reads the whole log: slow.
+ */
+META_MUST_CHECK int meta_replica_check(struct meta_replica *replica);
 
 /* Attributes of a node. -ENOENT. */
 META_MUST_CHECK int meta_replica_getattr(struct meta_attr *out, struct meta_replica *replica,

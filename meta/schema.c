@@ -55,7 +55,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (replica, seq)"
     ") WITHOUT ROWID;"
     "CREATE INDEX ops_by_ts ON ops (counter, replica);"
-    "CREATE INDEX ops_by_node ON ops (node);"
+    /* Only text ops are looked up by node (a text state's replay): the others skip it. */
+    "CREATE INDEX ops_by_node ON ops (node) WHERE kind = 2;"
 
     /* Version vector: replica -> highest seq held (= count of its ops held). */
     "CREATE TABLE vv ("
@@ -119,25 +120,128 @@ static const char *const migrations[] = {
     "  size INTEGER NOT NULL,"
     "  data BLOB NOT NULL"
     ");",
+
+    /*
+     * v2: checkpoints of CRDT state, so that opening (or loading a text
+     * file's CRDT) replays only the ops logged after the checkpoint instead
+     * of the whole log (README "Checkpoints"); and `nodes` and `ops` rebuilt
+     * for cheaper writes: a CHECK with IN (...) builds a temporary table at
+     * every insert (BETWEEN does not), and `nodes` keyed by id WITHOUT ROWID
+     * has one b-tree less to update. Rebuilt by SQLite's twelve-step
+     * procedure (foreign keys are off while migrations run: schema_migrate).
+     */
+    "CREATE TABLE nodes_v2 ("
+    "  id       BLOB PRIMARY KEY CHECK (length(id) = 16),"
+    "  parent   BLOB CHECK (parent IS NULL OR length(parent) = 16),"
+    "  name     BLOB NOT NULL,"
+    "  kind     INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 4),"
+    "  mode     INTEGER NOT NULL,"
+    "  uid      INTEGER NOT NULL,"
+    "  gid      INTEGER NOT NULL,"
+    "  rdev     INTEGER NOT NULL DEFAULT 0,"
+    "  size     INTEGER NOT NULL DEFAULT 0,"
+    "  mtime_ns INTEGER NOT NULL,"
+    "  ctime_ns INTEGER NOT NULL,"
+    "  target   BLOB,"
+    "  ino      INTEGER NOT NULL UNIQUE,"
+    "  wc_state INTEGER NOT NULL DEFAULT 0 CHECK (wc_state BETWEEN 0 AND 2)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO nodes_v2 (id, parent, name, kind, mode, uid, gid, rdev, size, mtime_ns,"
+    "  ctime_ns, target, ino, wc_state)"
+    "  SELECT id, parent, name, kind, mode, uid, gid, rdev, size, mtime_ns, ctime_ns, target,"
+    "  ino, wc_state FROM nodes;"
+    "DROP TABLE nodes;"
+    "ALTER TABLE nodes_v2 RENAME TO nodes;"
+    "CREATE INDEX nodes_by_parent_name ON nodes (parent, name);"
+    "CREATE INDEX nodes_by_wc_state ON nodes (wc_state) WHERE wc_state != 0;"
+
+    "CREATE TABLE ops_v2 ("
+    "  replica INTEGER NOT NULL,"
+    "  seq     INTEGER NOT NULL CHECK (seq > 0),"
+    "  counter INTEGER NOT NULL CHECK (counter > 0),"
+    "  kind    INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 3),"
+    "  node    BLOB NOT NULL CHECK (length(node) = 16),"
+    "  author  INTEGER NOT NULL,"
+    "  body    BLOB NOT NULL,"
+    "  PRIMARY KEY (replica, seq)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO ops_v2 (replica, seq, counter, kind, node, author, body)"
+    "  SELECT replica, seq, counter, kind, node, author, body FROM ops;"
+    "DROP TABLE ops;"
+    "ALTER TABLE ops_v2 RENAME TO ops;"
+    "CREATE INDEX ops_by_ts ON ops (counter, replica);"
+    /* Only text ops are looked up by node (a text state's replay): the others skip it. */
+    "CREATE INDEX ops_by_node ON ops (node) WHERE kind = 2;"
+
+    /* The tree CRDT (name 'tree'): its snapshot as of the ops `covered` (a
+       version vector) names; digest = BLAKE2b-256 of name, covered, counter
+       and state, so a damaged checkpoint is noticed and the log used. */
+    "CREATE TABLE checkpoints ("
+    "  name    TEXT PRIMARY KEY,"
+    "  covered BLOB NOT NULL,"
+    "  counter INTEGER NOT NULL,"
+    "  state   BLOB NOT NULL,"
+    "  digest  BLOB NOT NULL CHECK (length(digest) = 32)"
+    ");"
+    /* A text state holds the node's text ops up to `covered` (a version
+       vector); later ones are replayed from the log. NULL (v1 rows): all. */
+    "ALTER TABLE text_states ADD COLUMN covered BLOB;"
+    /* The version vector is the log's: each replica's highest seq, read off
+       the primary key of ops. A table of it cost a write per transaction. */
+    "DROP TABLE vv;",
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
 
 _Static_assert(MIGRATION_COUNT == META_SCHEMA_VERSION, "one migration per schema version");
 
+/* Counts rows that break a foreign key (a migration must leave none). */
+static int count_fk_violations(void *ctx, int columns, char **values, char **names)
+{
+    (void)columns;
+    (void)values;
+    (void)names;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/*
+ * Runs migration `version` in one transaction. Foreign keys are off while it
+ * runs (a table rebuild drops the old table: with them on, that would delete
+ * the rows that refer to it) and checked before it commits.
+ */
+static int migrate_one(struct meta_store *store, int version, char **message)
+{
+    char set_version[64];
+    snprintf(set_version, sizeof(set_version), "PRAGMA user_version = %d;", version);
+    int violations = 0;
+    int rc =
+        sqlite3_exec(store->db, "PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE;", NULL, NULL, message);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(store->db, migrations[version - 1], NULL, NULL, message);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(store->db, "PRAGMA foreign_key_check;", count_fk_violations, &violations,
+                          message);
+    if (rc == SQLITE_OK && violations) {
+        rc = SQLITE_CONSTRAINT_FOREIGNKEY;
+        *message = sqlite3_mprintf("%d rows break foreign keys", violations);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(store->db, set_version, NULL, NULL, message);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(store->db, "COMMIT;", NULL, NULL, message);
+    if (rc != SQLITE_OK && !sqlite3_get_autocommit(store->db))
+        sqlite3_exec(store->db, "ROLLBACK;", NULL, NULL, NULL);
+    /* Back on whatever happened: the connection's setting (configure) is ON. */
+    int on = sqlite3_exec(store->db, "PRAGMA foreign_keys = ON;", NULL, NULL, NULL);
+    return rc != SQLITE_OK ? rc : on;
+}
+
 int schema_migrate(struct meta_store *store, int from_version)
 {
     for (int version = from_version + 1; version <= META_SCHEMA_VERSION; version++) {
         char *message = NULL;
-        char set_version[64];
-        snprintf(set_version, sizeof(set_version), "PRAGMA user_version = %d;", version);
-        int rc = sqlite3_exec(store->db, "BEGIN IMMEDIATE;", NULL, NULL, &message);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_exec(store->db, migrations[version - 1], NULL, NULL, &message);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_exec(store->db, set_version, NULL, NULL, &message);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_exec(store->db, "COMMIT;", NULL, NULL, &message);
+        int rc = migrate_one(store, version, &message);
         if (rc != SQLITE_OK) {
             int err = store_fail(store, store_errno(rc),
                                  "%s/store.db: migration to schema v%d failed: %s; the database "
@@ -145,8 +249,6 @@ int schema_migrate(struct meta_store *store, int from_version)
                                  store->dir, version, message ? message : sqlite3_errstr(rc),
                                  version - 1);
             sqlite3_free(message);
-            if (!sqlite3_get_autocommit(store->db))
-                sqlite3_exec(store->db, "ROLLBACK;", NULL, NULL, NULL);
             return err;
         }
     }

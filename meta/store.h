@@ -38,7 +38,7 @@ struct meta_id {
 };
 
 /* Current schema version (PRAGMA user_version) and file tag (PRAGMA application_id). */
-#define META_SCHEMA_VERSION 1
+#define META_SCHEMA_VERSION 2
 #define META_APPLICATION_ID 0x77656674 /* "weft" */
 
 struct meta_store;

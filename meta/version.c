@@ -46,10 +46,11 @@ int meta_chunk_put(struct meta_store *store, const uint8_t id[META_HASH_LEN], co
         return store_fail(store, rc, "hashing a chunk");
     if (!meta_crypto_equal(actual, id, META_HASH_LEN))
         return store_fail(store, -EBADMSG, "a chunk's content does not match its id");
-    rc = store_save_begin(store);
+    bool own;
+    rc = store_single_begin(store, &own);
     if (rc)
         return rc;
-    return store_save_end(store, chunk_insert(store, id, data, len));
+    return store_single_end(store, own, chunk_insert(store, id, data, len));
 }
 
 int meta_chunk_get(uint8_t **out, size_t *out_len, struct meta_store *store,
@@ -271,32 +272,39 @@ static int commit_chunk(void *ctx, const uint8_t id[META_HASH_LEN], const uint8_
     return rc ? store_fail(commit->store, rc, "out of memory listing chunks") : 0;
 }
 
+/* Chunks the working copy (data[0..len) when the caller holds its bytes, else read from fd). */
 static int commit_wc(struct meta_store *store, const struct meta_version *version, int fd,
-                     struct commit_ctx *commit)
+                     const void *data, size_t len, struct commit_ctx *commit)
 {
-    uint8_t *buf = malloc(READ_BUF_LEN);
-    if (!buf)
-        return store_fail(store, -ENOMEM, "out of memory");
     meta_chunker_reset(store->chunker);
     int rc = 0;
-    for (off_t offset = 0;;) {
-        ssize_t got = pread(fd, buf, READ_BUF_LEN, offset);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            rc = store_fail(store, -errno, "reading a working copy: %s", strerror(errno));
-            break;
-        }
-        if (got == 0) {
+    if (data) {
+        rc = meta_chunker_feed(store->chunker, data, len, commit_chunk, commit);
+        if (rc == 0)
             rc = meta_chunker_finish(store->chunker, commit_chunk, commit);
-            break;
+    } else {
+        uint8_t *buf = malloc(READ_BUF_LEN);
+        if (!buf)
+            return store_fail(store, -ENOMEM, "out of memory");
+        for (off_t offset = 0;;) {
+            ssize_t got = pread(fd, buf, READ_BUF_LEN, offset);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got < 0) {
+                rc = store_fail(store, -errno, "reading a working copy: %s", strerror(errno));
+                break;
+            }
+            if (got == 0) {
+                rc = meta_chunker_finish(store->chunker, commit_chunk, commit);
+                break;
+            }
+            rc = meta_chunker_feed(store->chunker, buf, (size_t)got, commit_chunk, commit);
+            if (rc)
+                break;
+            offset += got;
         }
-        rc = meta_chunker_feed(store->chunker, buf, (size_t)got, commit_chunk, commit);
-        if (rc)
-            break;
-        offset += got;
+        free(buf);
     }
-    free(buf);
     if (rc == 0)
         rc = insert_version(store, version, &commit->list);
     if (rc == 0)
@@ -304,11 +312,15 @@ static int commit_wc(struct meta_store *store, const struct meta_version *versio
     return rc;
 }
 
-int meta_version_commit_wc(uint64_t *out_size, struct meta_store *store,
-                           const struct meta_version *version)
+static int commit_version(uint64_t *out_size, struct meta_chunk_list *out_chunks,
+                          struct meta_store *store, const struct meta_version *version,
+                          const void *data, size_t len)
 {
     int fd = -1;
-    int rc = meta_wc_open(&fd, store, &version->node, O_RDONLY);
+    int rc = 0;
+    /* With the bytes in hand, the file is opened only to fsync it. */
+    if (!data || !store->lazy)
+        rc = meta_wc_open(&fd, store, &version->node, O_RDONLY | O_NOATIME);
     if (rc)
         return rc;
     /*
@@ -323,12 +335,29 @@ int meta_version_commit_wc(uint64_t *out_size, struct meta_store *store,
     struct commit_ctx commit = {.store = store};
     rc = store_save_begin(store);
     if (rc == 0)
-        rc = store_save_end(store, commit_wc(store, version, fd, &commit));
-    close(fd);
+        rc = store_save_end(store, commit_wc(store, version, fd, data, len, &commit));
+    if (fd >= 0)
+        close(fd);
     if (rc == 0 && out_size)
         *out_size = commit.list.total;
+    if (rc == 0 && out_chunks) {
+        *out_chunks = commit.list;
+        return 0;
+    }
     meta_chunk_list_free(&commit.list);
     return rc;
+}
+
+int meta_version_commit_wc(uint64_t *out_size, struct meta_store *store,
+                           const struct meta_version *version)
+{
+    return commit_version(out_size, NULL, store, version, NULL, 0);
+}
+
+int meta_version_commit_wc_list(struct meta_chunk_list *out_chunks, struct meta_store *store,
+                                const struct meta_version *version, const void *data, size_t len)
+{
+    return commit_version(NULL, out_chunks, store, version, data, len);
 }
 
 static int read_version(struct meta_version *out, struct meta_chunk_list *out_chunks,

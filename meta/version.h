@@ -69,14 +69,24 @@ META_MUST_CHECK int meta_version_record(struct meta_store *store,
 META_MUST_CHECK int meta_version_commit_wc(uint64_t *out_size, struct meta_store *store,
                                            const struct meta_version *version);
 /*
+ * The same for a caller that has just read the working copy: data[0..len)
+ * are its bytes, chunked from memory rather than read again (data NULL: read
+ * the file). *out_chunks (may be NULL) gets the version's chunk list, which
+ * the caller frees with meta_chunk_list_free.
+ */
+META_MUST_CHECK int meta_version_commit_wc_list(struct meta_chunk_list *out_chunks,
+                                                struct meta_store *store,
+                                                const struct meta_version *version,
+                                                const void *data, size_t len);
+/*
  * Records data[0..len) as a version of a node (its size is taken from len):
  * chunks it, stores the new chunks and records it as meta_version_record
  * does, so a newest version rewrites the working copy after the commit.
  * The store uses it for text merged from remote ops.
  */
 META_MUST_CHECK int meta_version_record_bytes(struct meta_store *store,
-                                              const struct meta_version *version,
-                                              const void *data, size_t len);
+                                              const struct meta_version *version, const void *data,
+                                              size_t len);
 /*
  * Makes the content of version `from` of a node its newest version again,
  * as a new version *version (size ignored, from the old one); the working

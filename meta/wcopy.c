@@ -45,12 +45,43 @@ static int fsync_files_dir(struct meta_store *store, const char *name)
     return rc;
 }
 
-/* Makes the fan-out directory; a new one is made durable in DIR/files at once. */
+/* Index of a fan-out directory ("xx", two hex digits) in store->fanout_made. */
+static unsigned fanout_index(const char *dir)
+{
+    unsigned index = 0;
+    for (int i = 0; i < 2; i++)
+        index = index << 4 | (unsigned)(dir[i] <= '9' ? dir[i] - '0' : dir[i] - 'a' + 10);
+    return index;
+}
+
+/*
+ * Makes the fan-out directory; a new one is made durable in DIR/files at
+ * once. The store remembers which exist (they are never removed), so this
+ * costs a system call once per directory and open, not once per file.
+ */
 static int make_fanout(struct meta_store *store, const char *dir)
 {
-    if (mkdirat(store->files_fd, dir, 0700) != 0)
-        return errno == EEXIST ? 0 : -errno;
-    return store->lazy ? 0 : wc_fsync(store, store->files_fd);
+    unsigned index = fanout_index(dir);
+    uint32_t bit = 1u << (index % 32);
+    if (store->fanout_made[index / 32] & bit)
+        return 0;
+    if (mkdirat(store->files_fd, dir, 0700) != 0) {
+        if (errno != EEXIST)
+            return -errno;
+    } else if (!store->lazy) {
+        int rc = wc_fsync(store, store->files_fd);
+        if (rc)
+            return rc;
+    }
+    store->fanout_made[index / 32] |= bit;
+    return 0;
+}
+
+/* Forgets that a fan-out directory exists (something removed it behind our back). */
+static void fanout_forget(struct meta_store *store, const char *dir)
+{
+    unsigned index = fanout_index(dir);
+    store->fanout_made[index / 32] &= ~(1u << (index % 32));
 }
 
 int meta_wc_open(int *out_fd, struct meta_store *store, const struct meta_id *node, int flags)
@@ -59,11 +90,44 @@ int meta_wc_open(int *out_fd, struct meta_store *store, const struct meta_id *no
     wc_names(&names, node);
     int rc = 0;
     int fd = -1;
+    /*
+     * A writer's O_TRUNC becomes an ftruncate when there are bytes to drop,
+     * and only the timestamps O_TRUNC sets otherwise. Truncating to zero
+     * makes ext4 (auto_da_alloc, meant for programs that replace a file by
+     * truncating it and never fsync) allocate and start writing the file
+     * when it is next closed; the truncation after that then frees the
+     * blocks, which with online discard waits for the disk. Working copies
+     * have their own durability protocol (README "Durability": a program's
+     * fsync is the point), so a working copy just truncated is closed once
+     * at once, before any byte is written: that ends the heuristic with
+     * nothing to write, and rewrites stay in the page cache like writes.
+     */
+    bool truncate = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
+    if (truncate)
+        flags &= ~O_TRUNC;
+    if ((flags & O_CREAT) && !(flags & O_EXCL)) {
+        /* Most opens find the file: try that first, then create it. */
+        fd = openat(store->files_fd, names.file, (flags & ~O_CREAT) | O_CLOEXEC);
+        if (fd >= 0)
+            goto opened;
+        if (errno != ENOENT) {
+            rc = -errno;
+            goto fail;
+        }
+    }
     if (flags & O_CREAT) {
         rc = make_fanout(store, names.dir);
         if (rc)
             goto fail;
         fd = openat(store->files_fd, names.file, flags | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == ENOENT) {
+            /* The fan-out directory went away behind our back: make it again. */
+            fanout_forget(store, names.dir);
+            rc = make_fanout(store, names.dir);
+            if (rc)
+                goto fail;
+            fd = openat(store->files_fd, names.file, flags | O_EXCL | O_CLOEXEC, 0600);
+        }
         if (fd >= 0) {
             rc = store->lazy ? 0 : fsync_files_dir(store, names.dir);
             if (rc)
@@ -82,6 +146,20 @@ int meta_wc_open(int *out_fd, struct meta_store *store, const struct meta_id *no
         rc = -errno;
         goto fail;
     }
+opened:
+    if (truncate) {
+        static const struct timespec now[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+        struct stat st;
+        if (fstat(fd, &st) != 0 || (st.st_size > 0 ? ftruncate(fd, 0) : futimens(fd, now)) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if (st.st_size > 0) {
+            int once = openat(store->files_fd, names.file, O_RDONLY | O_CLOEXEC);
+            if (once >= 0)
+                close(once); /* an optimization only: a failure changes nothing else */
+        }
+    }
     *out_fd = fd;
     return 0;
 fail:
@@ -94,17 +172,18 @@ fail:
 int meta_wc_mark_dirty(struct meta_store *store, const struct meta_id *node)
 {
     static const char sql[] = "UPDATE nodes SET wc_state = 1 WHERE id = ?1 AND kind = 1;";
-    int rc = store_save_begin(store);
+    bool own;
+    int rc = store_single_begin(store, &own);
     if (rc)
         return rc;
     sqlite3_stmt *stmt = store_stmt(store, sql);
     if (!stmt)
-        return store_save_end(store, -ENOMEM);
+        return store_single_end(store, own, -ENOMEM);
     store_bind_id(stmt, 1, node);
     rc = store_step_done(store, stmt, "marking a working copy dirty");
     if (rc == 0 && sqlite3_changes(store->db) == 0)
         rc = store_fail(store, -ENOENT, "no such file node");
-    return store_save_end(store, rc);
+    return store_single_end(store, own, rc);
 }
 
 typedef int (*fill_fn)(struct meta_store *store, int fd, void *ctx);

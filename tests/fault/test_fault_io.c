@@ -210,7 +210,12 @@ int main(void)
                 sweep(&world, ops[o], actions[a], sticky, data, &faults_seen);
     printf("%d injected faults, %llu commits\n", faults_seen,
            (unsigned long long)world.next_seq - 1);
-    CHECK(faults_seen > 50);
+    /*
+     * Every write and fsync of every commit was failed once above; how many
+     * that is depends on the store: since a transaction's WAL frames go out
+     * as one write (meta/walbuf.c) a commit makes a handful, not dozens.
+     */
+    CHECK(faults_seen > 25);
 
     /* Everything that returned is there after a reopen. */
     meta_store_close(world.store);

@@ -4,13 +4,16 @@
  * from the other store) and must converge: tree, text and binary changes,
  * and the tree rows of DESIGN.md's concurrency table.
  */
+#include "meta/oplog.h"
 #include "meta/replica.h"
 #include "meta/version.h"
 #include "meta_util.h"
 #include "test.h"
 
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct peer {
@@ -127,6 +130,12 @@ static void write_file(struct peer *peer, const char *path, const void *data, si
         struct meta_attr attr;
         CHECK_INT(0, meta_replica_mknod(&attr, peer->replica, parent, slash ? slash + 1 : path,
                                         S_IFREG | 0644, 0, 0, 0));
+        /* What the kernel is told of a new file is what getattr says of it. */
+        struct meta_attr again;
+        CHECK_INT(0, meta_replica_getattr(&again, peer->replica, attr.ino));
+        CHECK_INT(1, attr.nlink);
+        CHECK(attr.mode == again.mode && attr.nlink == again.nlink && attr.size == again.size &&
+              attr.uid == again.uid && attr.gid == again.gid && attr.mtime_ns == again.mtime_ns);
         ino = attr.ino;
     }
     int fd = -1;
@@ -134,6 +143,11 @@ static void write_file(struct peer *peer, const char *path, const void *data, si
     CHECK((size_t)write(fd, data, len) == len);
     close(fd);
     CHECK_INT(0, meta_replica_commit(peer->replica, ino));
+}
+
+static void write_text(struct peer *peer, const char *path, const char *text)
+{
+    write_file(peer, path, text, strlen(text));
 }
 
 /* The whole content of a file, NUL-terminated, malloc'ed. */
@@ -359,6 +373,317 @@ static void test_restore_is_an_edit(void)
     peer_free(&a);
 }
 
+/* ---------- checkpoints ---------- */
+
+static void peer_reopen(struct peer *peer)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/share", peer->dir);
+    meta_replica_close(peer->replica);
+    struct meta_err err;
+    int rc = meta_replica_open(&peer->replica, &err, path);
+    if (rc) {
+        fprintf(stderr, "reopen: %s\n", err.msg);
+        exit(2);
+    }
+}
+
+/*
+ * Runs `work` on the peer's share in a child process that then dies without
+ * closing anything (as kill -9 would leave it: no checkpoint at close), and
+ * reopens the share here. The parent's replica is closed meanwhile.
+ */
+static void in_child_then_die(struct peer *peer, void (*work)(struct peer *peer))
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/share", peer->dir);
+    meta_replica_close(peer->replica);
+    peer->replica = NULL;
+    fflush(NULL);
+    int failures = test_failures;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct meta_err err;
+        if (meta_replica_open(&peer->replica, &err, path) != 0)
+            _exit(2);
+        work(peer);
+        _exit(test_failures > failures ? 1 : 0);
+    }
+    int status = 0;
+    CHECK_INT(pid, waitpid(pid, &status, 0));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fprintf(stderr, "child: %s %d\n", WIFEXITED(status) ? "exit" : "signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    struct meta_err err;
+    int rc = meta_replica_open(&peer->replica, &err, path);
+    if (rc) {
+        fprintf(stderr, "reopen: %s\n", err.msg);
+        exit(2);
+    }
+}
+
+static void make_dirs(struct peer *peer, const char *prefix, int count)
+{
+    for (int i = 0; i < count; i++) {
+        char name[64];
+        struct meta_attr attr;
+        snprintf(name, sizeof(name), "%s%d", prefix, i);
+        CHECK_INT(0, meta_replica_mkdir(&attr, peer->replica, META_INO_ROOT, name, 0755, 0, 0));
+        struct meta_attr again;
+        CHECK_INT(0, meta_replica_getattr(&again, peer->replica, attr.ino));
+        CHECK(attr.mode == again.mode && attr.nlink == again.nlink && attr.nlink > 0);
+    }
+}
+
+static void work_after_checkpoint(struct peer *peer)
+{
+    /* Twelve tree ops with a checkpoint every five: the last two are only in the log. */
+    meta_replica_set_checkpoint_interval(peer->replica, 5);
+    make_dirs(peer, "late", 12);
+    CHECK_INT(0, meta_replica_unlink(peer->replica, META_INO_ROOT, "file"));
+}
+
+/* Opening loads the tree checkpoint and replays only the tree ops logged after it. */
+static void test_tree_checkpoint(void)
+{
+    struct peer a, b;
+    peer_init(&a, "laptop");
+    peer_init(&b, "desktop");
+    make_dirs(&a, "dir", 20);
+    write_file(&a, "file", "x", 1);
+    /* Remote ops too: they are in the log like local ones. */
+    make_dirs(&b, "remote", 3);
+    exchange(&a, &b);
+    char before[1024], after[1024];
+    listing(&a, "", before, sizeof(before));
+
+    /* Close writes a checkpoint: nothing to replay. */
+    peer_reopen(&a);
+    struct meta_replica_info info;
+    meta_replica_info(&info, a.replica);
+    CHECK(info.tree_from_checkpoint);
+    CHECK_INT(0, info.replayed_tree_ops);
+    CHECK_STR("", info.checkpoint_note);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    listing(&a, "", after, sizeof(after));
+    CHECK_STR(before, after);
+
+    /* Tree ops after the last checkpoint are replayed; the tree is the log's. */
+    in_child_then_die(&a, work_after_checkpoint);
+    meta_replica_info(&info, a.replica);
+    CHECK(info.tree_from_checkpoint);
+    CHECK_INT(3, info.replayed_tree_ops); /* late10, late11, and the unlink */
+    if (meta_replica_check(a.replica) != 0)
+        fprintf(stderr, "check: %s\n", meta_replica_errmsg(a.replica));
+    CHECK_INT(0, meta_replica_check(a.replica));
+    listing(&a, "", after, sizeof(after));
+    CHECK(strstr(after, "late11|") != NULL && strstr(after, "late0|") != NULL);
+    CHECK(strstr(after, "file|") == NULL);
+    /* Life goes on from there: new ops, a sync, the other side agrees. */
+    make_dirs(&a, "next", 2);
+    exchange(&a, &b);
+    char theirs[1024];
+    listing(&a, "", after, sizeof(after));
+    listing(&b, "", theirs, sizeof(theirs));
+    CHECK_STR(after, theirs);
+    CHECK_INT(0, meta_replica_check(b.replica));
+    peer_free(&a);
+    peer_free(&b);
+}
+
+static void damage_checkpoint(struct peer *peer, const char *sql)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/share/store.db", peer->dir);
+    meta_replica_close(peer->replica);
+    peer->replica = NULL;
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    char *message = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &message);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", sql, message);
+    CHECK_INT(SQLITE_OK, rc);
+    CHECK_INT(1, sqlite3_changes(db));
+    sqlite3_free(message);
+    sqlite3_close(db);
+    snprintf(path, sizeof(path), "%s/share", peer->dir);
+    struct meta_err err;
+    if (meta_replica_open(&peer->replica, &err, path) != 0) {
+        fprintf(stderr, "open: %s\n", err.msg);
+        exit(2);
+    }
+}
+
+/*
+ * Closes the replica, writes a tree checkpoint through the store's API (so
+ * its digest is right) covering the log plus, if `extra` is not 0, five ops
+ * of replica `extra`, and reopens.
+ */
+static void put_checkpoint(struct peer *peer, uint64_t extra, const void *state, size_t len)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/share", peer->dir);
+    meta_replica_close(peer->replica);
+    struct meta_err err;
+    struct meta_store *store = NULL;
+    CHECK_INT(0, meta_store_open(&store, &err, path));
+    struct crdt_vv covered = {0};
+    CHECK_INT(0, meta_vv_load(&covered, store));
+    if (extra)
+        CHECK_INT(0, crdt_vv_raise(&covered, extra, 5));
+    CHECK_INT(0, meta_checkpoint_put(store, "tree", &covered, 1, state, len));
+    crdt_vv_free(&covered);
+    meta_store_close(store);
+    if (meta_replica_open(&peer->replica, &err, path) != 0) {
+        fprintf(stderr, "open: %s\n", err.msg);
+        exit(2);
+    }
+}
+
+/* A checkpoint that cannot be used is ignored, said so, and the whole log replayed. */
+static void test_bad_checkpoint(void)
+{
+    struct peer a;
+    peer_init(&a, "laptop");
+    make_dirs(&a, "dir", 10);
+    char before[1024], after[1024];
+    listing(&a, "", before, sizeof(before));
+    const struct {
+        const char *sql;
+        const char *note;
+    } cases[] = {
+        /* A flipped byte: the digest no longer matches. */
+        {"UPDATE checkpoints SET state = CAST(substr(state, 1, 20) || 'x' || substr(state, 22) "
+         "AS BLOB) WHERE name = 'tree';",
+         "damaged"},
+        /* It claims ops the log does not hold (a store put back from an older copy). */
+        {"DELETE FROM checkpoints; INSERT INTO checkpoints VALUES ('tree', X'01ff0163', 1, X'00', "
+         "zeroblob(32));",
+         "damaged"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        damage_checkpoint(&a, cases[i].sql);
+        struct meta_replica_info info;
+        meta_replica_info(&info, a.replica);
+        CHECK(!info.tree_from_checkpoint);
+        CHECK(strstr(info.checkpoint_note, cases[i].note) != NULL);
+        CHECK(strstr(info.checkpoint_note, "rebuilt from the op log") != NULL);
+        CHECK_INT(10, info.replayed_tree_ops); /* ten mkdirs */
+        CHECK_INT(0, meta_replica_check(a.replica));
+        listing(&a, "", after, sizeof(after));
+        CHECK_STR(before, after);
+        /* The next close writes a good one. */
+        peer_reopen(&a);
+        meta_replica_info(&info, a.replica);
+        CHECK(info.tree_from_checkpoint);
+        CHECK_INT(0, info.replayed_tree_ops);
+    }
+    /* Intact (written through the API), but covering more than the log holds. */
+    put_checkpoint(&a, 0x1234, "x", 1);
+    struct meta_replica_info info;
+    meta_replica_info(&info, a.replica);
+    CHECK(!info.tree_from_checkpoint);
+    CHECK(strstr(info.checkpoint_note, "covers ops the log does not hold") != NULL);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    /* Intact and covering the log, but not a tree snapshot. */
+    put_checkpoint(&a, 0, "x", 1);
+    meta_replica_info(&info, a.replica);
+    CHECK(!info.tree_from_checkpoint);
+    CHECK(strstr(info.checkpoint_note, "does not load") != NULL);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    listing(&a, "", after, sizeof(after));
+    CHECK_STR(before, after);
+    peer_free(&a);
+}
+
+static void work_text_edits(struct peer *peer)
+{
+    /* More edits than a text state waits for, then a few that only the log holds. */
+    char text[64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(text, sizeof(text), "line one\nedit %d\nline three\n", i);
+        write_file(peer, "notes.txt", text, strlen(text));
+    }
+    CHECK_INT(0, meta_replica_check(peer->replica));
+}
+
+/* Text states are written now and then; the ops after one are replayed when the file is loaded. */
+static void test_text_state_replay(void)
+{
+    struct peer a, b;
+    peer_init(&a, "laptop");
+    peer_init(&b, "desktop");
+    write_text(&a, "notes.txt", "line one\nline two\nline three\n");
+    in_child_then_die(&a, work_text_edits);
+    check_content(&a, "notes.txt", "line one\nedit 39\nline three\n");
+    /* The next commit diffs against the replayed document: one small op, merging as usual. */
+    exchange(&a, &b);
+    write_text(&a, "notes.txt", "line one\nedit 39\nline three\nfrom a\n");
+    check_content(&a, "notes.txt", "line one\nedit 39\nline three\nfrom a\n");
+    CHECK_INT(0, meta_replica_check(a.replica));
+    write_text(&b, "notes.txt", "from b\nline one\nedit 39\nline three\n");
+    pull(&b, &a);
+    check_content(&b, "notes.txt", "from b\nline one\nedit 39\nline three\nfrom a\n");
+    exchange(&a, &b);
+    check_content(&a, "notes.txt", "from b\nline one\nedit 39\nline three\nfrom a\n");
+    check_content(&b, "notes.txt", "from b\nline one\nedit 39\nline three\nfrom a\n");
+    CHECK_INT(0, meta_replica_check(a.replica));
+    CHECK_INT(0, meta_replica_check(b.replica));
+    /* Reopened, both still agree with their logs. */
+    peer_reopen(&a);
+    peer_reopen(&b);
+    check_content(&a, "notes.txt", "from b\nline one\nedit 39\nline three\nfrom a\n");
+    write_text(&b, "notes.txt", "from b\nline one\nline three\nfrom a\n");
+    exchange(&a, &b);
+    check_content(&a, "notes.txt", "from b\nline one\nline three\nfrom a\n");
+    CHECK_INT(0, meta_replica_check(a.replica));
+    peer_free(&a);
+    peer_free(&b);
+}
+
+/* More text files than the cache holds: evicted documents are saved and come back right. */
+static void test_text_cache_eviction(void)
+{
+    struct peer a, b;
+    peer_init(&a, "laptop");
+    peer_init(&b, "desktop");
+    char name[32], text[64];
+    for (int round = 0; round < 3; round++) {
+        for (int f = 0; f < 12; f++) {
+            snprintf(name, sizeof(name), "f%d.txt", f);
+            snprintf(text, sizeof(text), "file %d\nround %d\n", f, round);
+            write_file(&a, name, text, strlen(text));
+        }
+    }
+    struct meta_replica_info info;
+    meta_replica_info(&info, a.replica);
+    CHECK(info.cached_texts <= 8);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    exchange(&a, &b);
+    for (int f = 0; f < 12; f++) {
+        snprintf(name, sizeof(name), "f%d.txt", f);
+        snprintf(text, sizeof(text), "file %d\nround 2\n", f);
+        check_content(&b, name, text);
+    }
+    /* A file that stops being text drops its state (and its cached document). */
+    write_file(&a, "f0.txt", "\0binary", 7);
+    uint8_t *state = NULL;
+    size_t len = 0;
+    struct meta_id id;
+    CHECK_INT(0, meta_replica_node_id(&id, a.replica, resolve(&a, "f0.txt")));
+    CHECK_INT(-ENOENT, meta_text_get(&state, &len, meta_replica_store(a.replica), &id));
+    write_file(&a, "f0.txt", "text again\n", 11);
+    CHECK_INT(0, meta_text_get(&state, &len, meta_replica_store(a.replica), &id));
+    free(state);
+    check_content(&a, "f0.txt", "text again\n");
+    CHECK_INT(0, meta_replica_check(a.replica));
+    CHECK_INT(0, meta_replica_check(b.replica));
+    peer_free(&a);
+    peer_free(&b);
+}
+
 int main(void)
 {
     test_tree_and_text_sync();
@@ -366,5 +691,9 @@ int main(void)
     test_binary_sync();
     test_tree_rows();
     test_restore_is_an_edit();
+    test_tree_checkpoint();
+    test_bad_checkpoint();
+    test_text_state_replay();
+    test_text_cache_eviction();
     return test_finish("replica");
 }

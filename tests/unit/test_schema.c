@@ -25,6 +25,13 @@ static const struct meta_id *fixture_node(void)
     return &id;
 }
 
+static const struct meta_id *fixture_text_node(void)
+{
+    static struct meta_id id;
+    id = tu_id(0x0f2);
+    return &id;
+}
+
 static int make_fixture(const char *dir)
 {
     struct meta_share_params params = {.device_name = "fixture"};
@@ -53,7 +60,9 @@ static int make_fixture(const char *dir)
                          .author = replica,
                          .body = (uint8_t *)"op-body",
                          .body_len = 7};
-    int rc = meta_setting_set(store, "fixture.note", "made with schema v1");
+    char note[64];
+    snprintf(note, sizeof(note), "made with schema v%d", META_SCHEMA_VERSION);
+    int rc = meta_setting_set(store, "fixture.note", note);
     if (rc == 0)
         rc = meta_node_put(NULL, store, &root);
     if (rc == 0)
@@ -71,6 +80,18 @@ static int make_fixture(const char *dir)
                             (struct crdt_ts){6, replica});
     if (rc == 0)
         rc = meta_text_put(store, fixture_node(), "state", 5);
+    /* v2: a checkpoint, and a second file whose text state covers part of the log. */
+    struct crdt_vv covered = {0};
+    if (rc == 0)
+        rc = crdt_vv_raise(&covered, replica, 1);
+    if (rc == 0)
+        rc = meta_checkpoint_put(store, "tree", &covered, 5, "checkpoint", 10);
+    struct meta_node notes = tu_node(*fixture_text_node(), &root_id, "notes.txt", META_NODE_FILE);
+    if (rc == 0)
+        rc = meta_node_put(NULL, store, &notes);
+    if (rc == 0)
+        rc = meta_text_put_covered(store, fixture_text_node(), "text", 4, &covered);
+    crdt_vv_free(&covered);
     if (rc)
         fprintf(stderr, "make fixture: %s\n", meta_store_errmsg(store));
     meta_store_close(store);
@@ -162,6 +183,31 @@ static void check_fixture(const char *fixture, int version)
     free(value);
     CHECK_INT(0, meta_text_get(&value, &len, store, fixture_node()));
     free(value);
+    /* v2 added checkpoints and what a text state covers; a v1 store has neither yet. */
+    struct meta_checkpoint cp;
+    bool complete = false;
+    struct crdt_vv covered = {0};
+    if (version >= 2) {
+        CHECK_INT(0, meta_checkpoint_get(&cp, store, "tree"));
+        CHECK(cp.counter == 5 && cp.state_len == 10 && memcmp(cp.state, "checkpoint", 10) == 0);
+        CHECK_INT(1, crdt_vv_get(&cp.covered, meta_store_replica(store)));
+        meta_checkpoint_clear(&cp);
+        CHECK_INT(0, meta_text_get_covered(&value, &len, &covered, &complete, store,
+                                           fixture_text_node()));
+        CHECK(!complete && len == 4 && memcmp(value, "text", 4) == 0);
+        CHECK_INT(1, crdt_vv_get(&covered, meta_store_replica(store)));
+        free(value);
+        crdt_vv_free(&covered);
+    } else {
+        CHECK_INT(-ENOENT, meta_checkpoint_get(&cp, store, "tree"));
+    }
+    CHECK_INT(0, meta_text_get_covered(NULL, NULL, &covered, &complete, store, fixture_node()));
+    CHECK(complete);
+    crdt_vv_free(&covered);
+    /* Migrations turn foreign keys off while they run: they must be back on after. */
+    struct meta_id missing = tu_id(0x0f9);
+    CHECK_INT(-ENOENT, meta_xattr_set(NULL, store, &missing, "user.k", "v", 1,
+                                      (struct crdt_ts){7, meta_store_replica(store)}));
     meta_store_close(store);
 
     /* Opening migrated it to the current version. */
@@ -172,6 +218,22 @@ static void check_fixture(const char *fixture, int version)
     CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db, "PRAGMA user_version;", -1, &stmt, NULL));
     CHECK_INT(SQLITE_ROW, sqlite3_step(stmt));
     CHECK_INT(META_SCHEMA_VERSION, sqlite3_column_int(stmt, 0));
+    sqlite3_finalize(stmt);
+    /* v2's shape: nodes keyed by id without a rowid, no IN (...) checks on the hot tables. */
+    CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db,
+                                            "SELECT name, sql FROM sqlite_schema WHERE name IN "
+                                            "('nodes', 'ops', 'nodes_v2', 'ops_v2') ORDER BY name;",
+                                            -1, &stmt, NULL));
+    int tables = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(stmt, 0);
+        const char *sql = (const char *)sqlite3_column_text(stmt, 1);
+        tables++;
+        CHECK(strcmp(name, "nodes") == 0 || strcmp(name, "ops") == 0);
+        CHECK(strstr(sql, " IN (") == NULL);
+        CHECK(strstr(sql, "WITHOUT ROWID") != NULL);
+    }
+    CHECK_INT(2, tables);
     sqlite3_finalize(stmt);
     sqlite3_close(db);
     tu_rmtree(dir);

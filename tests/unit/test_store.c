@@ -785,6 +785,400 @@ static void test_retention_and_gc(void)
     tu_rmtree(dir);
 }
 
+struct replay_ctx {
+    uint64_t seen[8][2];
+    size_t len;
+};
+
+static int collect_replayed(void *arg, const struct meta_op *op)
+{
+    struct replay_ctx *ctx = arg;
+    if (ctx->len < 8) {
+        ctx->seen[ctx->len][0] = op->replica;
+        ctx->seen[ctx->len][1] = op->seq;
+    }
+    ctx->len++;
+    return 0;
+}
+
+/* Ops of a kind (and of a node) beyond a version vector, by index range; the highest counter. */
+static void test_oplog_replay(void)
+{
+    char *dir = tu_tempdir("replay");
+    struct meta_store *store = create_store(dir);
+    uint64_t a = 0x1111, b = 0xffffffff00000001ULL;
+    uint8_t body[1] = {1};
+    struct meta_op ops[] = {
+        {.replica = a, .seq = 1, .counter = 1, .kind = META_OP_TREE, .node = tu_id(1)},
+        {.replica = a, .seq = 2, .counter = 2, .kind = META_OP_TEXT, .node = tu_id(1)},
+        {.replica = a, .seq = 3, .counter = 3, .kind = META_OP_TEXT, .node = tu_id(2)},
+        {.replica = a, .seq = 4, .counter = 4, .kind = META_OP_TREE, .node = tu_id(2)},
+        {.replica = b, .seq = 1, .counter = 9, .kind = META_OP_TEXT, .node = tu_id(1)},
+        {.replica = b, .seq = 2, .counter = 10, .kind = META_OP_TREE, .node = tu_id(1)},
+    };
+    uint64_t counter = 99;
+    CHECK_INT(0, meta_oplog_max_counter(&counter, store));
+    CHECK_INT(0, counter);
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        ops[i].author = ops[i].replica;
+        ops[i].body = body;
+        ops[i].body_len = 1;
+        CHECK_INT(0, meta_oplog_append(store, &ops[i]));
+    }
+    CHECK_INT(0, meta_oplog_max_counter(&counter, store));
+    CHECK_INT(10, counter);
+    /* Everything of a kind: each replica's in seq order. */
+    struct crdt_vv covered = {0};
+    struct replay_ctx got = {0};
+    CHECK_INT(0, meta_oplog_replay(store, NULL, META_OP_TREE, &covered, collect_replayed, &got));
+    CHECK_INT(3, got.len);
+    /* Beyond {a:1}: a4 and b2 for the tree; for node 1's text, a2 and b1. */
+    CHECK_INT(0, crdt_vv_raise(&covered, a, 1));
+    memset(&got, 0, sizeof(got));
+    CHECK_INT(0, meta_oplog_replay(store, NULL, META_OP_TREE, &covered, collect_replayed, &got));
+    CHECK_INT(2, got.len);
+    CHECK(got.seen[0][0] != got.seen[1][0]);
+    memset(&got, 0, sizeof(got));
+    struct meta_id node = tu_id(1);
+    CHECK_INT(0, meta_oplog_replay(store, &node, META_OP_TEXT, &covered, collect_replayed, &got));
+    CHECK_INT(2, got.len);
+    /* Beyond {a:2, b:1}: nothing of node 1's text. */
+    CHECK_INT(0, crdt_vv_raise(&covered, a, 2));
+    CHECK_INT(0, crdt_vv_raise(&covered, b, 1));
+    memset(&got, 0, sizeof(got));
+    CHECK_INT(0, meta_oplog_replay(store, &node, META_OP_TEXT, &covered, collect_replayed, &got));
+    CHECK_INT(0, got.len);
+    crdt_vv_free(&covered);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+/*
+ * The version vector and the inode counter are written when a change
+ * commits: inside a transaction the vector still shows the new ops, a
+ * rollback forgets them, and after reopening the rows say what committed.
+ */
+static void test_deferred_rows(void)
+{
+    char *dir = tu_tempdir("deferred");
+    struct meta_store *store = create_store(dir);
+    uint64_t a = 0x2222;
+    struct meta_op op = {
+        .replica = a, .counter = 1, .kind = META_OP_TREE, .node = tu_id(1), .author = a};
+    CHECK_INT(0, meta_store_txn_begin(store));
+    for (op.seq = 1; op.seq <= 3; op.seq++)
+        CHECK_INT(0, meta_oplog_append(store, &op));
+    struct crdt_vv vv;
+    CHECK_INT(0, meta_vv_load(&vv, store));
+    CHECK_INT(3, crdt_vv_get(&vv, a));
+    crdt_vv_free(&vv);
+    struct meta_node node = tu_node(tu_id(7), NULL, "", META_NODE_DIR);
+    uint64_t ino = 0;
+    CHECK_INT(0, meta_node_put(&ino, store, &node));
+    CHECK_INT(2, ino);
+    meta_store_txn_rollback(store);
+    CHECK_INT(0, meta_vv_load(&vv, store));
+    CHECK_INT(0, crdt_vv_get(&vv, a));
+    crdt_vv_free(&vv);
+    /* The rolled-back ops left no trace: seq 1 is next again, and so is the inode. */
+    op.seq = 2;
+    CHECK_INT(-EINVAL, meta_oplog_append(store, &op));
+    op.seq = 1;
+    CHECK_INT(0, meta_oplog_append(store, &op));
+    CHECK_INT(0, meta_node_put(&ino, store, &node));
+    CHECK_INT(2, ino);
+    /* A transaction that commits writes both rows. */
+    CHECK_INT(0, meta_store_txn_begin(store));
+    op.seq = 2;
+    CHECK_INT(0, meta_oplog_append(store, &op));
+    node.id = tu_id(8);
+    CHECK_INT(0, meta_node_put(&ino, store, &node));
+    CHECK_INT(3, ino);
+    CHECK_INT(0, meta_store_txn_commit(store));
+    meta_store_close(store);
+    store = reopen(dir);
+    CHECK_INT(0, meta_vv_load(&vv, store));
+    CHECK_INT(2, crdt_vv_get(&vv, a));
+    crdt_vv_free(&vv);
+    node.id = tu_id(9);
+    CHECK_INT(0, meta_node_put(&ino, store, &node));
+    CHECK_INT(4, ino);
+    /* An inode number asked for moves the counter past it. */
+    node.id = tu_id(10);
+    node.ino = 40;
+    CHECK_INT(0, meta_node_put(&ino, store, &node));
+    CHECK_INT(40, ino);
+    node.id = tu_id(11);
+    node.ino = 0;
+    CHECK_INT(0, meta_node_put(&ino, store, &node));
+    CHECK_INT(41, ino);
+    CHECK_INT(0, meta_store_check(store));
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+/* Checkpoints: round trip, replacement, and a damaged one refused as such. */
+static void test_checkpoints(void)
+{
+    char *dir = tu_tempdir("checkpoint");
+    struct meta_store *store = create_store(dir);
+    struct meta_checkpoint cp;
+    CHECK_INT(-ENOENT, meta_checkpoint_get(&cp, store, "tree"));
+    struct crdt_vv covered = {0};
+    CHECK_INT(0, crdt_vv_raise(&covered, 5, 10));
+    CHECK_INT(0, crdt_vv_raise(&covered, 0xffffffff00000001ULL, 3));
+    CHECK_INT(0, meta_checkpoint_put(store, "tree", &covered, 77, "state one", 9));
+    CHECK_INT(0, meta_checkpoint_put(store, "tree", &covered, 78, "state two!", 10));
+    CHECK_INT(0, meta_checkpoint_get(&cp, store, "tree"));
+    CHECK_INT(78, cp.counter);
+    CHECK(cp.state_len == 10 && memcmp(cp.state, "state two!", 10) == 0);
+    CHECK(crdt_vv_compare(&cp.covered, &covered) == CRDT_VV_EQUAL);
+    meta_checkpoint_clear(&cp);
+    meta_store_close(store);
+
+    /* One flipped byte of the state, of the vector, or of the counter: refused. */
+    const char *damage[] = {
+        "UPDATE checkpoints SET state = CAST('state twO!' AS BLOB);",
+        "UPDATE checkpoints SET counter = 79;",
+        "UPDATE checkpoints SET covered = X'0105';",
+        "UPDATE checkpoints SET digest = zeroblob(32);",
+    };
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/store.db", dir);
+    for (size_t i = 0; i < sizeof(damage) / sizeof(damage[0]); i++) {
+        store = reopen(dir);
+        CHECK_INT(0, meta_checkpoint_put(store, "tree", &covered, 78, "state two!", 10));
+        meta_store_close(store);
+        sqlite3 *db = NULL;
+        CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+        CHECK_INT(SQLITE_OK, sqlite3_exec(db, damage[i], NULL, NULL, NULL));
+        sqlite3_close(db);
+        store = reopen(dir);
+        CHECK_INT(-EBADMSG, meta_checkpoint_get(&cp, store, "tree"));
+        CHECK(strstr(meta_store_errmsg(store), "damaged") != NULL);
+        meta_store_close(store);
+    }
+    crdt_vv_free(&covered);
+    tu_rmtree(dir);
+}
+
+/* A text state with what it covers (v2), and one without (complete, as v1 wrote them). */
+static void test_text_coverage(void)
+{
+    char *dir = tu_tempdir("textcov");
+    struct meta_store *store = create_store(dir);
+    struct meta_node node = tu_node(tu_id(3), NULL, "", META_NODE_FILE);
+    CHECK_INT(0, meta_node_put(NULL, store, &node));
+    CHECK_INT(0, meta_text_put(store, &node.id, "abc", 3));
+    uint8_t *state = NULL;
+    size_t len = 0;
+    struct crdt_vv covered = {0};
+    bool complete = false;
+    CHECK_INT(0, meta_text_get_covered(&state, &len, &covered, &complete, store, &node.id));
+    CHECK(complete && covered.len == 0 && len == 3);
+    free(state);
+    struct crdt_vv want = {0};
+    CHECK_INT(0, crdt_vv_raise(&want, 9, 4));
+    CHECK_INT(0, meta_text_put_covered(store, &node.id, "abcd", 4, &want));
+    CHECK_INT(0, meta_text_get_covered(&state, &len, &covered, &complete, store, &node.id));
+    CHECK(!complete && len == 4 && memcmp(state, "abcd", 4) == 0);
+    CHECK(crdt_vv_compare(&covered, &want) == CRDT_VV_EQUAL);
+    free(state);
+    crdt_vv_free(&covered);
+    crdt_vv_free(&want);
+    struct meta_id missing = tu_id(4);
+    CHECK_INT(-ENOENT, meta_text_get_covered(NULL, NULL, NULL, NULL, store, &missing));
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+/* Working copies opened with O_TRUNC: bytes dropped, or only the times set when there are none. */
+static void test_wc_truncate(void)
+{
+    char *dir = tu_tempdir("wctrunc");
+    struct meta_store *store = create_store(dir);
+    struct meta_id id = tu_id(5);
+    int fd = -1;
+    CHECK_INT(0, meta_wc_open(&fd, store, &id, O_WRONLY | O_CREAT | O_EXCL));
+    close(fd);
+    CHECK_INT(-EEXIST, meta_wc_open(&fd, store, &id, O_WRONLY | O_CREAT | O_EXCL));
+    char path[4096];
+    CHECK_INT(0, meta_wc_path(path, sizeof(path), store, &id));
+    struct timespec old[2] = {{1000, 0}, {1000, 0}};
+    CHECK_INT(0, utimensat(AT_FDCWD, path, old, 0));
+    CHECK_INT(0, meta_wc_open(&fd, store, &id, O_WRONLY | O_CREAT | O_TRUNC));
+    close(fd);
+    struct stat st;
+    CHECK_INT(0, stat(path, &st));
+    CHECK(st.st_size == 0 && st.st_mtim.tv_sec > 1000);
+    CHECK_INT(0, tu_write_file(path, "hello", 5));
+    CHECK_INT(0, meta_wc_open(&fd, store, &id, O_RDWR | O_TRUNC));
+    close(fd);
+    CHECK_INT(0, stat(path, &st));
+    CHECK_INT(0, st.st_size);
+    /* A fan-out directory removed behind the store's back is made again. */
+    struct meta_id other = tu_id(0xab000006);
+    char fanout[4096];
+    CHECK_INT(0, meta_wc_path(fanout, sizeof(fanout), store, &other));
+    CHECK_INT(0, meta_wc_open(&fd, store, &other, O_WRONLY | O_CREAT));
+    close(fd);
+    CHECK_INT(0, unlink(fanout));
+    *strrchr(fanout, '/') = '\0';
+    CHECK_INT(0, rmdir(fanout));
+    CHECK_INT(0, meta_wc_open(&fd, store, &other, O_WRONLY | O_CREAT));
+    close(fd);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+/*
+ * A transaction bigger than the WAL buffer (meta/walbuf.c writes it out in
+ * pieces) is whole on disk when its commit returns: a process that exits
+ * right after, closing nothing, loses none of it.
+ */
+static void test_big_commit_survives_exit(void)
+{
+    char *dir = tu_tempdir("bigcommit");
+    struct meta_store *store = create_store(dir);
+    struct meta_node node = tu_node(tu_id(1), NULL, "", META_NODE_FILE);
+    CHECK_INT(0, meta_node_put(NULL, store, &node));
+    meta_store_close(store);
+    size_t len = 5u << 20;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct meta_err err;
+        uint8_t *data = malloc(len);
+        tu_fill(data, len, 9);
+        if (meta_store_open(&store, &err, dir) != 0 || meta_store_set_lazy(store, true) != 0 ||
+            meta_wc_mark_dirty(store, &node.id) != 0 ||
+            meta_wc_replace(store, &node.id, data, len) != 0)
+            _exit(1);
+        struct meta_version version = {.node = node.id, .ts = {1, 1}, .author = 1, .time_ns = 1};
+        uint64_t size = 0;
+        _exit(meta_version_commit_wc(&size, store, &version) == 0 && size == len ? 0 : 1);
+    }
+    int status = 0;
+    CHECK_INT(pid, waitpid(pid, &status, 0));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    store = reopen(dir);
+    struct meta_version *versions = NULL;
+    size_t count = 0;
+    CHECK_INT(0, meta_version_list(&versions, &count, store, &node.id));
+    CHECK_INT(1, count);
+    if (count == 1)
+        CHECK(versions[0].size == len);
+    free(versions);
+    CHECK_INT(0, meta_store_check(store));
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
+/*
+ * meta/walbuf.c gathers a transaction's WAL writes and writes them out in
+ * 1 MiB pieces: whatever the transaction's size, when COMMIT returns the WAL
+ * file must end with the whole commit frame (its header says so), not short
+ * of it. With no checkpoint the WAL only grows, so its end is the last
+ * commit's; transactions of 480..530 pages (frames of 24 + 2048 bytes) put
+ * the commit frame on either side of the 1 MiB mark (507 frames end past it).
+ */
+static void test_walbuf_commit_boundary(void)
+{
+    char *dir = tu_tempdir("walbuf");
+    struct meta_store *store = create_store(dir); /* registers the VFS */
+    meta_store_close(store);
+    char path[4096], wal[4096];
+    snprintf(path, sizeof(path), "%s/scratch.db", dir);
+    snprintf(wal, sizeof(wal), "%s/scratch.db-wal", dir);
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                         "weft-walbuf"));
+    CHECK_INT(SQLITE_OK, sqlite3_exec(db,
+                                      "PRAGMA page_size = 2048; PRAGMA locking_mode = EXCLUSIVE;"
+                                      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                                      "PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (v BLOB);",
+                                      NULL, NULL, NULL));
+    sqlite3_stmt *insert = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db, "INSERT INTO t VALUES (randomblob(1900));", -1,
+                                            &insert, NULL));
+    int fd = open(wal, O_RDONLY);
+    CHECK(fd >= 0);
+    for (int rows = 480; rows <= 530 && fd >= 0; rows++) {
+        CHECK_INT(SQLITE_OK, sqlite3_exec(db, "BEGIN;", NULL, NULL, NULL));
+        int done = 0;
+        for (int i = 0; i < rows; i++) {
+            done += sqlite3_step(insert) == SQLITE_DONE;
+            sqlite3_reset(insert);
+        }
+        CHECK_INT(rows, done);
+        CHECK_INT(SQLITE_OK, sqlite3_exec(db, "COMMIT;", NULL, NULL, NULL));
+        /* The file as the kernel has it: whole frames, the last one a commit frame. */
+        struct stat st;
+        CHECK_INT(0, fstat(fd, &st));
+        off_t frame = 24 + 2048;
+        CHECK((st.st_size - 32) % frame == 0);
+        uint8_t header[24];
+        CHECK_INT(24, pread(fd, header, 24, st.st_size - frame));
+        CHECK((header[4] | header[5] | header[6] | header[7]) != 0);
+        CHECK_INT(SQLITE_OK, sqlite3_exec(db, "DELETE FROM t;", NULL, NULL, NULL));
+    }
+    if (fd >= 0)
+        close(fd);
+    sqlite3_finalize(insert);
+    sqlite3_close(db);
+    tu_rmtree(dir);
+}
+
+/*
+ * A transaction bigger than SQLite's page cache spills pages to the WAL
+ * before it commits, rewrites some of them in place, and at commit rewrites
+ * the checksums of the frames after the first one it rewrote. All of that
+ * must be in the file when COMMIT returns: a child that exits right after
+ * leaves a database that holds the transaction.
+ */
+static void test_walbuf_spilled_commit(void)
+{
+    char *dir = tu_tempdir("walspill");
+    struct meta_store *store = create_store(dir); /* registers the VFS */
+    meta_store_close(store);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/scratch.db", dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3 *db = NULL;
+        int rc =
+            sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "weft-walbuf");
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db,
+                              "PRAGMA page_size = 2048; PRAGMA locking_mode = EXCLUSIVE;"
+                              "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                              "PRAGMA cache_size = 8; CREATE TABLE t (v BLOB);"
+                              "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                              "SELECT i + 1 FROM n WHERE i < 300) "
+                              "INSERT INTO t SELECT randomblob(1900) FROM n;"
+                              "UPDATE t SET v = randomblob(1900); COMMIT;",
+                              NULL, NULL, NULL);
+        _exit(rc == SQLITE_OK ? 0 : 1); /* closing nothing */
+    }
+    int status = 0;
+    CHECK_INT(pid, waitpid(pid, &status, 0));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    sqlite3_stmt *stmt = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db, "SELECT count(*) FROM t;", -1, &stmt, NULL));
+    CHECK_INT(SQLITE_ROW, sqlite3_step(stmt));
+    CHECK_INT(300, sqlite3_column_int(stmt, 0));
+    sqlite3_finalize(stmt);
+    CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db, "PRAGMA integrity_check;", -1, &stmt, NULL));
+    CHECK_INT(SQLITE_ROW, sqlite3_step(stmt));
+    CHECK_STR("ok", (const char *)sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     test_create_open_identity();
@@ -796,5 +1190,13 @@ int main(void)
     test_nodes_xattrs_text();
     test_versions_and_restore();
     test_retention_and_gc();
+    test_oplog_replay();
+    test_deferred_rows();
+    test_checkpoints();
+    test_text_coverage();
+    test_wc_truncate();
+    test_big_commit_survives_exit();
+    test_walbuf_commit_boundary();
+    test_walbuf_spilled_commit();
     return test_finish("store");
 }
