@@ -581,7 +581,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                          struct fuse_file_info *fi)
 {
-    struct fs *fs = fs_of(req);
+    (void)ino;
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
     struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -592,8 +592,6 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
         fuse_reply_err(req, (int)-written);
         return;
     }
-    (void)fs;
-    (void)ino;
     handle_wrote(handle);
     fuse_reply_write(req, (size_t)written);
 }
@@ -972,11 +970,9 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                          struct fuse_file_info *fi)
 {
-    struct fs *fs = fs_of(req);
+    (void)ino;
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
     int rc = fallocate(handle->fd, mode, offset, length) ? -errno : 0;
-    (void)fs;
-    (void)ino;
     if (!rc)
         handle_wrote(handle);
     fuse_reply_err(req, -rc);

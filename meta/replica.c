@@ -2393,15 +2393,6 @@ int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t i
     return rc;
 }
 
-int meta_replica_written(struct meta_replica *replica, uint64_t ino, uint64_t size_hint)
-{
-    /* The node was marked dirty at open; getattr reads size and time off the working copy. */
-    (void)replica;
-    (void)ino;
-    (void)size_hint;
-    return 0;
-}
-
 int meta_replica_set_writer(struct meta_replica *replica, uint64_t ino, bool open)
 {
     for (size_t i = 0; i < replica->writers_len; i++) {

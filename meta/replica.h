@@ -206,9 +206,6 @@ META_MUST_CHECK int meta_replica_setattr(struct meta_attr *out, struct meta_repl
  */
 META_MUST_CHECK int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t ino,
                                            int flags);
-/* Notes that a write through the mount changed ino (size, mtime) without committing. */
-META_MUST_CHECK int meta_replica_written(struct meta_replica *replica, uint64_t ino,
-                                         uint64_t size_hint);
 /*
  * A commit point for a file (last close of a writer, fsync, a timer): its
  * working copy becomes text ops or a binary version. No-op if clean.
