@@ -1,20 +1,9 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package weft's build, tests and benchmarks need.
-# Idempotent; needs root (apt-get). Used by quickstart.sh and .ci/run.
+# Installs every Debian 12 package weft's build, tests and benchmarks need
+# (the list is .ci/packages, shared with CI). Idempotent; needs root.
 set -euo pipefail
 
-packages=(
-    # build
-    build-essential meson ninja-build pkg-config clang
-    # libraries (see README.md for why each is there)
-    libfuse3-dev fuse3 libsodium-dev libuv1-dev libsqlite3-dev
-    # tests: trace loading (gzip + JSON), the sqlite3 shell
-    zlib1g-dev libcjson-dev sqlite3
-    # tests: fuse suite (real programs on the mount; python3 for tests/fuse/fsutil.py;
-    # vim, not vim-tiny, which has no /usr/bin/vim) and fs-bench (bindfs as the
-    # FUSE reference)
-    vim git tar python3 bindfs
-)
+mapfile -t packages < <(grep -v '^#' "$(dirname "$0")/../.ci/packages" | grep -v '^$')
 
 missing=()
 for package in "${packages[@]}"; do
