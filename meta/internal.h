@@ -65,6 +65,11 @@ int store_fail(struct meta_store *store, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Maps a SQLite result code to 0 / -errno. */
 int store_errno(int sqlite_rc);
+/*
+ * Room for element `len` of a growing array (doubling from 8): the array,
+ * moved if need be, or NULL when out of memory (the old one stays valid).
+ */
+void *store_grow(void *items, size_t *cap, size_t len, size_t elem_size);
 /* Records SQLite's message for `what` and returns the mapped errno. */
 int store_sql_fail(struct meta_store *store, int sqlite_rc, const char *what);
 

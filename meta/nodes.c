@@ -283,15 +283,12 @@ int meta_node_list(struct meta_node **out, size_t *out_len, struct meta_store *s
     size_t len = 0, cap = 0;
     int rc = 0, step;
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct meta_node *grown = realloc(nodes, cap * sizeof(*grown));
-            if (!grown) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            nodes = grown;
+        struct meta_node *grown = store_grow(nodes, &cap, len, sizeof(*grown));
+        if (!grown) {
+            rc = -ENOMEM;
+            goto fail;
         }
+        nodes = grown;
         rc = read_node(&nodes[len], store, stmt);
         len++; /* counted even on failure so its target is freed below */
         if (rc)
@@ -328,15 +325,12 @@ int meta_node_list_wc(struct meta_id **out, size_t *out_len, struct meta_store *
     size_t len = 0, cap = 0;
     int rc = 0, step;
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct meta_id *grown = realloc(ids, cap * sizeof(*grown));
-            if (!grown) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            ids = grown;
+        struct meta_id *grown = store_grow(ids, &cap, len, sizeof(*grown));
+        if (!grown) {
+            rc = -ENOMEM;
+            goto fail;
         }
+        ids = grown;
         rc = store_column_id(&ids[len++], stmt, 0);
         if (rc)
             goto fail;
@@ -494,15 +488,12 @@ int meta_xattr_list(struct meta_xattr **out, size_t *out_len, struct meta_store 
     size_t len = 0, cap = 0;
     int rc = 0, step;
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct meta_xattr *grown = realloc(xattrs, cap * sizeof(*grown));
-            if (!grown) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            xattrs = grown;
+        struct meta_xattr *grown = store_grow(xattrs, &cap, len, sizeof(*grown));
+        if (!grown) {
+            rc = -ENOMEM;
+            goto fail;
         }
+        xattrs = grown;
         struct meta_xattr *xattr = &xattrs[len++];
         memset(xattr, 0, sizeof(*xattr));
         const char *name = (const char *)sqlite3_column_text(stmt, 0);

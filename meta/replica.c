@@ -1120,18 +1120,27 @@ int meta_replica_getattr(struct meta_attr *out, struct meta_replica *replica, ui
     return 0;
 }
 
+/* The directory with inode number `ino` (-ENOENT, -ENOTDIR); release with meta_node_clear. */
+static int dir_by_ino(struct meta_node *out, struct meta_replica *replica, uint64_t ino)
+{
+    int rc = node_by_ino(out, replica, ino);
+    if (rc)
+        return rc;
+    if (out->kind != META_NODE_DIR) {
+        meta_node_clear(out);
+        return -ENOTDIR;
+    }
+    return 0;
+}
+
 /* The child `name` of directory `parent_ino`; the directory too when asked. */
 static int child_of(struct meta_node *out, struct meta_node *dir_out, struct meta_replica *replica,
                     uint64_t parent_ino, const char *name)
 {
     struct meta_node dir;
-    int rc = node_by_ino(&dir, replica, parent_ino);
+    int rc = dir_by_ino(&dir, replica, parent_ino);
     if (rc)
         return rc;
-    if (dir.kind != META_NODE_DIR) {
-        meta_node_clear(&dir);
-        return -ENOTDIR;
-    }
     if (strlen(name) > CRDT_NAME_MAX) {
         meta_node_clear(&dir);
         return -ENAMETOOLONG;
@@ -1170,13 +1179,9 @@ int meta_replica_readdir(struct meta_replica *replica, uint64_t ino, uint64_t of
                          void *ctx)
 {
     struct meta_node dir;
-    int rc = node_by_ino(&dir, replica, ino);
+    int rc = dir_by_ino(&dir, replica, ino);
     if (rc)
         return rc;
-    if (dir.kind != META_NODE_DIR) {
-        meta_node_clear(&dir);
-        return -ENOTDIR;
-    }
     struct meta_node *children = NULL;
     size_t count = 0;
     rc = meta_node_list(&children, &count, replica->store, &dir.id);
@@ -1937,13 +1942,9 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     if (rc)
         return rc;
     struct meta_node dir, existing;
-    rc = node_by_ino(&dir, replica, parent_ino);
+    rc = dir_by_ino(&dir, replica, parent_ino);
     if (rc)
         return rc;
-    if (dir.kind != META_NODE_DIR) {
-        meta_node_clear(&dir);
-        return -ENOTDIR;
-    }
     rc = meta_node_lookup(&existing, replica->store, &dir.id, name);
     if (rc == 0) {
         meta_node_clear(&existing);
@@ -2204,18 +2205,11 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
     rc = child_of(&source, NULL, replica, parent, name);
     if (rc)
         return rc;
-    struct meta_node dir_probe;
-    rc = node_by_ino(&dir_probe, replica, new_parent);
+    rc = dir_by_ino(&new_dir, replica, new_parent);
     if (rc) {
         meta_node_clear(&source);
         return rc;
     }
-    if (dir_probe.kind != META_NODE_DIR) {
-        meta_node_clear(&dir_probe);
-        meta_node_clear(&source);
-        return -ENOTDIR;
-    }
-    new_dir = dir_probe;
     bool has_target = meta_node_lookup(&target, replica->store, &new_dir.id, new_name) == 0;
     if (has_target && !memcmp(target.id.bytes, source.id.bytes, META_ID_LEN)) {
         /* rename(x, x): nothing to do, as POSIX says. */

@@ -1301,15 +1301,12 @@ int meta_device_list(struct meta_device **out, size_t *out_len, struct meta_stor
     size_t len = 0, cap = 0;
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct meta_device *grown = realloc(devices, cap * sizeof(*grown));
-            if (!grown) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            devices = grown;
+        struct meta_device *grown = store_grow(devices, &cap, len, sizeof(*grown));
+        if (!grown) {
+            rc = -ENOMEM;
+            goto fail;
         }
+        devices = grown;
         rc = read_device(&devices[len], store, stmt);
         if (rc)
             goto fail;
@@ -1382,4 +1379,15 @@ int meta_store_set_lazy(struct meta_store *store, bool lazy)
         return store_sql_fail(store, rc, "setting the durability mode");
     store->lazy = lazy;
     return 0;
+}
+
+void *store_grow(void *items, size_t *cap, size_t len, size_t elem_size)
+{
+    if (len < *cap)
+        return items;
+    size_t grown_cap = *cap ? *cap * 2 : 8;
+    void *grown = realloc(items, grown_cap * elem_size);
+    if (grown)
+        *cap = grown_cap;
+    return grown;
 }

@@ -421,15 +421,12 @@ int meta_version_list(struct meta_version **out, size_t *out_len, struct meta_st
     size_t len = 0, cap = 0;
     int rc = 0, step;
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct meta_version *grown = realloc(versions, cap * sizeof(*grown));
-            if (!grown) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            versions = grown;
+        struct meta_version *grown = store_grow(versions, &cap, len, sizeof(*grown));
+        if (!grown) {
+            rc = -ENOMEM;
+            goto fail;
         }
+        versions = grown;
         rc = read_version(&versions[len++], NULL, store, stmt);
         if (rc)
             goto fail;
