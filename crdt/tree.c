@@ -1081,15 +1081,24 @@ static int idx_push(struct idx_list *list, uint32_t idx)
     return 0;
 }
 
-/* Adds every node placed as (parent, name): one of them may have won or lost the name. */
+/*
+ * Adds every node placed as (parent, name): one of them may have won or lost
+ * the name. Trashed ones only if a cause existed during the batch: without
+ * one no trashed node was or became shown, and a name saved by
+ * temp-and-rename thousands of times (each save trashes a node placed there)
+ * must not make every later change at that name report them all.
+ */
 static int add_group(const struct crdt_tree *tree, struct idx_list *list, uint32_t parent,
                      uint32_t name)
 {
     if (parent == NIL || name == NIL)
         return 0;
+    bool with_trashed = tree->causes_peak > 0;
     uint32_t slot = (uint32_t)(place_hash(tree, parent, name) & (tree->bucket_cap - 1));
     for (uint32_t idx = tree->name_buckets[slot]; idx != NIL; idx = tree->nodes[idx].name_next) {
         const struct node *node = &tree->nodes[idx];
+        if (!with_trashed && (node->flags & F_TRASHED))
+            continue;
         if (node->place_parent == parent && handles_equal(tree, node->place_name, name)) {
             int rc = idx_push(list, idx);
             if (rc)
