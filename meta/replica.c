@@ -1328,9 +1328,20 @@ static int wc_move(struct meta_replica *replica, const struct meta_id *from,
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     close(fd);
-    if (rename(from_path, to_path) != 0)
+    /*
+     * An exchange, then an unlink of what was at `to`: ext4 (auto_da_alloc)
+     * starts writeback of a file renamed over another, which would cost every
+     * temp-and-rename save a flush the program did not ask for. A crash
+     * between the two leaves `from` holding `to`'s old bytes; `from` is
+     * trashed or clean by then in every caller.
+     */
+    if (renameat2(AT_FDCWD, from_path, AT_FDCWD, to_path, RENAME_EXCHANGE) != 0 &&
+        rename(from_path, to_path) != 0)
         return replica_fail(replica, -errno, "cannot move working copy %s to %s: %s", from_path,
                             to_path, strerror(errno));
+    if (unlink(from_path) != 0 && errno != ENOENT)
+        return replica_fail(replica, -errno, "cannot remove working copy %s: %s", from_path,
+                            strerror(errno));
     return 0;
 }
 
