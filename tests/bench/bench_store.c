@@ -16,6 +16,8 @@
  *                      median of 3.                                    (apply)
  *   open_100k_ms       opening a replica of 100,000 nodes (tree loaded from
  *                      its checkpoint); median of 3.                   (open)
+ *   native_creates_per_s  the same files made with open, write, close under
+ *                      DIR, just before: the file system's rate in this run.
  *   creates_per_s_durable_each  store only, every commit fsync'ed (synchronous
  *                      FULL, working copy and directory fsyncs): a diagnostic
  *                      of what full durability costs.         (creates_durable)
@@ -236,6 +238,39 @@ static void write_commit(struct meta_replica *replica, uint64_t ino, const void 
     close(fd);
 }
 
+/*
+ * The same files made natively (open, write, close) in a directory beside
+ * the share's: the file system's own rate in this run, which the store's
+ * working copies cannot beat (ext4's inode allocator slows down for minutes
+ * after many deletes, so absolute rates drift between runs; the ratio holds).
+ */
+static double bench_native_creates(const char *base)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/weft-bench-native-XXXXXX", base);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    uint8_t data[4096];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 131 + 7);
+    double start = now_s();
+    for (uint32_t n = 1; n <= CREATES; n++) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/file-%u.bin", dir, n);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        size_t len = 1024 + n % 3072;
+        if (fd < 0 || write(fd, data, len) != (ssize_t)len || close(fd) != 0) {
+            perror(path);
+            exit(1);
+        }
+    }
+    double rate = CREATES / (now_s() - start);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rate;
+}
+
 /* Creates per second as the mount makes them: mknod, write 1-4 KiB, commit (lazy durability). */
 static double bench_replica_creates(const char *base)
 {
@@ -437,6 +472,7 @@ int main(int argc, char **argv)
     uint64_t chunks = 0;
 #define RUN(name, call) (!only || strcmp(only, name) == 0 ? (call) : 0)
     double chunk_rate = RUN("chunk", bench_chunking(&chunks));
+    double native_rate = RUN("creates", bench_native_creates(base));
     double create_rate = RUN("creates", bench_replica_creates(base));
     double store_create_rate = RUN("creates_durable", bench_creates(base, NULL));
     double text_commit_ms = RUN("text", bench_text_commit(base));
@@ -445,9 +481,10 @@ int main(int argc, char **argv)
     if (json) {
         printf("{\"chunk_mb_per_s\": %.1f, \"creates_per_s\": %.0f, \"text_commit_ms\": %.3f, "
                "\"apply_10k_tree_ms\": %.1f, \"open_100k_ms\": %.1f, "
-               "\"creates_per_s_durable_each\": %.0f, \"chunks\": %llu, \"creates\": %d, "
-               "\"store_dir\": \"%s\"}\n",
+               "\"creates_per_s_durable_each\": %.0f, \"native_creates_per_s\": %.0f, "
+               "\"chunks\": %llu, \"creates\": %d, \"store_dir\": \"%s\"}\n",
                chunk_rate, create_rate, text_commit_ms, apply_ms, open_ms, store_create_rate,
+               native_rate,
                (unsigned long long)chunks, CREATES, base);
     } else {
         printf("chunk_mb_per_s      %8.1f  (256 MiB, %llu chunks, best of 3)\n", chunk_rate,
@@ -463,6 +500,8 @@ int main(int argc, char **argv)
                open_ms);
         printf("creates_per_s_durable_each %8.0f  (store only, every commit fsync'ed)\n",
                store_create_rate);
+        printf("native_creates_per_s %7.0f  (the same files: open, write, close in %s)\n",
+               native_rate, base);
     }
     printf("reproduce: %s%s --dir %s\n", argv[0], json ? " --json" : "", base);
     return only || (chunk_rate > 0 && create_rate > 0) ? 0 : 1;
