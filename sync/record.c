@@ -88,9 +88,9 @@ static bool seal_valid(const struct sync_seal *seal)
     return sync_replica_id(seal->secret_key + SYNC_SEED_LEN) == seal->author;
 }
 
-int sync__record_seal_raw(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
-                          const struct sync_seal *seal, uint8_t kind, uint64_t seq,
-                          const uint8_t link[SYNC_HASH_LEN], const uint8_t *plain, size_t plain_len)
+static int seal_raw(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
+                    const struct sync_seal *seal, uint8_t version, uint8_t kind, uint64_t seq,
+                    const uint8_t link[SYNC_HASH_LEN], const uint8_t *plain, size_t plain_len)
 {
     if (!seal_valid(seal))
         return -EINVAL;
@@ -103,7 +103,7 @@ int sync__record_seal_raw(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
         return rc;
 
     uint8_t *record = out->data + out->len;
-    record[OFF_VERSION] = SYNC_RECORD_VERSION;
+    record[OFF_VERSION] = version;
     record[OFF_KIND] = kind;
     memcpy(record + OFF_SHARE, seal->share_id, SYNC_SHARE_ID_LEN);
     put_le(record + OFF_AUTHOR, seal->author, 8);
@@ -129,9 +129,17 @@ int sync__record_seal_raw(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
     return 0;
 }
 
-int sync_record_seal_ops(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
-                         const struct sync_seal *seal, uint64_t seq,
-                         const uint8_t prev[SYNC_HASH_LEN], const struct sync_op *ops, size_t count)
+int sync__record_seal_raw(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
+                          const struct sync_seal *seal, uint8_t kind, uint64_t seq,
+                          const uint8_t link[SYNC_HASH_LEN], const uint8_t *plain, size_t plain_len)
+{
+    return seal_raw(out, hash_out, seal, SYNC_RECORD_VERSION_1, kind, seq, link, plain,
+                    plain_len);
+}
+
+static int seal_ops(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
+                    const struct sync_seal *seal, uint64_t seq, const uint8_t prev[SYNC_HASH_LEN],
+                    const struct crdt_vv *deps, const struct sync_op *ops, size_t count)
 {
     if (!seal_valid(seal) || seq == 0 || (seq == 1) != (prev == NULL) || !ops || count == 0)
         return -EINVAL;
@@ -139,30 +147,51 @@ int sync_record_seal_ops(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
         return -EINVAL; /* only seq 1 has the zero predecessor */
     if (ops[0].seq == 0 || count - 1 > UINT64_MAX - ops[0].seq)
         return -EINVAL;
-    size_t plain_len = varint_len(ops[0].seq) + varint_len(count);
+    struct crdt_buf plain = {0};
+    if (deps)
+        crdt_vv_encode(&plain, deps);
+    size_t plain_len = plain.len + varint_len(ops[0].seq) + varint_len(count);
     for (size_t i = 0; i < count; i++) {
         const struct sync_op *op = &ops[i];
+        int bad = 0;
         if (op->replica != seal->author || op->author != seal->author ||
             op->seq != ops[0].seq + i || op->counter == 0 || op->kind == 0 ||
             (op->body_len && !op->body))
-            return -EINVAL;
-        if (op->body_len > SYNC_RECORD_PLAIN_MAX)
-            return -EMSGSIZE;
-        plain_len += sync_record_op_size(op);
-        if (plain_len > SYNC_RECORD_PLAIN_MAX)
-            return -EMSGSIZE;
+            bad = -EINVAL;
+        else if (op->body_len > SYNC_RECORD_PLAIN_MAX ||
+                 (plain_len += sync_record_op_size(op)) > SYNC_RECORD_PLAIN_MAX)
+            bad = -EMSGSIZE;
+        if (bad) {
+            crdt_buf_free(&plain);
+            return bad;
+        }
     }
 
-    struct crdt_buf plain = {0};
     sync__record_encode_ops(&plain, ops, count);
     int rc = crdt_buf_status(&plain);
     if (!rc)
-        rc = sync__record_seal_raw(out, hash_out, seal, SYNC_RECORD_OPS, seq, prev, plain.data,
-                                   plain.len);
+        rc = seal_raw(out, hash_out, seal, deps ? SYNC_RECORD_VERSION : SYNC_RECORD_VERSION_1,
+                      SYNC_RECORD_OPS, seq, prev, plain.data, plain.len);
     if (plain.data)
         sodium_memzero(plain.data, plain.cap);
     crdt_buf_free(&plain);
     return rc;
+}
+
+int sync_record_seal_ops(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
+                         const struct sync_seal *seal, uint64_t seq,
+                         const uint8_t prev[SYNC_HASH_LEN], const struct sync_op *ops, size_t count)
+{
+    return seal_ops(out, hash_out, seal, seq, prev, NULL, ops, count);
+}
+
+int sync_record_seal_ops_deps(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
+                              const struct sync_seal *seal, uint64_t seq,
+                              const uint8_t prev[SYNC_HASH_LEN], const struct crdt_vv *deps,
+                              const struct sync_op *ops, size_t count)
+{
+    static const struct crdt_vv none = {0};
+    return seal_ops(out, hash_out, seal, seq, prev, deps ? deps : &none, ops, count);
 }
 
 int sync_record_seal_chunk(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
@@ -185,7 +214,7 @@ static int parse_header(struct sync_record_header *out, enum sync_reason *reason
     if (!bytes || len < 1)
         return -EBADMSG;
     /* The version comes first so a later format with other sizes is reported as such. */
-    if (bytes[OFF_VERSION] != SYNC_RECORD_VERSION) {
+    if (bytes[OFF_VERSION] != SYNC_RECORD_VERSION && bytes[OFF_VERSION] != SYNC_RECORD_VERSION_1) {
         *reason = SYNC_REASON_VERSION;
         return -EPROTONOSUPPORT;
     }
@@ -238,6 +267,9 @@ static int decode_ops(struct sync_record *record)
     struct crdt_reader reader;
     crdt_reader_init(&reader, record->plain, record->plain_len);
     uint64_t first_seq, count;
+    if (record->header.version >= SYNC_RECORD_VERSION &&
+        crdt_vv_decode(&reader, &record->deps) != 0)
+        return -EBADMSG;
     if (crdt_reader_varint(&reader, &first_seq) || first_seq == 0)
         return -EBADMSG;
     /* A count is bounded by the bytes left over the smallest op, before anything is sized by it. */
@@ -364,5 +396,6 @@ void sync_record_clear(struct sync_record *record)
         sodium_memzero(record->plain, record->plain_len);
     free(record->plain);
     free(record->ops);
+    crdt_vv_free(&record->deps);
     memset(record, 0, sizeof(*record));
 }

@@ -22,6 +22,7 @@
 #ifndef WEFT_SYNC_RECORD_H
 #define WEFT_SYNC_RECORD_H
 
+#include "crdt/clock.h"
 #include "crdt/codec.h"
 #include "sync/sync.h"
 
@@ -29,7 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SYNC_RECORD_VERSION    1
+#define SYNC_RECORD_VERSION    2 /* the newest format: op records that name their deps */
+#define SYNC_RECORD_VERSION_1  1 /* op records without deps, and every chunk record */
 #define SYNC_RECORD_HEADER_LEN 98 /* fixed cleartext header, the AEAD's associated data */
 #define SYNC_RECORD_NONCE_LEN  24
 #define SYNC_RECORD_TAG_LEN    16
@@ -74,6 +76,7 @@ struct sync_record {
     struct sync_record_header header;
     uint8_t hash[SYNC_HASH_LEN]; /* BLAKE2b-256 of the full encoding: the next record's prev */
     struct sync_op *ops;         /* ops: op_count ops, bodies pointing into `plain` */
+    struct crdt_vv deps;         /* ops, version 2: ops its author held when sealing (owned) */
     size_t op_count;
     const uint8_t *chunk; /* chunk: its bytes, pointing into `plain` */
     size_t chunk_len;
@@ -132,6 +135,18 @@ SYNC_MUST_CHECK int sync_record_seal_ops(struct crdt_buf *out, uint8_t hash_out[
                                          const struct sync_seal *seal, uint64_t seq,
                                          const uint8_t prev[SYNC_HASH_LEN],
                                          const struct sync_op *ops, size_t count);
+/*
+ * As sync_record_seal_ops, in format version 2: the plaintext first names
+ * `deps`, the ops its author held when it sealed them (replica -> op seq),
+ * so a reader applies the record only after everything it may build on
+ * (causal delivery across authors, whatever order records travel in).
+ */
+SYNC_MUST_CHECK int sync_record_seal_ops_deps(struct crdt_buf *out,
+                                              uint8_t hash_out[SYNC_HASH_LEN],
+                                              const struct sync_seal *seal, uint64_t seq,
+                                              const uint8_t prev[SYNC_HASH_LEN],
+                                              const struct crdt_vv *deps,
+                                              const struct sync_op *ops, size_t count);
 /*
  * Seals one chunk (1..SYNC_RECORD_PLAIN_MAX bytes) with its id, appending the
  * record to *out and its hash to hash_out. The id is not checked against

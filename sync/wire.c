@@ -31,6 +31,8 @@ const char *sync_msg_type_str(enum sync_msg_type type)
         return "ACK";
     case SYNC_MSG_ERROR:
         return "ERROR";
+    case SYNC_MSG_MEMBER:
+        return "MEMBER";
     }
     return "?";
 }
@@ -173,6 +175,13 @@ int sync_wire_encode(struct crdt_buf *out, const struct sync_msg *msg)
         crdt_buf_put_varint(out, msg->error.code);
         crdt_buf_put_bytes(out, msg->error.text, msg->error.len);
         break;
+    case SYNC_MSG_MEMBER:
+        if (msg->member.action != SYNC_MEMBER_ADD && msg->member.action != SYNC_MEMBER_REVOKE)
+            return -EINVAL;
+        crdt_buf_put_u8(out, SYNC_MSG_MEMBER);
+        crdt_buf_put_u8(out, (uint8_t)msg->member.action);
+        crdt_buf_put(out, msg->member.public_key, SYNC_PUBLIC_KEY_LEN);
+        break;
     default:
         return -EINVAL;
     }
@@ -268,6 +277,16 @@ static int decode_body(struct sync_msg *out, struct crdt_reader *reader)
         out->error.code = (uint32_t)value;
         out->error.text = (const char *)text;
         out->error.len = len;
+        return 0;
+    }
+    case SYNC_MSG_MEMBER: {
+        uint8_t action;
+        if (crdt_reader_u8(reader, &action) ||
+            (action != SYNC_MEMBER_ADD && action != SYNC_MEMBER_REVOKE) ||
+            crdt_reader_raw(reader, SYNC_PUBLIC_KEY_LEN, &raw))
+            return -EBADMSG;
+        out->member.action = (enum sync_member_action)action;
+        memcpy(out->member.public_key, raw, SYNC_PUBLIC_KEY_LEN);
         return 0;
     }
     }

@@ -2,13 +2,15 @@
  * sync/wire: the protocol messages two peers (or a peer and a relay)
  * exchange inside a sync/channel, one message per channel message.
  *
- *   HELLO        share id, protocol version, the sender's version vector
+ *   HELLO        share id, protocol version, per author the highest record seq held
  *   OPS          one sealed op record (sync/record)
  *   WANT_CHUNKS  chunk ids the sender lacks
  *   CHUNK        one sealed chunk record
  *   HEADS        per author: the sender's latest record seq and its hash
  *   ACK          per author: the highest record seq the sender has accepted
  *   ERROR        a code and a line of text for the log
+ *   MEMBER       a member vouches for a device (add) or removes one (revoke);
+ *                the other side echoes it once done
  *
  * The decoder is strict: exact lengths, canonical varints, sorted entries,
  * counts bounded by the bytes present, no trailing bytes; whatever decodes
@@ -40,6 +42,13 @@ enum sync_msg_type {
     SYNC_MSG_HEADS = 5,
     SYNC_MSG_ACK = 6,
     SYNC_MSG_ERROR = 7,
+    SYNC_MSG_MEMBER = 8,
+};
+
+/* What a MEMBER message does. */
+enum sync_member_action {
+    SYNC_MEMBER_ADD = 1,
+    SYNC_MEMBER_REVOKE = 2,
 };
 
 /* One author's chain head as a source holds it. */
@@ -60,7 +69,7 @@ struct sync_msg {
         struct {
             uint8_t share_id[SYNC_SHARE_ID_LEN];
             uint32_t version;  /* >= 1 */
-            struct crdt_vv vv; /* ops held: replica -> highest op seq */
+            struct crdt_vv vv; /* records held: author -> highest record seq (README) */
         } hello;
         struct {
             const uint8_t *record; /* a sealed record of kind OPS (ops) or CHUNK (chunk) */
@@ -77,6 +86,10 @@ struct sync_msg {
         struct {
             struct crdt_vv records; /* author -> highest record seq accepted */
         } ack;
+        struct {
+            enum sync_member_action action;
+            uint8_t public_key[SYNC_PUBLIC_KEY_LEN]; /* the device added or revoked */
+        } member;
         struct {
             uint32_t code; /* 1..SYNC_REASON_COUNT-1: a sync_reason; other values: the session's */
             const char *text; /* printable UTF-8, no control characters, not NUL-terminated */

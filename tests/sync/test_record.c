@@ -96,6 +96,36 @@ static void test_ops_round_trip(void)
     crdt_buf_free(&buf);
 }
 
+/* Format 2 names the author's deps; format 1 (no deps) still opens, with none. */
+static void test_deps(void)
+{
+    struct sync_op ops[3];
+    uint8_t bodies[3 * 64];
+    uint64_t rng = 11;
+    util_ops(ops, bodies, 3, alice_id, 1, &rng);
+    struct sync_seal seal = util_seal(&share_a, &alice, 1, NULL);
+    struct crdt_vv deps = {0};
+    CHECK_INT(0, crdt_vv_raise(&deps, 7, 3));
+    CHECK_INT(0, crdt_vv_raise(&deps, 1ull << 40, 12345));
+    struct crdt_buf buf = {0};
+    CHECK_INT(0, sync_record_seal_ops_deps(&buf, NULL, &seal, 1, NULL, &deps, ops, 3));
+    CHECK_INT(SYNC_RECORD_VERSION, buf.data[0]);
+    struct sync_record record;
+    CHECK_INT(0, sync_record_open(&record, NULL, &share_a.share, buf.data, buf.len));
+    CHECK_INT(2, record.header.version);
+    CHECK(crdt_vv_compare(&record.deps, &deps) == CRDT_VV_EQUAL);
+    CHECK_INT(3, record.op_count);
+    sync_record_clear(&record);
+    crdt_buf_free(&buf);
+    CHECK_INT(0, sync_record_seal_ops(&buf, NULL, &seal, 1, NULL, ops, 3));
+    CHECK_INT(SYNC_RECORD_VERSION_1, buf.data[0]);
+    CHECK_INT(0, sync_record_open(&record, NULL, &share_a.share, buf.data, buf.len));
+    CHECK_INT(0, record.deps.len);
+    sync_record_clear(&record);
+    crdt_buf_free(&buf);
+    crdt_vv_free(&deps);
+}
+
 static void test_chunk_round_trip(void)
 {
     uint8_t id[SYNC_HASH_LEN], data[5000];
@@ -552,6 +582,7 @@ int main(void)
         return 1;
     setup();
     test_ops_round_trip();
+    test_deps();
     test_chunk_round_trip();
     test_size_limits();
     test_golden();

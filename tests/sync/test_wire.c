@@ -251,6 +251,26 @@ static void test_error(void)
     crdt_buf_free(&buf);
 }
 
+static void test_member(void)
+{
+    uint8_t golden[2 + SYNC_PUBLIC_KEY_LEN] = {0x08, 0x01};
+    struct sync_msg msg = {.type = SYNC_MSG_MEMBER};
+    msg.member.action = SYNC_MEMBER_ADD;
+    for (int i = 0; i < SYNC_PUBLIC_KEY_LEN; i++)
+        golden[2 + i] = msg.member.public_key[i] = (uint8_t)(i * 7 + 1);
+    check_encode(&msg, golden, sizeof(golden), "MEMBER add");
+    golden[1] = 0x02;
+    check_decode(golden, sizeof(golden), 0, "MEMBER revoke");
+    golden[1] = 0x03;
+    check_decode(golden, sizeof(golden), -EBADMSG, "MEMBER of an unknown action");
+    golden[1] = 0x01;
+    check_decode(golden, sizeof(golden) - 1, -EBADMSG, "MEMBER with a short key");
+    msg.member.action = (enum sync_member_action)0;
+    struct crdt_buf buf = {0};
+    CHECK_INT(-EINVAL, sync_wire_encode(&buf, &msg));
+    crdt_buf_free(&buf);
+}
+
 static void test_records(void)
 {
     struct util_rng nonce = {3};
@@ -293,8 +313,8 @@ static void test_records(void)
     check_decode(wrong.data, wrong.len, -EBADMSG, "CHUNK with an op record");
     /* A record of a later format version. */
     wrong.data[0] = SYNC_MSG_OPS;
-    wrong.data[wrong.len - ops_record.len] = 2;
-    check_decode(wrong.data, wrong.len, -EPROTONOSUPPORT, "OPS with a v2 record");
+    wrong.data[wrong.len - ops_record.len] = SYNC_RECORD_VERSION + 1;
+    check_decode(wrong.data, wrong.len, -EPROTONOSUPPORT, "OPS with a record of a later format");
     crdt_buf_free(&wrong);
     check_strict(golden.data, golden.len, "OPS");
     struct crdt_buf buf = {0};
@@ -327,8 +347,8 @@ static void test_types_and_sizes(void)
 {
     uint8_t unknown[] = {0x00};
     check_decode(unknown, 1, -EBADMSG, "type 0");
-    unknown[0] = 8;
-    check_decode(unknown, 1, -EBADMSG, "type 8");
+    unknown[0] = 9;
+    check_decode(unknown, 1, -EBADMSG, "type 9");
     unknown[0] = 0xff;
     check_decode(unknown, 1, -EBADMSG, "type 255");
     check_decode(NULL, 0, -EBADMSG, "nothing");
@@ -336,10 +356,10 @@ static void test_types_and_sizes(void)
     huge[0] = SYNC_MSG_OPS;
     check_decode(huge, SYNC_WIRE_MESSAGE_MAX + 1, -EBADMSG, "over the message limit");
     free(huge);
-    struct sync_msg msg = {.type = (enum sync_msg_type)9};
+    struct sync_msg msg = {.type = (enum sync_msg_type)10};
     struct crdt_buf buf = {0};
     CHECK_INT(-EINVAL, sync_wire_encode(&buf, &msg));
-    for (int type = 1; type <= 7; type++)
+    for (int type = 1; type <= 8; type++)
         CHECK(strcmp(sync_msg_type_str((enum sync_msg_type)type), "?") != 0);
     CHECK_STR("?", sync_msg_type_str((enum sync_msg_type)0));
     CHECK_STR("HEADS", sync_msg_type_str(SYNC_MSG_HEADS));
@@ -355,6 +375,7 @@ int main(void)
     test_hello();
     test_want_heads_ack();
     test_error();
+    test_member();
     test_records();
     test_types_and_sizes();
     return test_finish("sync-wire");
