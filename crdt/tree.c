@@ -1014,7 +1014,7 @@ static void fill_entry(const struct crdt_tree *tree, uint32_t idx, struct crdt_t
     }
     /* Rank among the same-named siblings shown here; count earlier losers from this device. */
     uint32_t slot = (uint32_t)(place_hash(tree, parent, node->place_name) & (tree->bucket_cap - 1));
-    bool loser = false;
+    uint32_t winner = NIL;
     unsigned same_device = 0;
     for (uint32_t other = tree->name_buckets[slot]; other != NIL;
          other = tree->nodes[other].name_next) {
@@ -1024,19 +1024,25 @@ static void fill_entry(const struct crdt_tree *tree, uint32_t idx, struct crdt_t
             !shown_in_place(tree, other, parent))
             continue;
         if (birth_cmp(tree, other, idx) < 0) {
-            loser = true;
+            if (winner == NIL || birth_cmp(tree, other, winner) < 0)
+                winner = other;
             uint64_t peer_replica =
                 peer->birth_counter ? tree->replicas[peer->birth_replica] : peer->id.lo;
             if (peer_replica == replica)
                 same_device++;
         }
     }
-    if (!loser)
+    if (winner == NIL)
         return;
     /*
-     * same_device counts every earlier-born member from this device (the winner
-     * too), so two losers from one device never get the same number.
+     * same_device counts the earlier-born losers from this device, so two
+     * losers from one device never get the same number, while a device's
+     * first loser is plain "(conflict DEVICE)" even when that device made
+     * the winner too (a conflict copy of its own version of its own file).
      */
+    const struct node *first = &tree->nodes[winner];
+    if ((first->birth_counter ? tree->replicas[first->birth_replica] : first->id.lo) == replica)
+        same_device--;
     conflict_name(tree, entry, parent, name, len, replica, same_device + 1, node->id);
 }
 

@@ -45,6 +45,12 @@ int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
     return crypto_sign_keypair(public_key, secret_key) == 0 ? 0 : -EIO;
 }
 
+int meta_crypto_sign_seed_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
+                                  uint8_t secret_key[META_SECRET_KEY_LEN], const uint8_t seed[32])
+{
+    return crypto_sign_seed_keypair(public_key, secret_key, seed) == 0 ? 0 : -EIO;
+}
+
 void meta_crypto_wipe(void *bytes, size_t len)
 {
     sodium_memzero(bytes, len);

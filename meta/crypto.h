@@ -36,6 +36,10 @@ struct meta_bytes {
 META_MUST_CHECK int meta_crypto_hash_parts(uint8_t *out, size_t out_len,
                                            const struct meta_bytes *parts, size_t count);
 /* A fresh Ed25519 key pair; 0 or -EIO. */
+/* The Ed25519 key pair of a 32-byte seed (deterministic: an invite makes a device's keys). */
+META_MUST_CHECK int meta_crypto_sign_seed_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
+                                                  uint8_t secret_key[META_SECRET_KEY_LEN],
+                                                  const uint8_t seed[32]);
 META_MUST_CHECK int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
                                              uint8_t secret_key[META_SECRET_KEY_LEN]);
 /* Zeroes secret bytes in a way the compiler cannot drop. */

@@ -8,6 +8,7 @@
 
 #include "crdt/clock.h"
 #include "meta/chunk.h"
+#include "meta/nodes.h"
 #include "meta/store.h"
 
 #include <sqlite3.h>
@@ -145,6 +146,10 @@ int wc_fsync(struct meta_store *store, int fd);
 /* Replaces a working copy with a version's content atomically (wcopy.c). */
 int wc_replace_from_version(struct meta_store *store, const struct meta_id *node,
                             const struct crdt_ts *ts);
+/* Appends the nodes.attr_ts encoding of per-field stamps (README "Schema"; nodes.c). */
+void attr_ts_encode(struct crdt_buf *buf, const struct crdt_ts ts[META_ATTR_FIELDS]);
+/* Decodes nodes.attr_ts (all zero first); -EBADMSG if malformed (nodes.c). */
+int attr_ts_decode(struct crdt_ts out[META_ATTR_FIELDS], const void *data, size_t len);
 /* Formats a node id as 32 lowercase hex digits plus NUL. */
 void id_hex(char out[2 * META_ID_LEN + 1], const struct meta_id *id);
 

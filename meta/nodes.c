@@ -8,7 +8,69 @@
 
 #define NODE_COLUMNS                                                                               \
     "id, parent, name, kind, mode, uid, gid, rdev, size, mtime_ns, ctime_ns, target, ino, "        \
-    "wc_state"
+    "wc_state, attr_ts, moved_counter, moved_replica, deleted_saw_counter, deleted_saw_replica, "  \
+    "edited_counter, edited_replica, pinned"
+
+/*
+ * The attr_ts column (README "Schema"): varint count, then per group u8
+ * field mask, varint counter (>= 1), varint replica: the fields of the mask
+ * were set by the op with that timestamp. Masks are non-empty, disjoint and
+ * within the field bits; groups ascend by timestamp, so each set of stamps
+ * has one encoding. No stamp at all is NULL.
+ */
+void attr_ts_encode(struct crdt_buf *buf, const struct crdt_ts ts[META_ATTR_FIELDS])
+{
+    struct crdt_ts groups[META_ATTR_FIELDS];
+    uint8_t masks[META_ATTR_FIELDS];
+    size_t count = 0;
+    for (int field = 0; field < META_ATTR_FIELDS; field++) {
+        if (ts[field].counter == 0)
+            continue;
+        size_t at = 0;
+        while (at < count && crdt_ts_cmp(groups[at], ts[field]) < 0)
+            at++;
+        if (at < count && crdt_ts_cmp(groups[at], ts[field]) == 0) {
+            masks[at] |= (uint8_t)(1u << field);
+            continue;
+        }
+        memmove(&groups[at + 1], &groups[at], (count - at) * sizeof(groups[0]));
+        memmove(&masks[at + 1], &masks[at], count - at);
+        groups[at] = ts[field];
+        masks[at] = (uint8_t)(1u << field);
+        count++;
+    }
+    crdt_buf_put_varint(buf, count);
+    for (size_t i = 0; i < count; i++) {
+        crdt_buf_put_u8(buf, masks[i]);
+        crdt_ts_encode(buf, groups[i]);
+    }
+}
+
+int attr_ts_decode(struct crdt_ts out[META_ATTR_FIELDS], const void *data, size_t len)
+{
+    memset(out, 0, META_ATTR_FIELDS * sizeof(*out));
+    struct crdt_reader reader;
+    crdt_reader_init(&reader, data, len);
+    uint64_t count;
+    unsigned seen = 0;
+    struct crdt_ts previous = {0, 0};
+    int rc = crdt_reader_varint_max(&reader, META_ATTR_FIELDS, &count);
+    for (uint64_t i = 0; !rc && i < count; i++) {
+        uint8_t mask;
+        struct crdt_ts ts;
+        if ((rc = crdt_reader_u8(&reader, &mask)) || (rc = crdt_ts_decode(&reader, &ts)))
+            break;
+        if (mask == 0 || mask >> META_ATTR_FIELDS || (mask & seen) || ts.counter == 0 ||
+            crdt_ts_cmp(ts, previous) <= 0)
+            return -EBADMSG;
+        seen |= mask;
+        previous = ts;
+        for (int field = 0; field < META_ATTR_FIELDS; field++)
+            if (mask & (1u << field))
+                out[field] = ts;
+    }
+    return rc ? rc : crdt_reader_left(&reader) ? -EBADMSG : 0;
+}
 
 static int valid_node(struct meta_store *store, const struct meta_node *node)
 {
@@ -43,12 +105,33 @@ static void bind_attrs(sqlite3_stmt *stmt, const struct meta_node *node)
         sqlite3_bind_blob(stmt, 12, node->target, (int)strlen(node->target), SQLITE_STATIC);
     else
         sqlite3_bind_null(stmt, 12);
+    struct crdt_buf stamps = {0};
+    attr_ts_encode(&stamps, node->attr_ts);
+    if (crdt_buf_status(&stamps) == 0 && stamps.len > 1)
+        sqlite3_bind_blob(stmt, 15, stamps.data, (int)stamps.len, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(stmt,
+                          15); /* no stamps (out of memory too: then any op wins, as before) */
+    crdt_buf_free(&stamps);
+}
+
+/* Binds a timestamp as two columns' values. */
+static void bind_ts(sqlite3_stmt *stmt, int index, struct crdt_ts ts)
+{
+    store_bind_u64(stmt, index, ts.counter);
+    store_bind_u64(stmt, index + 1, ts.replica);
+}
+
+static struct crdt_ts column_ts(sqlite3_stmt *stmt, int index)
+{
+    return (struct crdt_ts){store_column_u64(stmt, index), store_column_u64(stmt, index + 1)};
 }
 
 static int insert(uint64_t *out_ino, struct meta_store *store, const struct meta_node *node)
 {
     static const char sql[] = "INSERT INTO nodes (" NODE_COLUMNS ") VALUES "
-                              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14);";
+                              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                              "?16, ?17, ?18, ?19, ?20, ?21, ?22);";
     uint64_t ino;
     int rc = store_take_ino(&ino, store, node->ino);
     if (rc)
@@ -60,6 +143,11 @@ static int insert(uint64_t *out_ino, struct meta_store *store, const struct meta
     bind_attrs(stmt, node);
     store_bind_u64(stmt, 13, ino);
     sqlite3_bind_int(stmt, 14, (int)node->wc_state);
+    bind_ts(stmt, 16, node->moved);
+    if (node->deleted)
+        bind_ts(stmt, 18, node->deleted_saw);
+    bind_ts(stmt, 20, node->edited);
+    sqlite3_bind_int(stmt, 22, (int)node->pinned);
     rc = store_step_done(store, stmt, "adding a node");
     if (rc == -EEXIST)
         store_fail(store, rc, "node or inode number %llu is taken", (unsigned long long)ino);
@@ -73,7 +161,8 @@ static int put(uint64_t *out_ino, struct meta_store *store, const struct meta_no
     static const char find_sql[] = "SELECT ino FROM nodes WHERE id = ?1;";
     static const char update_sql[] =
         "UPDATE nodes SET parent = ?2, name = ?3, kind = ?4, mode = ?5, uid = ?6, gid = ?7, "
-        "rdev = ?8, size = ?9, mtime_ns = ?10, ctime_ns = ?11, target = ?12 WHERE id = ?1;";
+        "rdev = ?8, size = ?9, mtime_ns = ?10, ctime_ns = ?11, target = ?12, attr_ts = ?15 "
+        "WHERE id = ?1;";
     sqlite3_stmt *stmt = store_stmt(store, find_sql);
     if (!stmt)
         return -ENOMEM;
@@ -218,6 +307,16 @@ static int read_node(struct meta_node *out, struct meta_store *store, sqlite3_st
     }
     out->ino = store_column_u64(stmt, 12);
     out->wc_state = (enum meta_wc_state)sqlite3_column_int(stmt, 13);
+    if (sqlite3_column_type(stmt, 14) != SQLITE_NULL &&
+        attr_ts_decode(out->attr_ts, sqlite3_column_blob(stmt, 14),
+                       (size_t)sqlite3_column_bytes(stmt, 14)) != 0)
+        return store_fail(store, -EUCLEAN, "a node's attribute timestamps are damaged");
+    out->moved = column_ts(stmt, 15);
+    out->deleted = sqlite3_column_type(stmt, 17) != SQLITE_NULL;
+    if (out->deleted)
+        out->deleted_saw = column_ts(stmt, 17);
+    out->edited = column_ts(stmt, 19);
+    out->pinned = (enum meta_pin)sqlite3_column_int(stmt, 21);
     return 0;
 }
 
@@ -346,6 +445,128 @@ int meta_node_list_wc(struct meta_id **out, size_t *out_len, struct meta_store *
 fail:
     sqlite3_reset(stmt);
     free(ids);
+    return rc;
+}
+
+/* Runs a one-row UPDATE of node `id` whose ?1 is the id and the rest bound by `bind`. */
+static int update_one(struct meta_store *store, const char *sql, const struct meta_id *id,
+                      void (*bind)(sqlite3_stmt *stmt, const void *arg), const void *arg,
+                      const char *what)
+{
+    bool own;
+    int rc = store_single_begin(store, &own);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_single_end(store, own, -ENOMEM);
+    store_bind_id(stmt, 1, id);
+    bind(stmt, arg);
+    rc = store_step_done(store, stmt, what);
+    if (rc == 0 && sqlite3_changes(store->db) == 0)
+        rc = store_fail(store, -ENOENT, "no such node");
+    return store_single_end(store, own, rc);
+}
+
+int meta_node_note_move(struct meta_node_moved *out, struct meta_store *store,
+                        const struct meta_id *id, struct crdt_ts moved, bool deleted,
+                        struct crdt_ts saw)
+{
+    /*
+     * One statement: the newer-than test is in SQL (counters are below 2^63,
+     * replicas compare unsigned: a negative one is the larger), and the row
+     * hands back what the caller decides the pin with.
+     */
+    static const char sql[] =
+        "UPDATE nodes SET moved_counter = ?2, moved_replica = ?3, deleted_saw_counter = ?4, "
+        "deleted_saw_replica = ?5 WHERE id = ?1 AND (moved_counter < ?2 OR (moved_counter = ?2 "
+        "AND ((moved_replica < 0) < (?3 < 0) OR ((moved_replica < 0) = (?3 < 0) AND "
+        "moved_replica < ?3)))) RETURNING edited_counter, edited_replica, pinned;";
+    memset(out, 0, sizeof(*out));
+    bool own;
+    int rc = store_single_begin(store, &own);
+    if (rc)
+        return rc;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return store_single_end(store, own, -ENOMEM);
+    store_bind_id(stmt, 1, id);
+    bind_ts(stmt, 2, moved);
+    if (deleted)
+        bind_ts(stmt, 4, saw); /* else NULL, as bindings start: not a delete */
+    int step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        out->newer = true;
+        out->edited = column_ts(stmt, 0);
+        out->pinned = (enum meta_pin)sqlite3_column_int(stmt, 2);
+        step = sqlite3_step(stmt);
+    }
+    sqlite3_reset(stmt);
+    if (step != SQLITE_DONE)
+        rc = store_sql_fail(store, step, "recording a node's newest move");
+    return store_single_end(store, own, rc);
+}
+
+static void bind_edited(sqlite3_stmt *stmt, const void *arg)
+{
+    bind_ts(stmt, 2, *(const struct crdt_ts *)arg);
+}
+
+int meta_node_set_edited(struct meta_store *store, const struct meta_id *id, struct crdt_ts edited)
+{
+    static const char sql[] =
+        "UPDATE nodes SET edited_counter = ?2, edited_replica = ?3 WHERE id = ?1;";
+    return update_one(store, sql, id, bind_edited, &edited, "recording a node's newest edit");
+}
+
+static void bind_pinned(sqlite3_stmt *stmt, const void *arg)
+{
+    sqlite3_bind_int(stmt, 2, (int)*(const enum meta_pin *)arg);
+}
+
+int meta_node_set_pinned(struct meta_store *store, const struct meta_id *id, enum meta_pin pinned)
+{
+    static const char sql[] = "UPDATE nodes SET pinned = ?2 WHERE id = ?1;";
+    if ((int)pinned < META_PIN_NONE || pinned > META_PIN_CLEARED)
+        return store_fail(store, -EINVAL, "unknown pin %d", (int)pinned);
+    return update_one(store, sql, id, bind_pinned, &pinned, "pinning a node");
+}
+
+int meta_node_list_pins(struct meta_pin_entry **out, size_t *out_len, struct meta_store *store)
+{
+    /* Through the partial index (a scan of every node else): pins are rare. */
+    static const char sql[] =
+        "SELECT id, pinned FROM nodes INDEXED BY nodes_by_pinned WHERE pinned != 0;";
+    *out = NULL;
+    *out_len = 0;
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    struct meta_pin_entry *pins = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0, step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct meta_pin_entry *grown = store_grow(pins, &cap, len, sizeof(*grown));
+        if (!grown) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        pins = grown;
+        pins[len].pinned = (enum meta_pin)sqlite3_column_int(stmt, 1);
+        if ((rc = store_column_id(&pins[len++].id, stmt, 0)))
+            goto fail;
+    }
+    if (step != SQLITE_DONE) {
+        rc = store_sql_fail(store, step, "listing pinned nodes");
+        goto fail;
+    }
+    sqlite3_reset(stmt);
+    *out = pins;
+    *out_len = len;
+    return 0;
+fail:
+    sqlite3_reset(stmt);
+    free(pins);
     return rc;
 }
 

@@ -23,6 +23,28 @@ enum meta_node_kind {
 };
 
 /*
+ * The attributes that are last-writer-wins registers (DESIGN "The tree"),
+ * each stamped with the timestamp of the op that set it: as bits (an
+ * attribute op's field mask) and, by bit position, indexes of attr_ts.
+ */
+enum {
+    META_ATTR_MODE = 1 << 0,
+    META_ATTR_UID = 1 << 1,
+    META_ATTR_GID = 1 << 2,
+    META_ATTR_RDEV = 1 << 3,
+    META_ATTR_MTIME = 1 << 4,
+    META_ATTR_TARGET = 1 << 5,
+};
+#define META_ATTR_FIELDS 6
+
+/* Rule 3b's mark on a node (DESIGN.md "Rules for the visible tree", README "Rule 3b"). */
+enum meta_pin {
+    META_PIN_NONE = 0,    /* never pinned */
+    META_PIN_ON = 1,      /* deleted but shown: edited without its author seeing the delete */
+    META_PIN_CLEARED = 2, /* was pinned, is no more (an older tree checkpoint may still say so) */
+};
+
+/*
  * How a file node's working copy relates to its newest version:
  * CLEAN: same bytes, durably. DIRTY: local writes not yet committed (the
  * working copy is newer: commit it). STALE: a committed version is newer
@@ -48,6 +70,26 @@ struct meta_node {
     char *target; /* symlink target or NULL; malloc'ed when read: meta_node_clear */
     uint64_t ino;
     enum meta_wc_state wc_state;
+    /* When each LWW attribute was set (zero: never; any op wins). Written by put and insert. */
+    struct crdt_ts attr_ts[META_ATTR_FIELDS];
+    /*
+     * Rule 3b's bookkeeping, written by insert and by the setters below only
+     * (put leaves it, so a node read before it changed cannot undo it):
+     * the newest tree op of the node; whether that op deleted it and then
+     * the newest edit its author had seen; the newest content op that says
+     * which move its author had seen; the pin.
+     */
+    struct crdt_ts moved;
+    bool deleted;
+    struct crdt_ts deleted_saw;
+    struct crdt_ts edited;
+    enum meta_pin pinned;
+};
+
+/* A node with a pin (meta_node_list_pins). */
+struct meta_pin_entry {
+    struct meta_id id;
+    enum meta_pin pinned;
 };
 
 /* A live extended attribute. */
@@ -102,6 +144,29 @@ META_MUST_CHECK int meta_node_list(struct meta_node **out, size_t *out_len,
 /* The ids of file nodes whose working copy is in `state`; *out malloc'ed (NULL if none). */
 META_MUST_CHECK int meta_node_list_wc(struct meta_id **out, size_t *out_len,
                                       struct meta_store *store, enum meta_wc_state state);
+/* What meta_node_note_move found. */
+struct meta_node_moved {
+    bool newer;            /* the op was the node's newest tree op, and is recorded */
+    struct crdt_ts edited; /* then: the node's edited and pinned */
+    enum meta_pin pinned;
+};
+/*
+ * Records tree op `moved` as node id's newest if it is newer than the one
+ * recorded (`deleted`: it moved the node to the trash, having seen edit
+ * `saw`). out->newer is false if it is not, or if there is no such node.
+ */
+META_MUST_CHECK int meta_node_note_move(struct meta_node_moved *out, struct meta_store *store,
+                                        const struct meta_id *id, struct crdt_ts moved,
+                                        bool deleted, struct crdt_ts saw);
+/* Records a node's newest content op that names the move its author had seen. -ENOENT. */
+META_MUST_CHECK int meta_node_set_edited(struct meta_store *store, const struct meta_id *id,
+                                         struct crdt_ts edited);
+/* Sets a node's rule-3b pin. -ENOENT. */
+META_MUST_CHECK int meta_node_set_pinned(struct meta_store *store, const struct meta_id *id,
+                                         enum meta_pin pinned);
+/* Every node whose pin is not META_PIN_NONE; *out malloc'ed (NULL if none), the caller frees it. */
+META_MUST_CHECK int meta_node_list_pins(struct meta_pin_entry **out, size_t *out_len,
+                                        struct meta_store *store);
 /* Removes a node and its xattrs, text state and versions. -ENOENT. */
 META_MUST_CHECK int meta_node_delete(struct meta_store *store, const struct meta_id *id);
 /* Frees what meta_node_get put in a node (not the node itself). */

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +43,7 @@ static int append(struct meta_store *store, const struct meta_op *op)
 
 int meta_oplog_append(struct meta_store *store, const struct meta_op *op)
 {
-    if (op->seq == 0 || op->counter == 0 || op->kind < META_OP_TREE || op->kind > META_OP_ATTR ||
+    if (op->seq == 0 || op->counter == 0 || op->kind < META_OP_TREE || op->kind > META_OP_MEMBER ||
         op->body_len > (size_t)INT32_MAX || op->seq > (uint64_t)INT64_MAX)
         return store_fail(store, -EINVAL, "malformed op (seq, counter, kind or size)");
     bool own;
@@ -64,16 +65,10 @@ static int read_op(struct meta_op *out, sqlite3_stmt *stmt)
     return store_column_id(&out->node, stmt, 4);
 }
 
-int meta_oplog_get(struct meta_op *out, struct meta_store *store, uint64_t replica, uint64_t seq)
+/* Steps a query for one op (bound by the caller) and copies it into *out; `which` names it. */
+static int get_one(struct meta_op *out, struct meta_store *store, sqlite3_stmt *stmt,
+                   const char *which)
 {
-    static const char sql[] = "SELECT replica, seq, counter, kind, node, author, body FROM ops "
-                              "WHERE replica = ?1 AND seq = ?2;";
-    memset(out, 0, sizeof(*out));
-    sqlite3_stmt *stmt = store_stmt(store, sql);
-    if (!stmt)
-        return -ENOMEM;
-    store_bind_u64(stmt, 1, replica);
-    store_bind_u64(stmt, 2, seq);
     int rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW) {
         rc = read_op(out, stmt);
@@ -88,17 +83,51 @@ int meta_oplog_get(struct meta_op *out, struct meta_store *store, uint64_t repli
             }
         } else {
             out->body = NULL;
-            rc = store_fail(store, rc, "op (%016llx, %llu) is damaged", (unsigned long long)replica,
-                            (unsigned long long)seq);
+            rc = store_fail(store, rc, "op %s is damaged", which);
         }
     } else if (rc == SQLITE_DONE) {
-        rc = store_fail(store, -ENOENT, "no op (%016llx, %llu)", (unsigned long long)replica,
-                        (unsigned long long)seq);
+        rc = store_fail(store, -ENOENT, "no op %s", which);
     } else {
         rc = store_sql_fail(store, rc, "reading an op");
     }
     sqlite3_reset(stmt);
     return rc;
+}
+
+int meta_oplog_get(struct meta_op *out, struct meta_store *store, uint64_t replica, uint64_t seq)
+{
+    static const char sql[] = "SELECT replica, seq, counter, kind, node, author, body FROM ops "
+                              "WHERE replica = ?1 AND seq = ?2;";
+    memset(out, 0, sizeof(*out));
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_u64(stmt, 1, replica);
+    store_bind_u64(stmt, 2, seq);
+    char which[64];
+    snprintf(which, sizeof(which), "(%016llx, %llu)", (unsigned long long)replica,
+             (unsigned long long)seq);
+    return get_one(out, store, stmt, which);
+}
+
+int meta_oplog_get_by_ts(struct meta_op *out, struct meta_store *store, struct crdt_ts ts,
+                         enum meta_op_kind kind)
+{
+    /* Named: the planner would rather scan the replica's part of the primary key. */
+    static const char sql[] = "SELECT replica, seq, counter, kind, node, author, body FROM ops "
+                              "INDEXED BY ops_by_ts WHERE counter = ?1 AND replica = ?2 "
+                              "AND kind = ?3;";
+    memset(out, 0, sizeof(*out));
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_u64(stmt, 1, ts.counter);
+    store_bind_u64(stmt, 2, ts.replica);
+    sqlite3_bind_int(stmt, 3, (int)kind);
+    char which[64];
+    snprintf(which, sizeof(which), "at timestamp (%llu, %016llx)", (unsigned long long)ts.counter,
+             (unsigned long long)ts.replica);
+    return get_one(out, store, stmt, which);
 }
 
 void meta_op_clear(struct meta_op *op)

@@ -18,6 +18,7 @@ enum meta_op_kind {
     META_OP_TREE = 1, /* a move (create, rename, move, delete) */
     META_OP_TEXT = 2, /* text-CRDT inserts/deletes of one file */
     META_OP_ATTR = 3, /* an LWW attribute or xattr write */
+    META_OP_MEMBER = 4, /* a device added to the share or removed (meta/member) */
 };
 
 /* One logged operation. Its Lamport timestamp is (counter, replica). */
@@ -40,7 +41,13 @@ META_MUST_CHECK int meta_oplog_append(struct meta_store *store, const struct met
 /* Reads op (replica, seq); out->body is malloc'ed: release with meta_op_clear. -ENOENT. */
 META_MUST_CHECK int meta_oplog_get(struct meta_op *out, struct meta_store *store, uint64_t replica,
                                    uint64_t seq);
-/* Frees an op's body read by meta_oplog_get. */
+/*
+ * Reads the op of `kind` whose Lamport timestamp is `ts` (an index seek);
+ * out->body is malloc'ed: release with meta_op_clear. -ENOENT.
+ */
+META_MUST_CHECK int meta_oplog_get_by_ts(struct meta_op *out, struct meta_store *store,
+                                         struct crdt_ts ts, enum meta_op_kind kind);
+/* Frees an op's body read by meta_oplog_get or meta_oplog_get_by_ts. */
 void meta_op_clear(struct meta_op *op);
 /*
  * Calls fn for every op that a replica holding `have` lacks, in Lamport

@@ -10,6 +10,7 @@
  * 2^63 on, so they stay positive and ORDER BY seq is the numeric order.
  */
 #include "meta/relaydb.h"
+#include "meta/sqlerr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -163,42 +164,10 @@ struct meta_relaydb {
 
 /* ---- errors ---- */
 
-/* SQLite's result code as 0 / -errno, as the device store maps them (README "Errors"). */
+/* SQLite's result code as 0 / -errno, as the device store maps them (meta/sqlerr). */
 static int sqlite_errno(int sqlite_rc)
 {
-    if (sqlite_rc == SQLITE_CONSTRAINT_PRIMARYKEY || sqlite_rc == SQLITE_CONSTRAINT_UNIQUE)
-        return -EEXIST;
-    if (sqlite_rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return -ENOENT;
-    switch (sqlite_rc & 0xff) {
-    case SQLITE_OK:
-    case SQLITE_ROW:
-    case SQLITE_DONE:
-        return 0;
-    case SQLITE_FULL:
-        return -ENOSPC;
-    case SQLITE_NOMEM:
-        return -ENOMEM;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return -EBUSY;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return -EUCLEAN;
-    case SQLITE_READONLY:
-        return -EROFS;
-    case SQLITE_CONSTRAINT:
-    case SQLITE_MISMATCH:
-    case SQLITE_RANGE:
-        return -EINVAL;
-    case SQLITE_TOOBIG:
-        return -EFBIG;
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-        return -EPERM;
-    default: /* SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL, ... */
-        return -EIO;
-    }
+    return meta_sqlite_errno(sqlite_rc);
 }
 
 static int fail(struct meta_relaydb *db, int rc, const char *fmt, ...)

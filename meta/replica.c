@@ -23,6 +23,8 @@
 #include "crdt/text.h"
 #include "crdt/tree.h"
 #include "internal.h"
+#include "meta/member.h"
+#include "meta/opbody.h"
 #include "meta/oplog.h"
 #include "meta/version.h"
 #include "meta/wcopy.h"
@@ -79,6 +81,15 @@ struct pending_change {
     char name[META_NAME_MAX + 1];
 };
 
+/* A tree op applied in the open change, waiting for its node's rule-3b bookkeeping (settle). */
+struct pending_move {
+    struct crdt_ts ts;
+    struct crdt_node_id child;
+    bool deletes;
+    struct crdt_ts seen_edit;
+    bool done; /* its node's row was made with it (insert_row): nothing left to settle */
+};
+
 /*
  * Decoded text CRDTs of the files edited last, so a commit diffs against a
  * document in memory instead of decoding its state from the store each time,
@@ -120,6 +131,8 @@ struct meta_replica {
     size_t born_next;
     struct pending_change *pending; /* changes of the open transaction, told after commit */
     size_t pending_len, pending_cap;
+    struct pending_move *moves; /* tree ops of the open change not settled yet */
+    size_t moves_len, moves_cap;
     struct text_slot text_cache[TEXT_CACHE_SLOTS];
     uint64_t text_clock; /* for least-recently-used eviction */
     /* The tree checkpoint (README "Checkpoints"). */
@@ -355,10 +368,12 @@ static int decode_tree_ops(struct crdt_tree_op **out, struct rebuild_ctx *ctx)
     if (ctx->len)
         ctx->offsets[ctx->len] = ctx->arena.len;
     for (size_t i = 0; i < ctx->len; i++) {
-        struct crdt_reader reader;
-        crdt_reader_init(&reader, ctx->arena.data + ctx->offsets[i],
-                         ctx->offsets[i + 1] - ctx->offsets[i]);
-        if (crdt_tree_op_decode(&reader, &ops[i]) != 0) {
+        /* A conflict copy is its move, as everywhere else (README "Binary conflicts"). */
+        struct meta_tree_body body;
+        if (meta_tree_body_decode(&body, ctx->arena.data + ctx->offsets[i],
+                                  ctx->offsets[i + 1] - ctx->offsets[i]) == 0) {
+            ops[i] = body.op;
+        } else {
             free(ops);
             return replica_fail(ctx->replica, -EUCLEAN,
                                 "tree op (%016" PRIx64 ", %" PRIu64 ") in the log is damaged",
@@ -450,6 +465,30 @@ static int tree_checkpoint_load(struct crdt_tree **out, struct crdt_vv *covered,
 }
 
 /*
+ * Puts the store's rule-3b pins on a tree built from ops (README "Rule 3b"):
+ * pins are decided by the store, not by tree ops, and a checkpoint may
+ * predate a pin or its clearing.
+ */
+static int tree_apply_pins(struct meta_replica *replica, struct crdt_tree *tree)
+{
+    struct meta_pin_entry *pins = NULL;
+    size_t count = 0;
+    int rc = meta_node_list_pins(&pins, &count, replica->store);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    for (size_t i = 0; !rc && i < count; i++) {
+        rc = crdt_tree_set_pinned(tree, from_meta_id(&pins[i].id), pins[i].pinned == META_PIN_ON,
+                                  NULL);
+        if (rc == -ENOENT) /* a row the tree never had (made by the store alone, as in tests) */
+            rc = 0;
+        else if (rc)
+            replica_fail(replica, rc, "pinning a node failed: %s", strerror(-rc));
+    }
+    free(pins);
+    return rc;
+}
+
+/*
  * Rebuilds the tree CRDT and the clock: from the tree checkpoint and the
  * tree ops logged after it, or from the whole log when there is no usable
  * checkpoint (or `full`). The clock's counter is the highest in the log (or
@@ -469,6 +508,8 @@ static int tree_build(struct crdt_tree **out, struct crdt_clock *out_clock, size
         replica_fail(replica, rc, "out of memory");
     if (!rc)
         rc = tree_replay(out_replayed, replica, tree, &covered);
+    if (!rc)
+        rc = tree_apply_pins(replica, tree);
     if (!rc && ((rc = meta_oplog_max_counter(&log_counter, replica->store)) ||
                 (rc = meta_vv_load(&held, replica->store))))
         replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
@@ -589,6 +630,7 @@ static int txn_begin(struct meta_replica *replica, struct crdt_clock *saved)
 {
     *saved = replica->clock;
     replica->pending_len = 0;
+    replica->moves_len = 0;
     int rc = meta_store_txn_begin(replica->store);
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
@@ -624,6 +666,7 @@ static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock
         if (saved->counter > replica->clock.counter)
             replica->clock.counter = saved->counter;
         changes_flush(replica, false);
+        replica->moves_len = 0;
         return rc;
     }
     changes_flush(replica, true);
@@ -663,6 +706,46 @@ static void default_attrs(struct meta_node *node, uint8_t kind)
 }
 
 static bool node_shown(const struct meta_node *node);
+static int settle_moves(struct meta_replica *replica, bool remote);
+
+static int move_cmp(const void *a, const void *b)
+{
+    const struct pending_move *x = a, *y = b;
+    int by_child = crdt_node_id_cmp(x->child, y->child);
+    return by_child ? by_child : crdt_ts_cmp(x->ts, y->ts);
+}
+
+/*
+ * Inserts a new node's row with its newest tree op of this change as its
+ * newest move (rule 3b's bookkeeping), so that settle_moves need not update
+ * a row just made: a remote batch of creates costs no statement more.
+ * replica->moves is sorted by child (materialize).
+ */
+static int insert_row(uint64_t *ino, struct meta_replica *replica, struct meta_node *node)
+{
+    struct crdt_node_id child = from_meta_id(&node->id);
+    size_t lo = 0, hi = replica->moves_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (crdt_node_id_cmp(replica->moves[mid].child, child) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t end = lo;
+    while (end < replica->moves_len && crdt_node_id_eq(replica->moves[end].child, child))
+        end++;
+    if (end > lo) {
+        const struct pending_move *newest = &replica->moves[end - 1];
+        node->moved = newest->ts;
+        node->deleted = newest->deletes;
+        node->deleted_saw = newest->deletes ? newest->seen_edit : (struct crdt_ts){0, 0};
+    }
+    int rc = meta_node_insert(ino, replica->store, node);
+    for (size_t i = lo; !rc && i < end; i++)
+        replica->moves[i].done = true; /* a new node has no edit: no pin to decide */
+    return rc;
+}
 
 /* The inode number of node `id` for a change event; 0 if it has no row (no event then). */
 static uint64_t event_ino(struct meta_replica *replica, struct meta_id id, struct meta_id *last_id,
@@ -711,6 +794,8 @@ static int materialize(struct meta_replica *replica, const struct crdt_tree_chan
     bool tell = replica->change_fn != NULL;
     struct meta_id last_parent = {{0}};
     uint64_t last_parent_ino = 0;
+    if (replica->moves_len > 1)
+        qsort(replica->moves, replica->moves_len, sizeof(*replica->moves), move_cmp);
     for (size_t i = 0; i < changes->len; i++) {
         struct crdt_tree_entry entry;
         int rc = crdt_tree_get(replica->tree, changes->ids[i], &entry);
@@ -740,7 +825,7 @@ static int materialize(struct meta_replica *replica, const struct crdt_tree_chan
             if (entry.kind)
                 node.kind = meta_kind_of(entry.kind);
             /* Usually new (a file's id is its create op's); a directory's id can come back. */
-            rc = tell && exists ? -EEXIST : meta_node_insert(&ino, replica->store, &node);
+            rc = tell && exists ? -EEXIST : insert_row(&ino, replica, &node);
             if (rc == -EEXIST)
                 rc = meta_node_put(&ino, replica->store, &node);
             if (!rc && fresh_ino)
@@ -763,7 +848,7 @@ static int materialize(struct meta_replica *replica, const struct crdt_tree_chan
                 node.has_parent = true;
                 node.parent = parent;
                 snprintf(node.name, sizeof(node.name), "%s", entry.name);
-                rc = meta_node_insert(&ino, replica->store, &node);
+                rc = insert_row(&ino, replica, &node);
                 if (rc == -EEXIST && likely_new && !tell) /* it was there after all */
                     rc = meta_node_place(replica->store, &mid, &parent, entry.name,
                                          entry.kind ? meta_kind_of(entry.kind) : 0);
@@ -786,7 +871,75 @@ static int materialize(struct meta_replica *replica, const struct crdt_tree_chan
             change_add(replica, META_CHANGE_ENTRY, ino, parent_ino, entry.name, remote);
         change_add(replica, META_CHANGE_ATTR, ino, 0, NULL, remote);
     }
+    /* The rows exist now: the tree ops that made these changes settle rule 3b. */
+    return replica->moves_len ? settle_moves(replica, remote) : 0;
+}
+
+/* ---------- rule 3b (README "Rule 3b") ---------- */
+
+/* Remembers a tree op of the open change until the rows it moved exist (settle_moves). */
+static int move_note(struct meta_replica *replica, const struct crdt_tree_op *op)
+{
+    struct pending_move *grown =
+        store_grow(replica->moves, &replica->moves_cap, replica->moves_len, sizeof(*grown));
+    if (!grown)
+        return replica_fail(replica, -ENOMEM, "out of memory");
+    replica->moves = grown;
+    replica->moves[replica->moves_len++] = (struct pending_move){
+        .ts = op->ts,
+        .child = op->child,
+        .deletes = crdt_node_id_eq(op->parent, CRDT_NODE_TRASH),
+        .seen_edit = op->seen_edit,
+    };
     return 0;
+}
+
+/* Pins or unpins a node, in the tree and in its row (which remembers a pin that was). */
+static int pin_set(struct meta_replica *replica, const struct meta_id *id, bool pin,
+                   struct crdt_tree_changes *changes)
+{
+    int rc = crdt_tree_set_pinned(replica->tree, from_meta_id(id), pin, changes);
+    if (rc)
+        return replica_fail(replica, rc, "pinning a node failed: %s", strerror(-rc));
+    rc = meta_node_set_pinned(replica->store, id, pin ? META_PIN_ON : META_PIN_CLEARED);
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
+/*
+ * The tree's half of rule 3b: each node a tree op of this change moved
+ * records its newest tree op, and a node whose newest op deletes it is
+ * pinned exactly when it holds an edit newer than the newest edit that
+ * delete had seen. Every edit held here names a move older than such a
+ * delete, since delivery is causal (an edit made after seeing the delete
+ * arrives after it), so "newer than what the delete saw" is "made without
+ * seeing the delete" (the content side is check_edit). A delete made here
+ * saw every edit: it unpins, as any newer move does.
+ */
+static int settle_moves(struct meta_replica *replica, bool remote)
+{
+    struct crdt_tree_changes changes = {0};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < replica->moves_len; i++) {
+        const struct pending_move *move = &replica->moves[i];
+        if (move->done)
+            continue;
+        struct meta_id id = to_meta_id(move->child);
+        struct meta_node_moved row;
+        rc = meta_node_note_move(&row, replica->store, &id, move->ts, move->deletes,
+                                 move->seen_edit);
+        if (rc) {
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+            break;
+        }
+        bool pin = move->deletes && crdt_ts_cmp(row.edited, move->seen_edit) > 0;
+        if (row.newer && pin != (row.pinned == META_PIN_ON))
+            rc = pin_set(replica, &id, pin, &changes);
+    }
+    replica->moves_len = 0;
+    if (!rc && changes.len)
+        rc = materialize(replica, &changes, NULL, NULL, remote, NULL);
+    crdt_tree_changes_free(&changes);
+    return rc;
 }
 
 /* ---------- logging ops ---------- */
@@ -814,55 +967,48 @@ static int log_op(struct meta_replica *replica, enum meta_op_kind kind, struct c
 
 static int log_tree_op(struct meta_replica *replica, const struct crdt_tree_op *op)
 {
+    int rc = move_note(replica, op);
+    if (rc)
+        return rc;
     replica->tree_ops_unsaved++;
     struct crdt_buf body = {0};
     crdt_tree_op_encode(&body, op);
-    int rc = log_op(replica, META_OP_TREE, op->ts, replica->clock.seq, op->child, &body);
+    rc = log_op(replica, META_OP_TREE, op->ts, replica->clock.seq, op->child, &body);
     crdt_buf_free(&body);
     return rc;
 }
 
 /*
- * Attribute op body (version 1): u8 version, u8 field mask, then per set
- * field in bit order: mode varint, uid varint, gid varint, rdev varint,
- * mtime svarint, symlink target bytes. Last writer (by timestamp) wins per
- * node; sync/ carries these to peers.
+ * Logs an attribute op (README "Op bodies"; still format 1) setting the
+ * `fields` of node `id` to node's values, and stamps those fields of
+ * node->attr_ts with its timestamp: each field is a last-writer-wins
+ * register, and the caller writes the row with the stamps.
  */
-enum {
-    ATTR_MODE = 1,
-    ATTR_UID = 2,
-    ATTR_GID = 4,
-    ATTR_RDEV = 8,
-    ATTR_MTIME = 16,
-    ATTR_TARGET = 32,
-    /* Not fields but whole ops of their own, alone in the mask: */
-    ATTR_XATTR_SET = 64,     /* bytes name, bytes value */
-    ATTR_XATTR_REMOVE = 128, /* bytes name */
-};
-
-/* Mask 0: a content version: svarint time, then its chunk list (meta/chunk's format). */
-#define ATTR_CONTENT 0
-
-static int log_attr_op(struct meta_replica *replica, struct crdt_node_id id,
-                       const struct meta_node *node, unsigned fields)
+static int log_attr_op(struct meta_replica *replica, struct crdt_node_id id, struct meta_node *node,
+                       unsigned fields)
 {
+    if (!node->target)
+        fields &= ~(unsigned)META_ATTR_TARGET;
+    if (!fields)
+        return 0; /* mask 0 would be a content version */
     uint64_t seq;
     struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+    struct meta_attr_body op = {
+        .format = 1,
+        .mask = (uint8_t)fields,
+        .mode = node->mode,
+        .uid = node->uid,
+        .gid = node->gid,
+        .rdev = node->rdev,
+        .mtime_ns = node->mtime_ns,
+        .target = node->target,
+        .target_len = node->target ? strlen(node->target) : 0,
+    };
+    for (int field = 0; field < META_ATTR_FIELDS; field++)
+        if (fields & (1u << field))
+            node->attr_ts[field] = ts;
     struct crdt_buf body = {0};
-    crdt_buf_put_u8(&body, 1);
-    crdt_buf_put_u8(&body, (uint8_t)fields);
-    if (fields & ATTR_MODE)
-        crdt_buf_put_varint(&body, node->mode);
-    if (fields & ATTR_UID)
-        crdt_buf_put_varint(&body, node->uid);
-    if (fields & ATTR_GID)
-        crdt_buf_put_varint(&body, node->gid);
-    if (fields & ATTR_RDEV)
-        crdt_buf_put_varint(&body, node->rdev);
-    if (fields & ATTR_MTIME)
-        crdt_buf_put_svarint(&body, node->mtime_ns);
-    if ((fields & ATTR_TARGET) && node->target)
-        crdt_buf_put_bytes(&body, node->target, strlen(node->target));
+    meta_attr_body_encode(&body, &op);
     int rc = log_op(replica, META_OP_ATTR, ts, seq, id, &body);
     crdt_buf_free(&body);
     return rc;
@@ -953,6 +1099,7 @@ void meta_replica_close(struct meta_replica *replica)
     text_cache_clear(replica);
     meta_store_close(replica->store);
     free(replica->pending);
+    free(replica->moves);
     free(replica->writers);
     free(replica);
 }
@@ -1086,8 +1233,8 @@ static void fill_attr(struct meta_replica *replica, struct meta_attr *out,
     out->mtime_ns = node->mtime_ns;
     out->atime_ns = node->mtime_ns;
     out->ctime_ns = node->ctime_ns;
-    if (!node_shown(node))
-        out->nlink = 0; /* deleted, still open somewhere: fstat says so */
+    if (!node_shown(node) && node->ino != META_INO_ROOT)
+        out->nlink = 0; /* deleted, still open somewhere: fstat says so (the root has no parent) */
     if (node->kind == META_NODE_FILE) {
         /*
          * A file's times live on its working copy, which programs write
@@ -1565,8 +1712,11 @@ static int collect_text_op(void *arg, const struct meta_op *op)
 {
     struct text_replay *ctx = arg;
     ctx->entries++;
+    struct meta_text_body body;
     int rc = vv_lower(&ctx->first, op->replica, op->seq);
-    if (!rc && (rc = crdt_text_ops_decode(&ctx->ops, op->body, op->body_len)) == -EBADMSG)
+    if (!rc && !(rc = meta_text_body_decode(&body, op->body, op->body_len)))
+        rc = crdt_text_ops_decode(&ctx->ops, body.ops, body.ops_len);
+    if (rc == -EBADMSG)
         return replica_fail(ctx->replica, -EUCLEAN,
                             "text op (%016" PRIx64 ", %" PRIu64 ") in the log is damaged",
                             op->replica, op->seq);
@@ -1702,7 +1852,7 @@ static int text_settle(struct meta_replica *replica, struct text_slot *slot)
  * *text points at it (valid until the next use of the text cache).
  */
 static int commit_text(const uint8_t **text, struct meta_replica *replica, const struct meta_id *id,
-                       uint8_t **bytes, size_t len, bool too_big)
+                       struct crdt_ts seen_move, uint8_t **bytes, size_t len, bool too_big)
 {
     struct text_slot *slot;
     *text = NULL;
@@ -1744,12 +1894,18 @@ static int commit_text(const uint8_t **text, struct meta_replica *replica, const
         replica->clock.counter = scratch.counter;
     }
     if (!rc && ops.len) {
-        struct crdt_buf body = {0};
+        /* Format 2 (README "Op bodies"): the ops list, and the move its author had seen. */
+        struct crdt_buf list = {0}, body = {0};
         uint64_t seq;
         struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
-        rc = crdt_text_ops_encode(&body, &ops);
-        if (!rc)
+        rc = crdt_text_ops_encode(&list, &ops);
+        if (!rc) {
+            struct meta_text_body wrapped = {
+                .format = 2, .seen_move = seen_move, .ops = list.data, .ops_len = list.len};
+            meta_text_body_encode(&body, &wrapped);
             rc = log_op(replica, META_OP_TEXT, ts, seq, from_meta_id(id), &body);
+        }
+        crdt_buf_free(&list);
         crdt_buf_free(&body);
         slot->unsaved++;
     }
@@ -1780,6 +1936,37 @@ static int set_clean(struct meta_replica *replica, const struct meta_id *id)
 }
 
 /*
+ * Logs the op of a version committed here (README "Op bodies", format 2):
+ * what rule 3b and binary conflicts need besides the chunks, i.e. the move
+ * of the node its author had seen, the version it replaced (`base`) and
+ * where the file was. The node's newest edit is this one now.
+ */
+static int log_version_op(struct meta_replica *replica, const struct meta_node *node,
+                          const struct meta_version *version, const struct meta_chunk_list *chunks,
+                          bool text, struct crdt_ts base, uint64_t seq)
+{
+    struct meta_attr_body op = {
+        .format = 2,
+        .mask = META_ATTR_CONTENT,
+        .time_ns = version->time_ns,
+        .text = text,
+        .seen_move = node->moved,
+        .base = base,
+        .parent = node->has_parent ? node->parent : to_meta_id(CRDT_NODE_TRASH),
+        .name = node->name,
+        .name_len = strlen(node->name),
+        .chunks = *chunks, /* borrowed: never cleared here */
+    };
+    struct crdt_buf body = {0};
+    meta_attr_body_encode(&body, &op);
+    int rc = log_op(replica, META_OP_ATTR, version->ts, seq, from_meta_id(&node->id), &body);
+    crdt_buf_free(&body);
+    if (!rc && (rc = meta_node_set_edited(replica->store, &node->id, version->ts)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    return rc;
+}
+
+/*
  * Commits a dirty file's working copy: text ops when it is text, and a
  * version (chunks) in either case, which is what history lists and restores.
  * A node whose working copy went to another node (an editor's save that kept
@@ -1795,11 +1982,28 @@ static int commit_content(struct meta_replica *replica, const struct meta_id *id
         return set_clean(replica, id);
     if (rc)
         return rc;
-    /* The version is chunked from the bytes just read (the file is read only once). */
-    const uint8_t *text = NULL;
-    rc = commit_text(&text, replica, id, &bytes, len, too_big);
+    /* What the ops say besides the bytes: the move seen, the version replaced, the place. */
+    struct meta_node node;
+    if ((rc = node_by_id(&node, replica, from_meta_id(id)))) {
+        free(bytes);
+        return rc;
+    }
+    struct crdt_ts base = {0, 0};
+    if ((rc = meta_version_head(&base, replica->store, id)) == -ENOENT)
+        rc = 0; /* the first version */
+    else if (rc)
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     if (rc) {
         free(bytes);
+        meta_node_clear(&node);
+        return rc;
+    }
+    /* The version is chunked from the bytes just read (the file is read only once). */
+    const uint8_t *text = NULL;
+    rc = commit_text(&text, replica, id, node.moved, &bytes, len, too_big);
+    if (rc) {
+        free(bytes);
+        meta_node_clear(&node);
         return rc;
     }
     const uint8_t *data = text ? text : too_big ? NULL : bytes;
@@ -1826,16 +2030,10 @@ static int commit_content(struct meta_replica *replica, const struct meta_id *id
     if (rc)
         replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     free(bytes);
-    if (rc)
-        return rc;
-    struct crdt_buf body = {0};
-    crdt_buf_put_u8(&body, 1);
-    crdt_buf_put_u8(&body, ATTR_CONTENT);
-    crdt_buf_put_svarint(&body, version.time_ns);
-    meta_chunk_list_encode(&body, &chunks);
+    if (!rc)
+        rc = log_version_op(replica, &node, &version, &chunks, text != NULL, base, seq);
     meta_chunk_list_free(&chunks);
-    rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(id), &body);
-    crdt_buf_free(&body);
+    meta_node_clear(&node);
     return rc;
 }
 
@@ -1896,15 +2094,18 @@ static int continue_begin(struct meta_replica *replica, struct continuation *con
         backup.id = to_meta_id(backup_op.child);
         backup.ino = 0;
         backup.wc_state = META_WC_DIRTY;
-        rc = meta_node_put(NULL, replica->store, &backup);
-        if (rc)
-            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        /* A new node: none of the old one's rule-3b history (settle_moves records its birth). */
+        backup.moved = backup.deleted_saw = backup.edited = (struct crdt_ts){0, 0};
+        backup.deleted = false;
+        backup.pinned = META_PIN_NONE;
+        rc = log_attr_op(replica, backup_op.child, &backup,
+                         META_ATTR_MODE | META_ATTR_UID | META_ATTR_GID | META_ATTR_MTIME);
     }
+    if (!rc && (rc = meta_node_put(NULL, replica->store, &backup)))
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     if (!rc) {
         cont->with_backup = true;
         cont->backup_id = backup.id;
-        rc = log_attr_op(replica, backup_op.child, &backup,
-                         ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_MTIME);
     }
     meta_node_clear(&old);
     return rc;
@@ -1993,9 +2194,11 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     fresh.target = (char *)target;
     struct crdt_node_id id;
     struct continuation cont;
+    bool backup_taken = false;
     if (recent) {
         id = recent->node;
         rc = continue_begin(replica, &cont, &changes, recent, parent_id, name);
+        backup_taken = rc == -EEXIST;
     } else {
         rc = crdt_tree_create(replica->tree, &op, &replica->clock, parent_id, name, strlen(name),
                               kind, &changes);
@@ -2006,6 +2209,11 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     fresh.id = to_meta_id(id);
     /* A new file is DIRTY from birth: its working copy is newer than any version. */
     fresh.wc_state = kind == CRDT_KIND_FILE && !recent ? META_WC_DIRTY : META_WC_CLEAN;
+    /* Logged before the row is written, which takes the attributes' stamps with them. */
+    unsigned fields = META_ATTR_MODE | META_ATTR_UID | META_ATTR_GID | META_ATTR_MTIME |
+                      (rdev ? META_ATTR_RDEV : 0) | (target ? META_ATTR_TARGET : 0);
+    if (!rc)
+        rc = log_attr_op(replica, id, &fresh, fields);
     uint64_t made_ino = 0;
     if (!rc)
         rc = materialize(replica, &changes, &fresh, &made_ino, false, NULL);
@@ -2021,6 +2229,9 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
             node.gid = gid;
             node.mtime_ns = node.ctime_ns = now;
             node.size = 0;
+            for (int field = 0; field < META_ATTR_FIELDS; field++)
+                if (fields & (1u << field))
+                    node.attr_ts[field] = fresh.attr_ts[field];
             rc = meta_node_put(NULL, replica->store, &node);
             if (!rc)
                 rc = meta_wc_mark_dirty(replica->store, &node.id);
@@ -2037,12 +2248,17 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
         born_note(replica, id);
     if (!rc)
         rc = touch_dir(replica, &parent_mid);
-    if (!rc)
-        rc = log_attr_op(replica, id, &fresh,
-                         ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_MTIME | (rdev ? ATTR_RDEV : 0) |
-                             (target ? ATTR_TARGET : 0));
     crdt_tree_changes_free(&changes);
     rc = txn_end(replica, rc, &saved);
+    if (rc == -EEXIST && backup_taken) {
+        /*
+         * The name the backup would keep is shown by another node now (rule
+         * 2: a sibling from another device takes it when this one leaves).
+         * Rolled back; the file is made as a new node instead.
+         */
+        recent_forget(recent);
+        return make_node(out, replica, parent_ino, name, mode, rdev, uid, gid, target);
+    }
     if (rc)
         return rc;
     if (!recent) {
@@ -2096,6 +2312,8 @@ static int trash_node(struct meta_replica *replica, const struct meta_node *node
                             CRDT_NODE_TRASH, node->name, strlen(node->name), changes);
     if (rc)
         return replica_fail(replica, rc, "cannot delete %s: %s", node->name, strerror(-rc));
+    /* Rule 3b: an edit this delete did not see brings the file back; it saw these. */
+    op.seen_edit = node->edited;
     return log_tree_op(replica, &op);
 }
 
@@ -2315,19 +2533,19 @@ int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, ui
     unsigned fields = 0;
     if (to_set & META_SET_MODE) {
         node.mode = (node.mode & S_IFMT) | (values->mode & 07777);
-        fields |= ATTR_MODE;
+        fields |= META_ATTR_MODE;
     }
     if (to_set & META_SET_UID) {
         node.uid = values->uid;
-        fields |= ATTR_UID;
+        fields |= META_ATTR_UID;
     }
     if (to_set & META_SET_GID) {
         node.gid = values->gid;
-        fields |= ATTR_GID;
+        fields |= META_ATTR_GID;
     }
     if (to_set & META_SET_MTIME) {
         node.mtime_ns = values->mtime_ns;
-        fields |= ATTR_MTIME;
+        fields |= META_ATTR_MTIME;
     }
     node.ctime_ns = (to_set & META_SET_CTIME) ? values->ctime_ns : realtime_ns();
     if (to_set & META_SET_SIZE) {
@@ -2359,10 +2577,11 @@ int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, ui
             utimensat(AT_FDCWD, path, times, 0) != 0 && errno != ENOENT)
             rc = replica_fail(replica, -errno, "setting times on %s: %s", path, strerror(errno));
     }
-    if (!rc)
-        rc = meta_node_put(NULL, replica->store, &node);
+    /* Logged first: the row takes the op's stamps (each field is an LWW register). */
     if (!rc && fields)
         rc = log_attr_op(replica, from_meta_id(&node.id), &node, fields);
+    if (!rc)
+        rc = meta_node_put(NULL, replica->store, &node);
     rc = txn_end(replica, rc, &saved);
     meta_node_clear(&node);
     if (rc)
@@ -2545,11 +2764,14 @@ int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino, const char
         rc = meta_xattr_set(NULL, replica->store, &node.id, name, value ? value : "", len, ts);
         if (rc)
             replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        struct meta_attr_body op = {.format = 1,
+                                    .mask = META_ATTR_XATTR_SET,
+                                    .xattr_name = name,
+                                    .xattr_name_len = strlen(name),
+                                    .xattr_value = value,
+                                    .xattr_value_len = len};
         struct crdt_buf body = {0};
-        crdt_buf_put_u8(&body, 1);
-        crdt_buf_put_u8(&body, ATTR_XATTR_SET);
-        crdt_buf_put_bytes(&body, name, strlen(name));
-        crdt_buf_put_bytes(&body, value, len);
+        meta_attr_body_encode(&body, &op);
         if (!rc)
             rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(&node.id), &body);
         crdt_buf_free(&body);
@@ -2620,10 +2842,12 @@ int meta_replica_removexattr(struct meta_replica *replica, uint64_t ino, const c
         uint64_t seq;
         struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
         rc = meta_xattr_set(NULL, replica->store, &node.id, name, NULL, 0, ts);
+        struct meta_attr_body op = {.format = 1,
+                                    .mask = META_ATTR_XATTR_REMOVE,
+                                    .xattr_name = name,
+                                    .xattr_name_len = strlen(name)};
         struct crdt_buf body = {0};
-        crdt_buf_put_u8(&body, 1);
-        crdt_buf_put_u8(&body, ATTR_XATTR_REMOVE);
-        crdt_buf_put_bytes(&body, name, strlen(name));
+        meta_attr_body_encode(&body, &op);
         if (!rc)
             rc = log_op(replica, META_OP_ATTR, ts, seq, from_meta_id(&node.id), &body);
         crdt_buf_free(&body);
@@ -2811,7 +3035,195 @@ static int ensure_chunks(struct meta_replica *replica, const struct meta_chunk_l
     return 0;
 }
 
-static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op)
+/* ---------- remote ops: attributes and versions ---------- */
+
+/*
+ * A peer's version applied in this batch, noted for binary conflicts
+ * (find_conflicts): which file, its timestamp and base, the head of the
+ * file just before it came, and its place in the batch.
+ */
+struct batch_version {
+    struct meta_id node;
+    struct crdt_ts ts, base, head_before;
+    size_t order;
+};
+
+/* What a remote batch leaves for after its ops are applied. */
+struct batch {
+    struct batch_version *versions;
+    size_t versions_len, versions_cap;
+    struct meta_tree_body *copies; /* conflict copies made by peers: their contents follow */
+    size_t copies_len, copies_cap;
+};
+
+static void batch_free(struct batch *batch)
+{
+    free(batch->versions);
+    free(batch->copies);
+}
+
+static int batch_note_version(struct meta_replica *replica, struct batch *batch,
+                              struct batch_version version)
+{
+    struct batch_version *grown =
+        store_grow(batch->versions, &batch->versions_cap, batch->versions_len, sizeof(*grown));
+    if (!grown)
+        return replica_fail(replica, -ENOMEM, "out of memory");
+    batch->versions = grown;
+    version.order = batch->versions_len;
+    batch->versions[batch->versions_len++] = version;
+    return 0;
+}
+
+static int batch_note_copy(struct meta_replica *replica, struct batch *batch,
+                           const struct meta_tree_body *copy)
+{
+    struct meta_tree_body *grown =
+        store_grow(batch->copies, &batch->copies_cap, batch->copies_len, sizeof(*grown));
+    if (!grown)
+        return replica_fail(replica, -ENOMEM, "out of memory");
+    batch->copies = grown;
+    batch->copies[batch->copies_len] = *copy;
+    batch->copies[batch->copies_len++].op.name = NULL; /* it points into the caller's body */
+    return 0;
+}
+
+/* Each attribute field the op sets that is newer than the field's stamp (LWW per field). */
+static int apply_fields(struct meta_replica *replica, struct meta_node *node,
+                        const struct meta_attr_body *body, struct crdt_ts ts)
+{
+    bool changed = false;
+    for (int field = 0; field < META_ATTR_FIELDS; field++) {
+        unsigned bit = 1u << field;
+        if (!(body->mask & bit) || crdt_ts_cmp(ts, node->attr_ts[field]) <= 0)
+            continue;
+        node->attr_ts[field] = ts;
+        changed = true;
+        if (bit == META_ATTR_MODE)
+            node->mode = (node->mode & S_IFMT) | (body->mode & 07777);
+        else if (bit == META_ATTR_UID)
+            node->uid = body->uid;
+        else if (bit == META_ATTR_GID)
+            node->gid = body->gid;
+        else if (bit == META_ATTR_RDEV)
+            node->rdev = body->rdev;
+        else if (bit == META_ATTR_MTIME)
+            node->mtime_ns = body->mtime_ns;
+        else {
+            free(node->target);
+            node->target = strndup(body->target, body->target_len);
+            if (!node->target)
+                return replica_fail(replica, -ENOMEM, "out of memory");
+        }
+    }
+    if (!changed)
+        return 0; /* every field it sets was set later: nothing to show */
+    int rc = meta_node_put(NULL, replica->store, node);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    change_add(replica, META_CHANGE_ATTR, node->ino, 0, NULL, true);
+    return 0;
+}
+
+static int apply_xattr(struct meta_replica *replica, const struct meta_node *node,
+                       const struct meta_attr_body *body, struct crdt_ts ts)
+{
+    char name[META_XATTR_NAME_MAX + 1];
+    memcpy(name, body->xattr_name, body->xattr_name_len);
+    name[body->xattr_name_len] = '\0';
+    const void *value = NULL;
+    if (body->mask == META_ATTR_XATTR_SET)
+        value = body->xattr_value ? (const void *)body->xattr_value : "";
+    int rc =
+        meta_xattr_set(NULL, replica->store, &node->id, name, value, body->xattr_value_len, ts);
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
+/*
+ * The content half of rule 3b (README "Rule 3b"; the tree's half is
+ * settle_moves): a peer's edit that names a move older than the node's
+ * newest, which deleted it, and that this delete had not seen, was made
+ * without seeing the delete: the node is pinned, so it is shown again where
+ * it was, with the edit. The node's newest edit is noted either way.
+ */
+static int check_edit(struct meta_replica *replica, struct meta_node *node, struct crdt_ts ts,
+                      struct crdt_ts seen_move)
+{
+    if (crdt_ts_cmp(ts, node->edited) > 0) {
+        int rc = meta_node_set_edited(replica->store, &node->id, ts);
+        if (rc)
+            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        node->edited = ts;
+    }
+    bool unseen_delete = node->deleted && crdt_ts_cmp(seen_move, node->moved) < 0 &&
+                         crdt_ts_cmp(ts, node->deleted_saw) > 0;
+    if (!unseen_delete || node->pinned == META_PIN_ON)
+        return 0;
+    struct crdt_tree_changes changes = {0};
+    int rc = pin_set(replica, &node->id, true, &changes);
+    if (!rc) {
+        node->pinned = META_PIN_ON;
+        rc = materialize(replica, &changes, NULL, NULL, true, NULL);
+    }
+    crdt_tree_changes_free(&changes);
+    return rc;
+}
+
+/*
+ * A peer's version of a file: it joins the history and is the content if
+ * it is the newest. Bytes written here and not committed yet are committed
+ * first, so both versions are kept. Format 2 (README "Op bodies") also
+ * counts for rule 3b, and is noted for binary conflicts.
+ */
+static int apply_version(struct meta_replica *replica, const struct meta_op *op,
+                         struct meta_node *node, const struct meta_attr_body *body,
+                         struct batch *batch)
+{
+    int rc = 0;
+    if (is_dirty(node)) {
+        rc = commit_content(replica, &node->id);
+        meta_node_clear(node);
+        memset(node, 0, sizeof(*node));
+        if (!rc)
+            rc = node_by_id(node, replica, from_meta_id(&op->node));
+    }
+    struct crdt_ts ts = {op->counter, op->replica};
+    struct batch_version noted = {.node = op->node, .ts = ts, .base = body->base};
+    if (!rc && (rc = meta_version_head(&noted.head_before, replica->store, &op->node)) == -ENOENT)
+        rc = 0;
+    else if (rc && !replica->errmsg[0])
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    /*
+     * A text version's bytes travel as its text ops, merged here and recorded
+     * as this replica's own version: its author's chunks are not sent, so it
+     * is recorded only if they happen to be here (a version made locally).
+     */
+    bool record = true;
+    for (size_t i = 0; !rc && body->text && record && i < body->chunks.len; i++)
+        if ((rc = meta_chunk_has(&record, replica->store, body->chunks.refs[i].id)) != 0)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (!rc && record)
+        rc = ensure_chunks(replica, &body->chunks);
+    struct meta_version remote = {
+        .node = op->node, .ts = ts, .author = op->author, .time_ns = body->time_ns};
+    remote.size = body->chunks.total;
+    if (!rc && record &&
+        (rc = meta_version_record(replica->store, &remote, &body->chunks)) == -EEXIST)
+        return 0; /* a timestamp names one op: this one's version is here already */
+    if (rc)
+        return replica->errmsg[0]
+                   ? rc
+                   : replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (record)
+        change_add(replica, META_CHANGE_CONTENT, node->ino, 0, NULL, true);
+    if (body->format != 2)
+        return 0; /* format 1 saw everything: no pin, no conflict */
+    rc = batch_note_version(replica, batch, noted);
+    return rc ? rc : check_edit(replica, node, ts, body->seen_move);
+}
+
+static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op,
+                         struct batch *batch)
 {
     struct meta_node node;
     int rc = meta_node_get(&node, replica->store, &op->node);
@@ -2819,86 +3231,338 @@ static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op)
         return 0; /* a node this replica never saw made: its tree op is what counts */
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-    struct crdt_reader reader;
-    crdt_reader_init(&reader, op->body, op->body_len);
-    uint8_t version, mask;
+    struct meta_attr_body body;
     struct crdt_ts ts = {op->counter, op->replica};
-    rc = crdt_reader_u8(&reader, &version);
-    if (!rc)
-        rc = crdt_reader_u8(&reader, &mask);
-    if (!rc && version != 1)
-        rc = -EBADMSG;
-    if (!rc && mask == ATTR_CONTENT) {
-        int64_t time_ns;
-        struct meta_chunk_list chunks = {0};
-        rc = crdt_reader_svarint(&reader, &time_ns);
-        if (!rc)
-            rc = meta_chunk_list_decode(&chunks, reader.pos, crdt_reader_left(&reader));
-        if (!rc)
-            rc = ensure_chunks(replica, &chunks);
-        if (!rc) {
-            struct meta_version remote = {.node = op->node,
-                                          .ts = ts,
-                                          .author = op->author,
-                                          .time_ns = time_ns,
-                                          .size = chunks.total};
-            rc = meta_version_record(replica->store, &remote, &chunks);
-            if (rc == -EEXIST)
-                rc = 0;
-            else if (rc)
-                replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-            else
-                change_add(replica, META_CHANGE_CONTENT, node.ino, 0, NULL, true);
-        }
-        meta_chunk_list_free(&chunks);
-    } else if (!rc && (mask == ATTR_XATTR_SET || mask == ATTR_XATTR_REMOVE)) {
-        const uint8_t *name, *value = NULL;
-        size_t name_len, value_len = 0;
-        rc = crdt_reader_bytes(&reader, 255, &name, &name_len);
-        if (!rc && mask == ATTR_XATTR_SET)
-            rc = crdt_reader_bytes(&reader, 65536, &value, &value_len);
-        char name_buf[256];
-        if (!rc) {
-            memcpy(name_buf, name, name_len);
-            name_buf[name_len] = '\0';
-            rc = meta_xattr_set(NULL, replica->store, &node.id, name_buf,
-                                mask == ATTR_XATTR_SET ? (value ? (const void *)value : "") : NULL,
-                                value_len, ts);
-        }
-    } else if (!rc) {
-        uint64_t value;
-        int64_t svalue;
-        if (!rc && (mask & ATTR_MODE) && !(rc = crdt_reader_varint(&reader, &value)))
-            node.mode = (node.mode & S_IFMT) | ((uint32_t)value & 07777);
-        if (!rc && (mask & ATTR_UID) && !(rc = crdt_reader_varint(&reader, &value)))
-            node.uid = (uint32_t)value;
-        if (!rc && (mask & ATTR_GID) && !(rc = crdt_reader_varint(&reader, &value)))
-            node.gid = (uint32_t)value;
-        if (!rc && (mask & ATTR_RDEV) && !(rc = crdt_reader_varint(&reader, &value)))
-            node.rdev = value;
-        if (!rc && (mask & ATTR_MTIME) && !(rc = crdt_reader_svarint(&reader, &svalue)))
-            node.mtime_ns = svalue;
-        if (!rc && (mask & ATTR_TARGET)) {
-            const uint8_t *target;
-            size_t target_len;
-            rc = crdt_reader_bytes(&reader, 4095, &target, &target_len);
-            if (!rc) {
-                free(node.target);
-                node.target = strndup((const char *)target, target_len);
-                rc = node.target ? 0 : -ENOMEM;
-            }
-        }
-        if (!rc)
-            rc = meta_node_put(NULL, replica->store, &node);
-        if (!rc)
-            change_add(replica, META_CHANGE_ATTR, node.ino, 0, NULL, true);
-    }
-    meta_node_clear(&node);
+    rc = meta_attr_body_decode(&body, op->body, op->body_len);
     if (rc == -EBADMSG)
-        return replica_fail(replica, -EBADMSG,
-                            "attribute op (%016" PRIx64 ", %" PRIu64 ") is malformed", op->replica,
-                            op->seq);
+        replica_fail(replica, rc, "attribute op (%016" PRIx64 ", %" PRIu64 ") is malformed",
+                     op->replica, op->seq);
+    else if (!rc && body.mask == META_ATTR_CONTENT)
+        rc = apply_version(replica, op, &node, &body, batch);
+    else if (!rc && (body.mask == META_ATTR_XATTR_SET || body.mask == META_ATTR_XATTR_REMOVE))
+        rc = apply_xattr(replica, &node, &body, ts);
+    else if (!rc)
+        rc = apply_fields(replica, &node, &body, ts);
+    meta_attr_body_clear(&body);
+    meta_node_clear(&node);
     return rc;
+}
+
+/* ---------- binary conflicts (README "Binary conflicts") ---------- */
+
+/* A version's op read back from the log, decoded; body points into op. */
+struct version_info {
+    struct meta_op op;
+    struct meta_attr_body body;
+};
+
+static void version_info_clear(struct version_info *info)
+{
+    meta_attr_body_clear(&info->body);
+    meta_op_clear(&info->op);
+}
+
+/* The op that made version `ts` of `node`; -ENOENT if none did (merged here from text ops). */
+static int version_info_get(struct version_info *out, struct meta_replica *replica,
+                            const struct meta_id *node, struct crdt_ts ts)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = meta_oplog_get_by_ts(&out->op, replica->store, ts, META_OP_ATTR);
+    if (rc == -ENOENT)
+        return rc;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    if (memcmp(out->op.node.bytes, node->bytes, META_ID_LEN) != 0)
+        rc = -ENOENT;
+    else if ((rc = meta_attr_body_decode(&out->body, out->op.body, out->op.body_len)) != 0)
+        rc = replica_fail(replica, rc == -EBADMSG ? -EUCLEAN : rc,
+                          "the op of a version in the log is damaged");
+    else if (out->body.mask != META_ATTR_CONTENT)
+        rc = -ENOENT;
+    if (rc)
+        version_info_clear(out);
+    return rc;
+}
+
+/*
+ * Whether version `older` of a file is concurrent with its newer version
+ * `newer`, i.e. not one of its ancestors: walks newer's bases, each older
+ * than the one before, until it meets `older` or passes it. A format-1
+ * version names no base: it saw every version older than itself. A base
+ * this replica does not hold ends the walk as "concurrent": a copy too many
+ * is better than a version lost.
+ */
+static int versions_concurrent(bool *out, struct meta_replica *replica, const struct meta_id *node,
+                               struct crdt_ts older, const struct version_info *newer)
+{
+    struct crdt_ts base = newer->body.base;
+    *out = false;
+    if (newer->body.format != 2)
+        return 0;
+    while (crdt_ts_cmp(base, older) > 0) {
+        struct version_info step;
+        int rc = version_info_get(&step, replica, node, base);
+        if (rc == -ENOENT)
+            break;
+        if (rc)
+            return rc;
+        bool names_base = step.body.format == 2;
+        base = step.body.base;
+        version_info_clear(&step);
+        if (!names_base)
+            return 0;
+    }
+    *out = crdt_ts_cmp(base, older) != 0;
+    return 0;
+}
+
+static int log_copy_op(struct meta_replica *replica, const struct meta_tree_body *copy)
+{
+    uint64_t seq;
+    struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+    replica->tree_ops_unsaved++;
+    struct crdt_buf body = {0};
+    meta_tree_body_encode(&body, copy);
+    int rc = log_op(replica, META_OP_TREE, ts, seq, copy->op.child, &body);
+    crdt_buf_free(&body);
+    return rc;
+}
+
+/* A copy's content: the losing version, as the copy's version with the same timestamp. */
+static int copy_content(struct meta_replica *replica, struct crdt_node_id copy,
+                        const struct version_info *loser)
+{
+    struct meta_version version = {
+        .node = to_meta_id(copy),
+        .ts = {loser->op.counter, loser->op.replica},
+        .author = loser->op.author,
+        .time_ns = loser->body.time_ns,
+        .size = loser->body.chunks.total,
+    };
+    int rc = ensure_chunks(replica, &loser->body.chunks);
+    if (rc)
+        return rc;
+    rc = meta_version_record(replica->store, &version, &loser->body.chunks);
+    if (rc == -EEXIST)
+        return 0;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    uint64_t ino = 0;
+    if (meta_node_ino(&ino, replica->store, &version.node) == 0)
+        change_add(replica, META_CHANGE_CONTENT, ino, 0, NULL, true);
+    return 0;
+}
+
+/*
+ * Makes the conflict copy of a losing version: the move that places node
+ * meta_copy_id(file, version) where the version's author had the file,
+ * stamped with the version's own timestamp. So every replica that makes it
+ * makes the same op (crdt/tree keeps one), and a rename or delete of the
+ * copy, made after seeing the version, always comes after it. It is logged
+ * as a tree op of ours, so peers get the copy even if they never see the
+ * two versions as heads at once; then its content.
+ */
+static int make_copy(struct meta_replica *replica, const struct meta_id *file,
+                     const struct version_info *loser)
+{
+    struct crdt_ts ts = {loser->op.counter, loser->op.replica};
+    struct meta_tree_body copy = {.copy = true, .file = from_meta_id(file)};
+    copy.op = (struct crdt_tree_op){
+        .ts = ts,
+        .child = meta_copy_id(copy.file, ts),
+        .parent = from_meta_id(&loser->body.parent),
+        .name = loser->body.name,
+        .name_len = (uint16_t)loser->body.name_len,
+        .kind = CRDT_KIND_FILE,
+    };
+    struct crdt_tree_entry entry;
+    if (crdt_tree_get(replica->tree, copy.op.child, &entry) == 0)
+        return 0; /* made already, here or by a peer; maybe renamed or deleted since */
+    struct crdt_tree_changes changes = {0};
+    int rc = crdt_tree_apply(replica->tree, &copy.op, 1, &changes);
+    if (rc)
+        replica_fail(replica, rc, "making a conflict copy failed: %s", strerror(-rc));
+    if (!rc)
+        rc = move_note(replica, &copy.op);
+    if (!rc)
+        rc = log_copy_op(replica, &copy);
+    if (!rc)
+        rc = materialize(replica, &changes, NULL, NULL, true, NULL);
+    if (!rc)
+        rc = copy_content(replica, copy.op.child, loser);
+    crdt_tree_changes_free(&changes);
+    return rc;
+}
+
+/* A head that lost to `head`: its copy, if the two are concurrent and not both text. */
+static int copy_if_concurrent(struct meta_replica *replica, const struct meta_id *node,
+                              struct crdt_ts candidate, const struct version_info *head)
+{
+    struct version_info loser;
+    int rc = version_info_get(&loser, replica, node, candidate);
+    if (rc)
+        return rc == -ENOENT ? 0 : rc;
+    bool concurrent = false;
+    if (loser.body.format == 2 && !(loser.body.text && head->body.text))
+        rc = versions_concurrent(&concurrent, replica, node, candidate, head);
+    if (!rc && concurrent)
+        rc = make_copy(replica, node, &loser);
+    version_info_clear(&loser);
+    return rc;
+}
+
+static bool is_base_of_any(const struct batch_version *group, size_t count, struct crdt_ts ts)
+{
+    for (size_t i = 0; i < count; i++)
+        if (crdt_ts_cmp(group[i].base, ts) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * One file after a batch gave it versions: its heads are the versions no
+ * other names as base, looked for among the batch's versions and the head
+ * the file had before them. The newest version stays the file's content;
+ * each other head concurrent with it gets a copy.
+ */
+static int resolve_file(struct meta_replica *replica, const struct batch_version *group,
+                        size_t count)
+{
+    const struct meta_id *node = &group[0].node;
+    struct crdt_ts head_ts;
+    int rc = meta_version_head(&head_ts, replica->store, node);
+    if (rc)
+        return rc == -ENOENT ? 0
+                             : replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    struct version_info head;
+    if ((rc = version_info_get(&head, replica, node, head_ts)))
+        return rc == -ENOENT ? 0 : rc;
+    for (size_t i = 0; !rc && i <= count; i++) {
+        struct crdt_ts candidate = i < count ? group[i].ts : group[0].head_before;
+        if (candidate.counter == 0 || crdt_ts_cmp(candidate, head_ts) == 0 ||
+            (i < count && is_base_of_any(group, count, candidate)))
+            continue;
+        rc = copy_if_concurrent(replica, node, candidate, &head);
+    }
+    version_info_clear(&head);
+    return rc;
+}
+
+static int batch_version_cmp(const void *a, const void *b)
+{
+    const struct batch_version *x = a, *y = b;
+    int by_node = memcmp(x->node.bytes, y->node.bytes, META_ID_LEN);
+    if (by_node)
+        return by_node;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Binary conflicts among the versions a batch brought, file by file. */
+static int find_conflicts(struct meta_replica *replica, struct batch *batch)
+{
+    struct batch_version *versions = batch->versions;
+    size_t len = batch->versions_len;
+    if (len > 1)
+        qsort(versions, len, sizeof(*versions), batch_version_cmp);
+    int rc = 0;
+    for (size_t start = 0, end; !rc && start < len; start = end) {
+        for (end = start + 1; end < len && !memcmp(versions[end].node.bytes,
+                                                   versions[start].node.bytes, META_ID_LEN);
+             end++)
+            ;
+        rc = resolve_file(replica, &versions[start], end - start);
+    }
+    return rc;
+}
+
+/* The contents of conflict copies peers made (the versions they copy are held by now). */
+static int fill_copies(struct meta_replica *replica, const struct batch *batch)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < batch->copies_len; i++) {
+        const struct meta_tree_body *copy = &batch->copies[i];
+        struct meta_id file = to_meta_id(copy->file);
+        struct version_info loser;
+        rc = version_info_get(&loser, replica, &file, copy->op.ts);
+        if (rc == -ENOENT) {
+            rc = 0; /* not held: the copy stays empty until it is (never, with causal delivery) */
+            continue;
+        }
+        if (!rc)
+            rc = copy_content(replica, copy->op.child, &loser);
+        version_info_clear(&loser);
+    }
+    return rc;
+}
+
+/* ---------- remote ops: text ---------- */
+
+/*
+ * Whether a binary version is the file's newest: text ops then are not
+ * merged into its content (rule 5: the text side's version is kept as a
+ * conflict copy instead, and the binary one shows, as on every replica).
+ */
+static int binary_head(bool *out, struct meta_replica *replica, const struct meta_id *node)
+{
+    struct crdt_ts head_ts;
+    *out = false;
+    int rc = meta_version_head(&head_ts, replica->store, node);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    struct version_info head;
+    if ((rc = version_info_get(&head, replica, node, head_ts)))
+        return rc == -ENOENT ? 0 : rc;
+    *out = head.body.format == 2 && !head.body.text;
+    version_info_clear(&head);
+    return 0;
+}
+
+/* Decodes a group's text ops into *ops; each op of format 2 counts for rule 3b. */
+static int decode_text_ops(struct crdt_text_ops *ops, struct meta_replica *replica,
+                           struct meta_node *node, struct op_ref *refs, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct meta_op *op = refs[i].op;
+        struct meta_text_body body;
+        int rc = meta_text_body_decode(&body, op->body, op->body_len);
+        if (!rc)
+            rc = crdt_text_ops_decode(ops, body.ops, body.ops_len);
+        if (rc)
+            return replica_fail(replica, rc, "text op (%016" PRIx64 ", %" PRIu64 ") is malformed",
+                                op->replica, op->seq);
+        if (body.format == 2 &&
+            (rc = check_edit(replica, node, (struct crdt_ts){op->counter, op->replica},
+                             body.seen_move)))
+            return rc;
+    }
+    return 0;
+}
+
+/* Records a document's merged text as the file's newest version (not an op: no seq). */
+static int record_merged(struct meta_replica *replica, const struct meta_node *node,
+                         const struct meta_op *last, const char *content, size_t len)
+{
+    /* Stamped just past everything seen, so it is the newest. */
+    replica->clock.counter++;
+    struct meta_version merged = {
+        .node = node->id,
+        .ts = {replica->clock.counter, replica->clock.replica},
+        .author = last->author,
+        .time_ns = realtime_ns(),
+    };
+    int rc = meta_version_record_bytes(replica->store, &merged, content, len);
+    /* After a crash the clock may be behind such a counter of ours: take the next. */
+    for (int tries = 0; rc == -EEXIST && tries < VERSION_TS_TRIES; tries++) {
+        merged.ts.counter = ++replica->clock.counter;
+        rc = meta_version_record_bytes(replica->store, &merged, content, len);
+    }
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    change_add(replica, META_CHANGE_CONTENT, node->ino, 0, NULL, true);
+    change_add(replica, META_CHANGE_ATTR, node->ino, 0, NULL, true);
+    return 0;
 }
 
 /* Merges the text ops of one file, then records the merged text as its newest version. */
@@ -2912,27 +3576,31 @@ static int apply_text_ops(struct meta_replica *replica, struct op_ref *refs, siz
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     /* Local bytes not yet committed are committed first: then both edits merge. */
-    if (is_dirty(&node))
+    if (is_dirty(&node)) {
         rc = commit_content(replica, id);
-    struct text_slot *slot = NULL;
-    if (!rc)
-        rc = text_get(&slot, replica, id, true);
-    struct crdt_text_ops ops = {0};
-    for (size_t i = 0; !rc && i < count; i++) {
-        rc = crdt_text_ops_decode(&ops, refs[i].op->body, refs[i].op->body_len);
-        if (rc)
-            replica_fail(replica, rc, "text op (%016" PRIx64 ", %" PRIu64 ") is malformed",
-                         refs[i].op->replica, refs[i].op->seq);
+        meta_node_clear(&node);
+        memset(&node, 0, sizeof(node));
+        if (!rc)
+            rc = node_by_id(&node, replica, from_meta_id(id));
     }
+    struct crdt_text_ops ops = {0};
+    bool binary = false;
+    if (!rc)
+        rc = decode_text_ops(&ops, replica, &node, refs, count);
+    if (!rc)
+        rc = binary_head(&binary, replica, id);
+    struct text_slot *slot = NULL;
+    if (!rc && !binary)
+        rc = text_get(&slot, replica, id, true);
     size_t applied = 0, pending = 0;
-    if (!rc) {
+    if (!rc && slot) {
         struct crdt_clock scratch = replica->clock;
         rc = crdt_text_apply(&applied, &pending, slot->doc, &scratch, ops.ops, ops.len);
         if (rc)
             replica_fail(replica, rc, "merging text ops failed: %s", strerror(-rc));
         crdt_clock_observe(&replica->clock, (struct crdt_ts){scratch.counter, 0});
     }
-    if (!rc) {
+    if (!rc && slot) {
         /* Ops that wait for others keep their log entries out of the saved state. */
         slot->unsaved += count;
         if (!pending)
@@ -2942,41 +3610,178 @@ static int apply_text_ops(struct meta_replica *replica, struct op_ref *refs, siz
     }
     char *content = NULL;
     size_t len = 0;
-    if (!rc && (rc = crdt_text_content(&content, &len, slot->doc)))
+    if (!rc && slot && (rc = crdt_text_content(&content, &len, slot->doc)))
         replica_fail(replica, rc, "out of memory");
-    if (!rc) {
+    if (!rc && slot) {
         free(slot->content);
         slot->content = (uint8_t *)content;
         slot->content_len = len;
-        /*
-         * The merged text is the file's newest version: stamped just past
-         * everything seen (a version takes no seq: it is not an op of its own).
-         */
-        replica->clock.counter++;
-        const struct meta_op *last = refs[count - 1].op;
-        struct meta_version merged = {
-            .node = *id,
-            .ts = {replica->clock.counter, replica->clock.replica},
-            .author = last->author,
-            .time_ns = realtime_ns(),
-        };
-        rc = meta_version_record_bytes(replica->store, &merged, content, len);
-        /* After a crash the clock may be behind such a counter of ours: take the next. */
-        for (int tries = 0; rc == -EEXIST && tries < VERSION_TS_TRIES; tries++) {
-            merged.ts.counter = ++replica->clock.counter;
-            rc = meta_version_record_bytes(replica->store, &merged, content, len);
-        }
-        if (rc)
-            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
-        change_add(replica, META_CHANGE_CONTENT, node.ino, 0, NULL, true);
-        change_add(replica, META_CHANGE_ATTR, node.ino, 0, NULL, true);
+        rc = record_merged(replica, &node, refs[count - 1].op, content, len);
     }
     /* As in commit_text: on failure txn_end empties the cache. */
-    if (!rc)
+    if (!rc && slot)
         rc = text_settle(replica, slot);
     crdt_text_ops_free(&ops);
     meta_node_clear(&node);
     return rc;
+}
+
+/* ---------- remote batches ---------- */
+
+/*
+ * Appends a batch's new ops to the log (in seq order per replica: refs is
+ * sorted so) and keeps those in refs[0..*fresh); a replica's ops after a
+ * gap wait. Tree ops are decoded into tree_ops; conflict copies are noted.
+ */
+static int append_batch(size_t *fresh, size_t *tree_count, struct meta_replica *replica,
+                        struct op_ref *refs, size_t count, struct crdt_tree_op *tree_ops,
+                        struct batch *batch)
+{
+    uint64_t blocked = 0;
+    bool any_blocked = false;
+    *fresh = *tree_count = 0;
+    for (size_t i = 0; i < count; i++) {
+        const struct meta_op *op = refs[i].op;
+        if (op->replica == replica->clock.replica)
+            continue; /* our own ops come back from peers: we have them */
+        if (any_blocked && op->replica == blocked)
+            continue;
+        int got = meta_oplog_append(replica->store, op);
+        if (got == -EEXIST)
+            continue;
+        if (got == -EINVAL) {
+            /* A gap: this replica's ops wait until the missing ones come. */
+            any_blocked = true;
+            blocked = op->replica;
+            continue;
+        }
+        if (got)
+            return replica_fail(replica, got, "%s", meta_store_errmsg(replica->store));
+        crdt_clock_observe(&replica->clock, (struct crdt_ts){op->counter, op->replica});
+        refs[(*fresh)++] = refs[i];
+        if (op->kind != META_OP_TREE)
+            continue;
+        struct meta_tree_body body;
+        if (meta_tree_body_decode(&body, op->body, op->body_len) != 0)
+            return replica_fail(replica, -EBADMSG,
+                                "tree op (%016" PRIx64 ", %" PRIu64 ") is malformed", op->replica,
+                                op->seq);
+        tree_ops[(*tree_count)++] = body.op;
+        got = body.copy ? batch_note_copy(replica, batch, &body) : 0;
+        if (got)
+            return got;
+    }
+    return 0;
+}
+
+/* The tree first, as one batch: nodes exist before their attributes and contents. */
+static int apply_tree_batch(struct meta_replica *replica, const struct crdt_tree_op *tree_ops,
+                            size_t tree_count)
+{
+    struct crdt_tree_changes changes = {0};
+    replica->tree_ops_unsaved += tree_count;
+    int rc = crdt_tree_apply(replica->tree, tree_ops, tree_count, &changes);
+    if (rc)
+        replica_fail(replica, rc, "applying remote tree ops failed: %s", strerror(-rc));
+    for (size_t i = 0; !rc && i < tree_count; i++)
+        rc = move_note(replica, &tree_ops[i]);
+    struct batch_ts batch = {.ts = malloc(tree_count * sizeof(*batch.ts))};
+    for (size_t i = 0; batch.ts && i < tree_count; i++)
+        batch.ts[batch.len++] = tree_ops[i].ts;
+    if (batch.len)
+        qsort(batch.ts, batch.len, sizeof(*batch.ts), ts_cmp);
+    if (!rc)
+        rc = materialize(replica, &changes, NULL, NULL, true, &batch);
+    free(batch.ts);
+    crdt_tree_changes_free(&changes);
+    return rc;
+}
+
+/* Text ops, grouped by file (stable: Lamport order within a file). */
+static int apply_text_batch(struct meta_replica *replica, struct op_ref *refs, size_t fresh)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < fresh; i++) {
+        if (!refs[i].op || refs[i].op->kind != META_OP_TEXT)
+            continue;
+        struct op_ref *group = malloc((fresh - i) * sizeof(*group));
+        if (!group)
+            return -ENOMEM;
+        size_t n = 0;
+        for (size_t k = i; k < fresh; k++) {
+            if (refs[k].op && refs[k].op->kind == META_OP_TEXT &&
+                !memcmp(refs[k].op->node.bytes, refs[i].op->node.bytes, META_ID_LEN)) {
+                group[n++] = refs[k];
+                if (k > i)
+                    refs[k].op = NULL; /* taken into this group */
+            }
+        }
+        rc = apply_text_ops(replica, group, n);
+        free(group);
+    }
+    return rc;
+}
+
+/* ---------- members ---------- */
+
+/* A device row from a membership op; a removal is final, whatever comes after. */
+static int put_member(struct meta_replica *replica, const struct meta_member_body *body,
+                      int64_t now_ns)
+{
+    struct meta_device device = {.added_at_ns = now_ns, .revoked = body->revoked};
+    memcpy(device.public_key, body->public_key, META_PUBLIC_KEY_LEN);
+    snprintf(device.name, sizeof(device.name), "%s", body->name);
+    uint8_t digest[32];
+    int rc = meta_crypto_hash(digest, sizeof(digest), NULL, body->public_key, META_PUBLIC_KEY_LEN);
+    for (int i = 7; !rc && i >= 0; i--)
+        device.replica = device.replica << 8 | digest[i];
+    struct meta_device known;
+    if (!rc && meta_device_get(&known, replica->store, device.replica) == 0) {
+        device.revoked = device.revoked || known.revoked;
+        device.added_at_ns = known.added_at_ns;
+    }
+    if (!rc)
+        rc = meta_device_put(replica->store, &device);
+    return rc ? replica_fail(replica, rc, "recording a device: %s",
+                             meta_store_errmsg(replica->store))
+              : 0;
+}
+
+int meta_replica_add_device(struct meta_replica *replica,
+                            const uint8_t public_key[META_PUBLIC_KEY_LEN], const char *name,
+                            bool revoked)
+{
+    struct meta_member_body body = {.revoked = revoked};
+    size_t name_len = strlen(name);
+    if (name_len == 0 || name_len > META_NAME_MAX)
+        return replica_fail(replica, -EINVAL, "a device name must be 1 to %d bytes",
+                            META_NAME_MAX);
+    memcpy(body.public_key, public_key, META_PUBLIC_KEY_LEN);
+    memcpy(body.name, name, name_len);
+    struct crdt_clock saved;
+    int rc = txn_begin(replica, &saved);
+    if (!rc) {
+        uint64_t seq;
+        struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+        struct crdt_buf buf = {0};
+        meta_member_body_encode(&buf, &body);
+        /* The op names no tree node: the zero id. */
+        rc = log_op(replica, META_OP_MEMBER, ts, seq, (struct crdt_node_id){0, 0}, &buf);
+        crdt_buf_free(&buf);
+    }
+    if (!rc)
+        rc = put_member(replica, &body, realtime_ns());
+    return txn_end(replica, rc, &saved);
+}
+
+static int apply_member_op(struct meta_replica *replica, const struct meta_op *op)
+{
+    struct meta_member_body body;
+    if (meta_member_body_decode(&body, op->body, op->body_len) != 0)
+        return replica_fail(replica, -EBADMSG,
+                            "membership op (%016" PRIx64 ", %" PRIu64 ") is malformed",
+                            op->replica, op->seq);
+    return put_member(replica, &body, realtime_ns());
 }
 
 int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,
@@ -2996,89 +3801,32 @@ int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,
         refs[i].op = &ops[i];
     qsort(refs, count, sizeof(*refs), op_seq_cmp);
     struct crdt_clock saved;
-    int rc = txn_begin(replica, &saved);
+    struct batch batch = {0};
     size_t fresh = 0, tree_count = 0;
-    uint64_t blocked = 0;
-    bool any_blocked = false;
-    for (size_t i = 0; !rc && i < count; i++) {
-        const struct meta_op *op = refs[i].op;
-        if (op->replica == replica->clock.replica)
-            continue; /* our own ops come back from peers: we have them */
-        if (any_blocked && op->replica == blocked)
-            continue;
-        int got = meta_oplog_append(replica->store, op);
-        if (got == -EEXIST)
-            continue;
-        if (got == -EINVAL) {
-            /* A gap: this replica's ops wait until the missing ones come. */
-            any_blocked = true;
-            blocked = op->replica;
-            continue;
-        }
-        if (got) {
-            rc = replica_fail(replica, got, "%s", meta_store_errmsg(replica->store));
-            break;
-        }
-        crdt_clock_observe(&replica->clock, (struct crdt_ts){op->counter, op->replica});
-        refs[fresh++] = refs[i];
-        if (op->kind == META_OP_TREE) {
-            struct crdt_reader reader;
-            crdt_reader_init(&reader, op->body, op->body_len);
-            if (crdt_tree_op_decode(&reader, &tree_ops[tree_count]) != 0 ||
-                crdt_reader_left(&reader) != 0)
-                rc = replica_fail(replica, -EBADMSG,
-                                  "tree op (%016" PRIx64 ", %" PRIu64 ") is malformed", op->replica,
-                                  op->seq);
-            tree_count++;
-        }
-    }
-    /* The tree first, as one batch: nodes exist before their attributes and contents. */
-    struct crdt_tree_changes changes = {0};
-    if (!rc && tree_count) {
-        replica->tree_ops_unsaved += tree_count;
-        rc = crdt_tree_apply(replica->tree, tree_ops, tree_count, &changes);
-        if (rc)
-            replica_fail(replica, rc, "applying remote tree ops failed: %s", strerror(-rc));
-        struct batch_ts batch = {.ts = malloc(tree_count * sizeof(*batch.ts))};
-        for (size_t i = 0; batch.ts && i < tree_count; i++)
-            batch.ts[batch.len++] = tree_ops[i].ts;
-        if (batch.len)
-            qsort(batch.ts, batch.len, sizeof(*batch.ts), ts_cmp);
-        if (!rc)
-            rc = materialize(replica, &changes, NULL, NULL, true, &batch);
-        free(batch.ts);
-    }
-    crdt_tree_changes_free(&changes);
+    int rc = txn_begin(replica, &saved);
+    if (!rc)
+        rc = append_batch(&fresh, &tree_count, replica, refs, count, tree_ops, &batch);
+    if (!rc && tree_count)
+        rc = apply_tree_batch(replica, tree_ops, tree_count);
+    /* Attributes and versions in Lamport order; then what the versions decide. */
     qsort(refs, fresh, sizeof(*refs), op_ts_cmp);
     for (size_t i = 0; !rc && i < fresh; i++)
         if (refs[i].op->kind == META_OP_ATTR)
-            rc = apply_attr_op(replica, refs[i].op);
-    /* Text ops, grouped by file (stable: Lamport order within a file). */
-    for (size_t i = 0; !rc && i < fresh; i++) {
-        if (!refs[i].op || refs[i].op->kind != META_OP_TEXT)
-            continue;
-        struct op_ref *group = malloc((fresh - i) * sizeof(*group));
-        if (!group) {
-            rc = -ENOMEM;
-            break;
-        }
-        size_t n = 0;
-        for (size_t k = i; k < fresh; k++) {
-            if (refs[k].op && refs[k].op->kind == META_OP_TEXT &&
-                !memcmp(refs[k].op->node.bytes, refs[i].op->node.bytes, META_ID_LEN)) {
-                group[n++] = refs[k];
-                if (k > i)
-                    refs[k].op = NULL; /* taken into this group */
-            }
-        }
-        rc = apply_text_ops(replica, group, n);
-        free(group);
-    }
+            rc = apply_attr_op(replica, refs[i].op, &batch);
+        else if (refs[i].op->kind == META_OP_MEMBER)
+            rc = apply_member_op(replica, refs[i].op);
+    if (!rc)
+        rc = fill_copies(replica, &batch);
+    if (!rc)
+        rc = find_conflicts(replica, &batch);
+    if (!rc)
+        rc = apply_text_batch(replica, refs, fresh);
     if (!rc)
         *applied = fresh;
     rc = txn_end(replica, rc, &saved);
     if (rc)
         *applied = 0;
+    batch_free(&batch);
     free(refs);
     free(tree_ops);
     return rc;

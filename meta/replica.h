@@ -274,6 +274,14 @@ META_MUST_CHECK int meta_replica_apply_remote(size_t *applied, struct meta_repli
  */
 META_MUST_CHECK int meta_replica_ops_since(struct meta_replica *replica, const struct crdt_vv *have,
                                            meta_op_fn fn, void *ctx);
+/*
+ * Adds a device to the share as a member (or, revoked, removes one for good):
+ * a membership op, so every device learns its key from the ops of a member
+ * that vouched for it, and its row in the store's devices. -EINVAL, -EIO.
+ */
+META_MUST_CHECK int meta_replica_add_device(struct meta_replica *replica,
+                                            const uint8_t public_key[META_PUBLIC_KEY_LEN],
+                                            const char *name, bool revoked);
 /* The replica's version vector into a fresh *out (caller frees). */
 META_MUST_CHECK int meta_replica_version(struct crdt_vv *out, struct meta_replica *replica);
 

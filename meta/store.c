@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "meta/nodes.h"
+#include "meta/sqlerr.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,46 +31,7 @@ int store_fail(struct meta_store *store, int rc, const char *fmt, ...)
 
 int store_errno(int sqlite_rc)
 {
-    switch (sqlite_rc) {
-    case SQLITE_CONSTRAINT_PRIMARYKEY:
-    case SQLITE_CONSTRAINT_UNIQUE:
-        return -EEXIST;
-    case SQLITE_CONSTRAINT_FOREIGNKEY:
-        return -ENOENT;
-    case SQLITE_IOERR_NOMEM:
-        return -ENOMEM;
-    default:
-        break;
-    }
-    switch (sqlite_rc & 0xff) {
-    case SQLITE_OK:
-    case SQLITE_ROW:
-    case SQLITE_DONE:
-        return 0;
-    case SQLITE_FULL:
-        return -ENOSPC;
-    case SQLITE_NOMEM:
-        return -ENOMEM;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return -EBUSY;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return -EUCLEAN;
-    case SQLITE_READONLY:
-        return -EROFS;
-    case SQLITE_CONSTRAINT:
-    case SQLITE_MISMATCH:
-    case SQLITE_RANGE:
-        return -EINVAL;
-    case SQLITE_TOOBIG:
-        return -EFBIG;
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-        return -EPERM;
-    default: /* SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL, ... */
-        return -EIO;
-    }
+    return meta_sqlite_errno(sqlite_rc);
 }
 
 int store_sql_fail(struct meta_store *store, int sqlite_rc, const char *what)
@@ -865,7 +827,10 @@ static int init_identity(struct meta_store *store, const struct meta_share_param
         memcpy(store->share_key, params->share_key, sizeof(store->share_key));
     else
         meta_crypto_random(store->share_key, sizeof(store->share_key));
-    int rc = meta_crypto_sign_keypair(store->public_key, store->secret_key);
+    int rc = params->device_seed ? meta_crypto_sign_seed_keypair(store->public_key,
+                                                                 store->secret_key,
+                                                                 params->device_seed)
+                                 : meta_crypto_sign_keypair(store->public_key, store->secret_key);
     if (rc)
         return store_fail(store, rc, "cannot make a device key pair");
     rc = derive_replica(&store->replica, store->public_key);
@@ -1054,6 +1019,26 @@ int meta_store_chunk_id(uint8_t out[META_HASH_LEN], const struct meta_store *sto
                         const void *data, size_t len)
 {
     return meta_crypto_hash(out, META_HASH_LEN, store->share_key, data, len);
+}
+
+int meta_store_derive_key(uint8_t out[META_KEY_LEN], const struct meta_store *store,
+                          const char *context)
+{
+    char message[256];
+    int len = snprintf(message, sizeof(message), "weft key %s", context);
+    if (len < 0 || (size_t)len >= sizeof(message))
+        return -EINVAL;
+    return meta_crypto_hash(out, META_KEY_LEN, store->share_key, message, (size_t)len);
+}
+
+void meta_store_export_share_key(uint8_t out[META_KEY_LEN], const struct meta_store *store)
+{
+    memcpy(out, store->share_key, META_KEY_LEN);
+}
+
+void meta_store_secret_key(uint8_t out[META_SECRET_KEY_LEN], const struct meta_store *store)
+{
+    memcpy(out, store->secret_key, META_SECRET_KEY_LEN);
 }
 
 static ssize_t default_pwrite(int fd, const void *buf, size_t len, off_t offset)

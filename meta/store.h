@@ -38,7 +38,7 @@ struct meta_id {
 };
 
 /* Current schema version (PRAGMA user_version) and file tag (PRAGMA application_id). */
-#define META_SCHEMA_VERSION 2
+#define META_SCHEMA_VERSION 4
 #define META_APPLICATION_ID 0x77656674 /* "weft" */
 
 struct meta_store;
@@ -53,6 +53,7 @@ struct meta_share_params {
     const char *device_name;  /* required: this device's short name, e.g. the hostname */
     const uint8_t *share_id;  /* META_SHARE_ID_LEN bytes, when joining an existing share */
     const uint8_t *share_key; /* META_KEY_LEN bytes, when joining an existing share */
+    const uint8_t *device_seed; /* 32 bytes: this device's Ed25519 seed, from an invite */
 };
 
 /*
@@ -97,10 +98,24 @@ void meta_store_share_id(uint8_t out[META_SHARE_ID_LEN], const struct meta_store
 void meta_store_public_key(uint8_t out[META_PUBLIC_KEY_LEN], const struct meta_store *store);
 /*
  * The keyed chunk id of data[0..len): BLAKE2b-256 keyed with the share key.
- * The share key itself never leaves the store through this header.
+ * The share key leaves the store only for an invite (meta_store_export_share_key).
  */
 META_MUST_CHECK int meta_store_chunk_id(uint8_t out[META_HASH_LEN], const struct meta_store *store,
                                         const void *data, size_t len);
+/*
+ * Derives a 32-byte key for one purpose from the share key: BLAKE2b-256
+ * keyed with the share key over "weft key " || context. sync/ seals records
+ * under such keys, so the share key itself stays here. The caller wipes out.
+ */
+META_MUST_CHECK int meta_store_derive_key(uint8_t out[META_KEY_LEN], const struct meta_store *store,
+                                          const char *context);
+/*
+ * Copies the share key, for an invite only: whoever holds it reads the
+ * whole share. The caller wipes it.
+ */
+void meta_store_export_share_key(uint8_t out[META_KEY_LEN], const struct meta_store *store);
+/* Copies this device's Ed25519 secret key (64 bytes) for signing; the caller wipes it. */
+void meta_store_secret_key(uint8_t out[META_SECRET_KEY_LEN], const struct meta_store *store);
 /* Replaces the working-copy I/O functions (NULL restores pwrite/fdatasync). Not copied. */
 void meta_store_set_io(struct meta_store *store, const struct meta_io *io);
 

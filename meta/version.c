@@ -592,11 +592,10 @@ int meta_version_restore(struct meta_store *store, const struct meta_version *ve
     return store_save_end(store, restore(store, version, from));
 }
 
-/* The newest version's timestamp of a node; -ENOENT if it has none. */
-static int newest(struct crdt_ts *out, struct meta_store *store, const struct meta_id *node)
+/* Runs a query for one version's timestamp of `node`; -ENOENT if none. */
+static int one_ts(struct crdt_ts *out, struct meta_store *store, const struct meta_id *node,
+                  const char *sql)
 {
-    static const char sql[] = "SELECT ts_counter, ts_replica FROM versions WHERE node = ?1 "
-                              "ORDER BY " NEWEST_FIRST " LIMIT 1;";
     sqlite3_stmt *stmt = store_stmt(store, sql);
     if (!stmt)
         return -ENOMEM;
@@ -612,6 +611,67 @@ static int newest(struct crdt_ts *out, struct meta_store *store, const struct me
         rc = store_sql_fail(store, rc, "finding a node's newest version");
     }
     sqlite3_reset(stmt);
+    return rc;
+}
+
+/* The newest version's timestamp of a node; -ENOENT if it has none. */
+static int newest(struct crdt_ts *out, struct meta_store *store, const struct meta_id *node)
+{
+    static const char sql[] = "SELECT ts_counter, ts_replica FROM versions WHERE node = ?1 "
+                              "ORDER BY " NEWEST_FIRST " LIMIT 1;";
+    return one_ts(out, store, node, sql);
+}
+
+/* Whether an attribute op of `node` in the log has timestamp ts (an index seek). */
+static int op_at(bool *out, struct meta_store *store, const struct meta_id *node, struct crdt_ts ts)
+{
+    /* Named: the planner would rather scan the replica's part of the primary key. */
+    static const char sql[] = "SELECT 1 FROM ops INDEXED BY ops_by_ts WHERE counter = ?1 AND "
+                              "replica = ?2 AND kind = 3 AND node = ?3;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_u64(stmt, 1, ts.counter);
+    store_bind_u64(stmt, 2, ts.replica);
+    store_bind_id(stmt, 3, node);
+    int rc = sqlite3_step(stmt);
+    *out = rc == SQLITE_ROW;
+    sqlite3_reset(stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_sql_fail(store, rc, "reading the log");
+}
+
+int meta_version_head(struct crdt_ts *out, struct meta_store *store, const struct meta_id *node)
+{
+    /*
+     * The primary key walked backwards, so no sort: the newest counter comes
+     * first, and only versions that share it need the unsigned replica order.
+     * Usually the first version is an op's; merged ones are skipped.
+     */
+    static const char sql[] = "SELECT ts_counter, ts_replica FROM versions WHERE node = ?1 "
+                              "ORDER BY ts_counter DESC;";
+    sqlite3_stmt *stmt = store_stmt(store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    store_bind_id(stmt, 1, node);
+    struct crdt_ts best = {0, 0};
+    int rc = 0, step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct crdt_ts ts = {store_column_u64(stmt, 0), store_column_u64(stmt, 1)};
+        if (best.counter && ts.counter < best.counter)
+            break;
+        bool made_by_op = false;
+        if (crdt_ts_cmp(ts, best) > 0 && (rc = op_at(&made_by_op, store, node, ts)) != 0)
+            break;
+        if (made_by_op)
+            best = ts;
+    }
+    if (!rc && step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = store_sql_fail(store, step, "finding a node's newest version");
+    sqlite3_reset(stmt);
+    if (!rc && best.counter == 0)
+        rc = -ENOENT;
+    if (!rc)
+        *out = best;
     return rc;
 }
 

@@ -103,6 +103,13 @@ META_MUST_CHECK int meta_version_restore(struct meta_store *store,
 META_MUST_CHECK int meta_version_get(struct meta_version *out, struct meta_chunk_list *out_chunks,
                                      struct meta_store *store, const struct meta_id *node,
                                      struct crdt_ts ts);
+/*
+ * The newest version of a node that an op made (a local commit or a peer's
+ * version), not one merged here from text ops, which peers never see: what
+ * a new version names as the one it replaced. -ENOENT if there is none.
+ */
+META_MUST_CHECK int meta_version_head(struct crdt_ts *out, struct meta_store *store,
+                                      const struct meta_id *node);
 /* A node's versions, newest (largest ts) first; *out malloc'ed, caller frees (NULL if none). */
 META_MUST_CHECK int meta_version_list(struct meta_version **out, size_t *out_len,
                                       struct meta_store *store, const struct meta_id *node);

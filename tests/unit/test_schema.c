@@ -8,6 +8,8 @@
  * schema; run it once when a schema version is released and commit DIR as
  * tests/fixtures/store-vN (README "Adding a schema version").
  */
+#include "crdt/tree.h"
+#include "meta/opbody.h"
 #include "meta/oplog.h"
 #include "meta/version.h"
 #include "meta/wcopy.h"
@@ -87,6 +89,14 @@ static int make_fixture(const char *dir)
     if (rc == 0)
         rc = meta_checkpoint_put(store, "tree", &covered, 5, "checkpoint", 10);
     struct meta_node notes = tu_node(*fixture_text_node(), &root_id, "notes.txt", META_NODE_FILE);
+    /* v3: LWW stamps per attribute, and rule 3b's bookkeeping (a deleted, pinned node). */
+    notes.attr_ts[0] = notes.attr_ts[4] = (struct crdt_ts){7, replica};
+    notes.attr_ts[1] = (struct crdt_ts){3, 0x8000000000000001ULL};
+    notes.moved = (struct crdt_ts){9, replica};
+    notes.deleted = true;
+    notes.deleted_saw = (struct crdt_ts){4, replica};
+    notes.edited = (struct crdt_ts){8, 0x8000000000000001ULL};
+    notes.pinned = META_PIN_ON;
     if (rc == 0)
         rc = meta_node_put(NULL, store, &notes);
     if (rc == 0)
@@ -204,6 +214,25 @@ static void check_fixture(const char *fixture, int version)
     CHECK_INT(0, meta_text_get_covered(NULL, NULL, &covered, &complete, store, fixture_node()));
     CHECK(complete);
     crdt_vv_free(&covered);
+    /* v3 added attribute stamps and rule 3b's columns; older stores start with none. */
+    uint64_t self = meta_store_replica(store);
+    CHECK_INT(0, meta_node_get(&node, store, version >= 2 ? fixture_text_node() : fixture_node()));
+    if (version >= 3) {
+        CHECK(node.attr_ts[0].counter == 7 && node.attr_ts[0].replica == self);
+        CHECK(node.attr_ts[4].counter == 7 && node.attr_ts[1].counter == 3 &&
+              node.attr_ts[1].replica == 0x8000000000000001ULL);
+        CHECK(node.attr_ts[2].counter == 0 && node.attr_ts[3].counter == 0);
+        CHECK(node.moved.counter == 9 && node.moved.replica == self);
+        CHECK(node.deleted && node.deleted_saw.counter == 4);
+        CHECK(node.edited.counter == 8 && node.edited.replica == 0x8000000000000001ULL);
+        CHECK_INT(META_PIN_ON, node.pinned);
+    } else {
+        for (int field = 0; field < META_ATTR_FIELDS; field++)
+            CHECK_INT(0, node.attr_ts[field].counter);
+        CHECK(node.moved.counter == 0 && !node.deleted && node.edited.counter == 0);
+        CHECK_INT(META_PIN_NONE, node.pinned);
+    }
+    meta_node_clear(&node);
     /* Migrations turn foreign keys off while they run: they must be back on after. */
     struct meta_id missing = tu_id(0x0f9);
     CHECK_INT(-ENOENT, meta_xattr_set(NULL, store, &missing, "user.k", "v", 1,
@@ -239,6 +268,104 @@ static void check_fixture(const char *fixture, int version)
     tu_rmtree(dir);
 }
 
+/* Appends an op to a store's log by hand, as an older weft would have logged it. */
+static void raw_op(sqlite3 *db, uint64_t replica, uint64_t seq, uint64_t counter, int kind,
+                   const struct meta_id *node, const struct crdt_buf *body)
+{
+    sqlite3_stmt *stmt = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_prepare_v2(db,
+                                            "INSERT INTO ops (replica, seq, counter, kind, node, "
+                                            "author, body) VALUES (?1, ?2, ?3, ?4, ?5, ?1, ?6);",
+                                            -1, &stmt, NULL));
+    sqlite3_bind_int64(stmt, 1, (int64_t)replica);
+    sqlite3_bind_int64(stmt, 2, (int64_t)seq);
+    sqlite3_bind_int64(stmt, 3, (int64_t)counter);
+    sqlite3_bind_int(stmt, 4, kind);
+    sqlite3_bind_blob(stmt, 5, node->bytes, META_ID_LEN, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 6, body->data, (int)body->len, SQLITE_STATIC);
+    CHECK_INT(SQLITE_DONE, sqlite3_step(stmt));
+    sqlite3_finalize(stmt);
+}
+
+static void raw_attr_op(sqlite3 *db, uint64_t replica, uint64_t seq, uint64_t counter,
+                        unsigned mask, uint32_t mode, uint32_t uid)
+{
+    struct meta_attr_body op = {.format = 1, .mask = (uint8_t)mask, .mode = mode, .uid = uid};
+    struct crdt_buf body = {0};
+    meta_attr_body_encode(&body, &op);
+    raw_op(db, replica, seq, counter, META_OP_ATTR, fixture_node(), &body);
+    crdt_buf_free(&body);
+}
+
+static void raw_tree_op(sqlite3 *db, uint64_t replica, uint64_t seq, uint64_t counter, bool delete)
+{
+    const uint8_t *id = fixture_node()->bytes;
+    struct crdt_node_id child = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        child.hi = child.hi << 8 | id[i];
+        child.lo = child.lo << 8 | id[8 + i];
+    }
+    struct crdt_tree_op op = {.ts = {counter, replica},
+                              .child = child,
+                              .parent = delete ? CRDT_NODE_TRASH : CRDT_NODE_ROOT,
+                              .name = "photo.jpg",
+                              .name_len = 9,
+                              .kind = CRDT_KIND_FILE};
+    struct crdt_buf body = {0};
+    crdt_tree_op_encode(&body, &op);
+    raw_op(db, replica, seq, counter, META_OP_TREE, fixture_node(), &body);
+    crdt_buf_free(&body);
+}
+
+/*
+ * v3's migration fills its columns from the log: each attribute as the
+ * newest op that set it (v2 applied them in arrival order: here a late older
+ * chmod had won), each node's newest tree op. Undecodable bodies (the
+ * fixture's own "op-body") are skipped.
+ */
+static void test_backfill(const char *fixtures)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/store-v2", fixtures);
+    char *dir = copy_fixture(path);
+    snprintf(path, sizeof(path), "%s/store/store.db", dir);
+    sqlite3 *db = NULL;
+    CHECK_INT(SQLITE_OK, sqlite3_open(path, &db));
+    const uint64_t r1 = 0x1111, r2 = 0x2222, r3 = 0x8000000000003333ULL;
+    raw_attr_op(db, r1, 1, 10, META_ATTR_MODE, 0100600, 0);
+    raw_attr_op(db, r2, 1, 20, META_ATTR_MODE, 0100640, 0);
+    raw_attr_op(db, r3, 1, 15, META_ATTR_MODE | META_ATTR_UID, 0100700, 7);
+    raw_tree_op(db, r1, 2, 30, false);
+    raw_tree_op(db, r2, 2, 40, true);
+    raw_tree_op(db, r3, 2, 35, false);
+    CHECK_INT(SQLITE_OK, sqlite3_exec(db, "UPDATE nodes SET mode = 33216 WHERE name = 'photo.jpg';",
+                                      NULL, NULL, NULL));
+    sqlite3_close(db);
+    snprintf(path, sizeof(path), "%s/store", dir);
+    struct meta_store *store = NULL;
+    struct meta_err err;
+    int rc = meta_store_open(&store, &err, path);
+    if (rc)
+        fprintf(stderr, "backfill: %s\n", err.msg);
+    CHECK_INT(0, rc);
+    struct meta_node node;
+    CHECK_INT(0, rc ? -1 : meta_node_get(&node, store, fixture_node()));
+    if (rc == 0) {
+        CHECK_INT(0100640, node.mode);
+        CHECK_INT(7, node.uid);
+        CHECK(node.attr_ts[0].counter == 20 && node.attr_ts[0].replica == r2);
+        CHECK(node.attr_ts[1].counter == 15 && node.attr_ts[1].replica == r3);
+        CHECK_INT(0, node.attr_ts[2].counter);
+        CHECK(node.moved.counter == 40 && node.moved.replica == r2);
+        CHECK(node.deleted && node.deleted_saw.counter == 0);
+        CHECK_INT(0, node.edited.counter);
+        meta_node_clear(&node);
+        CHECK_INT(0, meta_store_check(store));
+    }
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--make-fixture") == 0)
@@ -260,5 +387,6 @@ int main(int argc, char **argv)
     }
     /* Every released version has a fixture; the current one at least must exist. */
     CHECK_INT(META_SCHEMA_VERSION, found);
+    test_backfill(fixtures);
     return test_finish("schema");
 }
