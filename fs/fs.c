@@ -8,6 +8,11 @@
 #define FUSE_USE_VERSION 314
 #include "fs/fs.h"
 
+#include "sync/agent.h"
+#include "sync/invite.h"
+
+#include <sodium.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -32,6 +37,8 @@
 #define XATTR_LOG     "user.weft.log"
 #define XATTR_HISTORY "user.weft.history"
 #define XATTR_RESTORE "user.weft.restore"
+#define XATTR_SYNC    "user.weft.sync" /* the root's: the syncer's status as JSON */
+#define XATTR_INVITE  "user.weft.invite" /* the root's: set a device name, read its token */
 #define XATTR_PREFIX  "user.weft."
 
 static bool log_syslog;
@@ -106,6 +113,8 @@ struct fs {
     struct queued_change *queue_head, **queue_tail;
     bool stopping;
     pthread_t notifier, committer;
+    struct sync_agent *agent; /* NULL without a relay */
+    char *invite;             /* the last join token made (under lock), for `weft invite` */
 };
 
 static struct fs *fs_of(fuse_req_t req)
@@ -874,6 +883,44 @@ static int history(char **out, size_t *out_len, struct fs *fs, uint64_t ino, boo
     return fclose(json) == 0 ? 0 : -ENOMEM;
 }
 
+/* The syncer's status for `weft status`: one JSON object (no keys, nothing secret). */
+static int sync_status_json(char **out, size_t *len, struct fs *fs)
+{
+    struct sync_agent_status st = {0};
+    if (fs->agent)
+        sync_agent_status(&st, fs->agent);
+    char error[2 * sizeof(st.last_error)];
+    size_t at = 0;
+    for (const char *c = st.last_error; *c && at + 2 < sizeof(error); c++) {
+        if (*c == '"' || *c == '\\')
+            error[at++] = '\\';
+        error[at++] = (unsigned char)*c < 0x20 ? ' ' : *c;
+    }
+    error[at] = '\0';
+    uint64_t refused = 0;
+    for (int i = 0; i < SYNC_REASON_COUNT; i++)
+        refused += st.device.refused[i];
+    char *text = NULL;
+    int n = asprintf(&text,
+                     "{\"relay\": %s%s%s, \"relay_connected\": %s, \"relay_last_seen_ns\": %lld, "
+                     "\"records_sealed\": %llu, \"records_applied\": %llu, "
+                     "\"records_pending\": %llu, \"records_refused\": %llu, "
+                     "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
+                     "\"rollbacks\": %llu, \"last_error\": \"%s\"}",
+                     fs->options->relay ? "\"" : "", fs->options->relay ? fs->options->relay : "null",
+                     fs->options->relay ? "\"" : "", st.relay_connected ? "true" : "false",
+                     (long long)st.relay_last_seen_ns, (unsigned long long)st.device.records_sealed,
+                     (unsigned long long)st.device.records_applied,
+                     (unsigned long long)st.device.pending, (unsigned long long)refused,
+                     (unsigned long long)st.records_sent, (unsigned long long)st.records_received,
+                     (unsigned long long)st.forks, (unsigned long long)st.rollbacks, error);
+    if (n < 0)
+        return -ENOMEM;
+    *out = text;
+    *len = (size_t)n;
+    return 0;
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     struct fs *fs = fs_of(req);
@@ -891,6 +938,13 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         } else if (!rc) {
             rc = -ENOMEM;
         }
+    } else if (!strcmp(name, XATTR_SYNC) && ino == FUSE_ROOT_ID) {
+        rc = sync_status_json((char **)&value, &len, fs);
+    } else if (!strcmp(name, XATTR_INVITE) && ino == FUSE_ROOT_ID) {
+        rc = fs->invite ? 0 : -ENODATA;
+        if (!rc && !(value = (uint8_t *)strdup(fs->invite)))
+            rc = -ENOMEM;
+        len = value ? strlen((char *)value) : 0;
     } else if (!strcmp(name, XATTR_LOG) || !strcmp(name, XATTR_HISTORY)) {
         /* Closed files waiting for the committer are history already, as far as users go. */
         commit_closed(fs);
@@ -906,13 +960,48 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     free(value);
 }
 
+/*
+ * `weft invite` on a mounted share: the daemon holds the store, so it makes
+ * the device and the token (read back through getxattr). Called under lock;
+ * the relay is told through the agent once the lock is released.
+ */
+static int make_invite(struct fs *fs, const char *device, size_t size)
+{
+    char name[META_NAME_MAX + 1], token[SYNC_INVITE_TEXT_MAX], why[512] = "";
+    if (size == 0 || size > META_NAME_MAX)
+        return -EINVAL;
+    memcpy(name, device, size);
+    name[size] = '\0';
+    uint8_t key[SYNC_PUBLIC_KEY_LEN];
+    int rc = sync_invite_make(token, sizeof(token), why, sizeof(why), fs->replica,
+                              fs->options->share_name, name, key);
+    if (rc) {
+        fs_log(LOG_WARNING, "invite: %s", why);
+        return rc == -ENOENT ? -ENOENT : rc;
+    }
+    if (fs->invite)
+        sodium_memzero(fs->invite, strlen(fs->invite));
+    free(fs->invite);
+    fs->invite = strdup(token);
+    sodium_memzero(token, sizeof(token));
+    if (fs->agent) {
+        pthread_mutex_unlock(&fs->lock);
+        rc = sync_agent_member(fs->agent, SYNC_MEMBER_ADD, key);
+        pthread_mutex_lock(&fs->lock);
+        sync_agent_poke(fs->agent); /* the membership op goes out at once */
+    }
+    return fs->invite ? rc : -ENOMEM;
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
     struct fs *fs = fs_of(req);
     int rc;
     pthread_mutex_lock(&fs->lock);
-    if (!strcmp(name, XATTR_RESTORE)) {
+    if (!strcmp(name, XATTR_INVITE) && ino == FUSE_ROOT_ID) {
+        rc = make_invite(fs, value, size);
+    } else if (!strcmp(name, XATTR_RESTORE)) {
         /* "COUNTER.REPLICA" as `weft log` prints versions. */
         char text[64];
         struct crdt_ts ts = {0, 0};
@@ -1044,8 +1133,11 @@ static const struct fuse_lowlevel_ops ops = {
 static void on_change(void *ctx, const struct meta_change *change)
 {
     struct fs *fs = ctx;
-    if (!change->remote)
-        return; /* the kernel made local changes itself and knows them */
+    if (!change->remote) {
+        /* The kernel made local changes itself and knows them; peers do not yet. */
+        sync_agent_poke(fs->agent);
+        return;
+    }
     struct queued_change *queued = calloc(1, sizeof(*queued));
     if (!queued) {
         fs_log(LOG_WARNING, "out of memory: a remote change may show late");
@@ -1171,6 +1263,24 @@ static void tell_ready(const struct fs_options *options, const char *message)
     }
 }
 
+static void fs_lock(void *ctx)
+{
+    pthread_mutex_lock(&((struct fs *)ctx)->lock);
+}
+
+static void fs_unlock(void *ctx)
+{
+    pthread_mutex_unlock(&((struct fs *)ctx)->lock);
+}
+
+static void sync_log(void *ctx, enum sync_net_log_level level, const char *line)
+{
+    (void)ctx;
+    static const int priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    if (level <= SYNC_NET_LOG_INFO)
+        fs_log(priorities[level], "sync: %s", line);
+}
+
 int fs_serve(struct meta_replica *replica, const struct fs_options *options, char *errbuf,
              size_t errlen)
 {
@@ -1207,6 +1317,23 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
         rc = -EIO;
         goto out_signals;
     }
+    if (options->relay) {
+        struct sync_agent_config sync = {.replica = replica,
+                                         .records_dir = options->records_dir,
+                                         .relay = options->relay,
+                                         .lock = fs_lock,
+                                         .unlock = fs_unlock,
+                                         .lock_ctx = &fs,
+                                         .log = sync_log,
+                                         .backoff_max_ms = options->sync_backoff_max_ms};
+        char why[512] = "";
+        rc = sync_agent_start(&fs.agent, why, sizeof(why), &sync);
+        if (rc) {
+            snprintf(errbuf, errlen, "cannot start syncing with %s: %s", options->relay, why);
+            fuse_session_unmount(fs.session);
+            goto out_signals;
+        }
+    }
     meta_replica_subscribe(replica, on_change, &fs);
     pthread_create(&fs.notifier, NULL, notifier_main, &fs);
     pthread_create(&fs.committer, NULL, committer_main, &fs);
@@ -1230,7 +1357,6 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
     pthread_mutex_unlock(&fs.queue_lock);
     pthread_join(fs.notifier, NULL);
     pthread_join(fs.committer, NULL);
-    meta_replica_subscribe(replica, NULL, NULL);
     commit_closed(&fs);
     /* Files still open for writing when the mount goes are committed now. */
     for (struct writer *writer = fs.writers, *next; writer; writer = next) {
@@ -1240,6 +1366,11 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
             fs_log(LOG_ERR, "commit at unmount failed: %s", meta_replica_errmsg(replica));
         free(writer);
     }
+    /* Last: the final commits above are sealed and pushed as the agent stops. */
+    if (fs.agent)
+        sync_agent_poke(fs.agent);
+    sync_agent_stop(fs.agent);
+    meta_replica_subscribe(replica, NULL, NULL);
     fuse_session_unmount(fs.session);
 out_signals:
     fuse_remove_signal_handlers(fs.session);
@@ -1254,6 +1385,9 @@ out:
     pthread_cond_destroy(&fs.queue_cond);
     pthread_cond_destroy(&fs.commit_cond);
     free(fs.closed);
+    if (fs.invite)
+        sodium_memzero(fs.invite, strlen(fs.invite));
+    free(fs.invite);
     pthread_mutex_destroy(&fs.queue_lock);
     pthread_mutex_destroy(&fs.lock);
     return rc;

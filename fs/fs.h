@@ -16,6 +16,7 @@
 struct fs_options {
     const char *mountpoint;
     const char *fsname; /* shown as the source in mount(8), e.g. "weft:NAME" */
+    const char *share_name; /* the share's local name (invites carry it) */
     bool allow_other;   /* let other users in (needs root or user_allow_other) */
     bool read_only;
     bool debug;                 /* libfuse's request trace on stderr */
@@ -23,6 +24,10 @@ struct fs_options {
     double attr_timeout;        /* seconds the kernel may cache attributes */
     unsigned commit_interval_s; /* commit files held open for writing this often */
     int ready_fd;               /* -1, or a pipe: "ok\n" once mounted, else the error text */
+    /* Sync (sync/agent): the share's relay "HOST:PORT" (NULL: no sync) and record store. */
+    const char *relay;
+    const char *records_dir;
+    unsigned sync_backoff_max_ms; /* 0: sync/net's default; tests shorten reconnects */
 };
 
 /* Fills the defaults: 10 s timeouts (remote changes invalidate at once), commits every 30 s. */

@@ -9,8 +9,15 @@
  */
 #include "fs/fs.h"
 #include "meta/replica.h"
+#include "meta/store.h"
+#include "sync/agent.h"
+#include "sync/invite.h"
+#include "sync/net.h"
+#include "sync/relay.h"
 
 #include <dirent.h>
+#include <pthread.h>
+#include <sodium.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,6 +52,9 @@ static const char usage_main[] =
     "  status [NAME] [--json]    shares on this device and where they are mounted\n"
     "  log PATH [--json]         the versions of a file in a mounted share\n"
     "  restore PATH --version V  make an earlier version the file's content again\n"
+    "  invite NAME               print a token that lets a new device join NAME\n"
+    "  join TOKEN DIR            restore a share from its relay, then mount it\n"
+    "  relay --listen A --data D run a relay: the mailbox and backup of shares\n"
     "\n"
     "Run 'weft COMMAND --help' for a command's options.\n"
     "\n"
@@ -52,14 +62,17 @@ static const char usage_main[] =
     "Exit status: 0 success, 1 the command failed, 2 the command line was wrong.\n";
 
 static const char usage_init[] =
-    "usage: weft init NAME [--device-name DEVICE]\n"
+    "usage: weft init NAME [--device-name DEVICE] [--relay HOST:PORT]\n"
     "\n"
     "Creates the share NAME in $XDG_DATA_HOME/weft/NAME: an empty replica, a random\n"
     "share key and this device's Ed25519 identity. NAME may hold letters, digits,\n"
     "'.', '_' and '-'.\n"
     "\n"
     "  --device-name DEVICE  how this device is named in history and in conflict\n"
-    "                        copies (default: the host name)\n";
+    "                        copies (default: the host name)\n"
+    "  --relay HOST:PORT     sync through the weft relay at HOST:PORT while mounted\n"
+    "                        (the relay keeps only sealed records: it is the share's\n"
+    "                        mailbox between devices and its backup)\n";
 
 static const char usage_mount[] =
     "usage: weft mount NAME DIR [--foreground] [--debug] [-o OPTIONS]\n"
@@ -100,6 +113,34 @@ static const char usage_restore[] =
     "Makes version VERSION (as 'weft log PATH' prints it) the content of PATH\n"
     "again. This is a new change: it syncs like an edit, and the history keeps\n"
     "every version.\n";
+
+/* The setting that names the share's relay (sync/agent pins its key on first contact). */
+#define RELAY_SETTING "sync.relay"
+
+static const char usage_invite[] =
+    "usage: weft invite NAME [--device-name DEVICE]\n"
+    "\n"
+    "Prints a join token for a new device of share NAME: on that device,\n"
+    "'weft join TOKEN DIR' restores the whole share, history included, from the\n"
+    "share's relay and mounts it. The new device is a member from now on: the\n"
+    "relay and the other devices learn it from this device. The share needs a\n"
+    "relay it has met (weft init NAME --relay HOST:PORT, then mount it once).\n"
+    "The token holds the share's key: whoever has it can read and write the\n"
+    "share, so pass it only over a channel you trust. The token goes to standard\n"
+    "output, the explanation to standard error.\n"
+    "\n"
+    "  --device-name DEVICE  the new device's name in history and conflict copies\n"
+    "                        (default: new-device)\n";
+
+static const char usage_join[] =
+    "usage: weft join TOKEN DIR [--name NAME] [--quiet]\n"
+    "\n"
+    "Joins the share a 'weft invite' TOKEN names: creates it on this device,\n"
+    "restores everything from the share's relay with a progress bar (history\n"
+    "included), then mounts it on the existing directory DIR.\n"
+    "\n"
+    "  --name NAME  the local name of the share (default: the inviter's name for it)\n"
+    "  --quiet      no progress, only errors\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -196,14 +237,17 @@ static int cmd_init(int argc, char **argv)
 {
     static const struct option options[] = {
         {"device-name", required_argument, NULL, 'n'},
+        {"relay", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    const char *device = NULL;
+    const char *device = NULL, *relay = NULL;
     int opt;
-    while ((opt = getopt_long(argc, argv, "n:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:r:h", options, NULL)) != -1) {
         if (opt == 'n')
             device = optarg;
+        else if (opt == 'r')
+            relay = optarg;
         else if (opt == 'h')
             return fputs(usage_init, stdout), 0;
         else
@@ -217,6 +261,10 @@ static int cmd_init(int argc, char **argv)
                            "init: '%s' is not a valid share name (letters, digits, '.', '_', "
                            "'-'; not starting with '.'; at most 64)",
                            name);
+    char relay_host[256];
+    uint16_t relay_port;
+    if (relay && sync_net_parse_addr(relay_host, sizeof(relay_host), &relay_port, relay, false))
+        return usage_error(usage_init, "init: '%s' is not a relay address HOST:PORT", relay);
     char host[256] = "device";
     if (!device) {
         if (gethostname(host, sizeof(host)) != 0 || !host[0])
@@ -236,8 +284,14 @@ static int cmd_init(int argc, char **argv)
     rc = meta_replica_create(&replica, &err, dir, &params);
     if (rc)
         return fail("cannot create share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
+    if (relay && (rc = meta_setting_set(meta_replica_store(replica), RELAY_SETTING, relay)) != 0) {
+        meta_replica_close(replica);
+        return fail("cannot record the relay of share '%s': %s", name, strerror(-rc));
+    }
     meta_replica_close(replica);
     printf("created share '%s' in %s (this device: %s)\n", name, dir, device);
+    if (relay)
+        printf("it syncs through the relay at %s while mounted\n", relay);
     printf("mount it with: weft mount %s DIR\n", name);
     return 0;
 }
@@ -409,6 +463,7 @@ static int cmd_mount(int argc, char **argv)
     char fsname[128];
     snprintf(fsname, sizeof(fsname), "weft:%s", name);
     fs_options.fsname = fsname;
+    fs_options.share_name = name;
     fs_options.mountpoint = mountpoint;
 
     int ready[2] = {-1, -1};
@@ -459,6 +514,17 @@ static int cmd_mount(int argc, char **argv)
         }
         _exit(1);
     }
+    char *relay = NULL, records_dir[PATH_MAX + 16];
+    rc = meta_setting_get(&relay, meta_replica_store(replica), RELAY_SETTING);
+    if (rc && rc != -ENOENT)
+        fs_log(LOG_WARNING, "cannot read the share's relay setting: %s", strerror(-rc));
+    snprintf(records_dir, sizeof(records_dir), "%s/records", dir);
+    fs_options.relay = relay;
+    fs_options.records_dir = records_dir;
+    /* Tests restart relays and should not wait out a full backoff (sync/net: 60 s). */
+    const char *backoff = getenv("WEFT_SYNC_BACKOFF_MAX_MS");
+    if (backoff && atoi(backoff) > 0)
+        fs_options.sync_backoff_max_ms = (unsigned)atoi(backoff);
     FILE *pid_file = fopen(pid_path, "w");
     if (pid_file) {
         fprintf(pid_file, "%d\n", (int)getpid());
@@ -489,6 +555,7 @@ static int cmd_mount(int argc, char **argv)
     if (ready[1] >= 0)
         close(ready[1]);
     meta_replica_close(replica);
+    free(relay);
     unlink(pid_path);
     fs_log(LOG_INFO, "share '%s' unmounted from %s", name, mountpoint);
     return rc ? 1 : 0;
@@ -577,6 +644,78 @@ static void share_state_read(struct share_state *state, const char *root, const 
         state->mountpoint[0] = '\0';
 }
 
+static int read_virtual(char **out, const char *path, const char *name)
+{
+    ssize_t len = getxattr(path, name, NULL, 0);
+    if (len < 0)
+        return -errno;
+    char *value = malloc((size_t)len + 1);
+    if (!value)
+        return -ENOMEM;
+    len = getxattr(path, name, value, (size_t)len);
+    if (len < 0) {
+        int err = errno;
+        free(value);
+        return -err;
+    }
+    value[len] = '\0';
+    *out = value;
+    return 0;
+}
+
+/* A number or string field of the daemon's flat JSON status ("" if absent). */
+static void json_field(char *out, size_t cap, const char *json, const char *key)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof(pattern), "\"%s\": ", key);
+    const char *at = strstr(json, pattern);
+    out[0] = '\0';
+    if (!at)
+        return;
+    at += strlen(pattern);
+    bool quoted = *at == '"';
+    at += quoted;
+    size_t n = 0;
+    while (*at && n + 1 < cap && (quoted ? *at != '"' : (*at != ',' && *at != '}'))) {
+        if (quoted && *at == '\\' && at[1])
+            at++;
+        out[n++] = *at++;
+    }
+    out[n] = '\0';
+}
+
+static void print_sync(const char *json)
+{
+    char relay[300], connected[8], seen[32], pending[32], refused[32], forks[32], rollbacks[32],
+        error[600];
+    json_field(relay, sizeof(relay), json, "relay");
+    if (!strcmp(relay, "null")) {
+        printf("%-20s no relay: this device keeps the share alone\n", "");
+        return;
+    }
+    json_field(connected, sizeof(connected), json, "relay_connected");
+    json_field(seen, sizeof(seen), json, "relay_last_seen_ns");
+    json_field(pending, sizeof(pending), json, "records_pending");
+    json_field(refused, sizeof(refused), json, "records_refused");
+    json_field(forks, sizeof(forks), json, "forks");
+    json_field(rollbacks, sizeof(rollbacks), json, "rollbacks");
+    json_field(error, sizeof(error), json, "last_error");
+    long long seen_ns = atoll(seen);
+    char when[64] = "never";
+    if (seen_ns > 0) {
+        time_t t = (time_t)(seen_ns / 1000000000);
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+    }
+    printf("%-20s relay %s: %s, last heard %s; %s records waiting for others\n", "", relay,
+           !strcmp(connected, "true") ? "connected" : "not connected", when, pending);
+    if (atoll(refused) || atoll(forks) || atoll(rollbacks))
+        printf("%-20s REFUSED %s records, %s forks, %s rollbacks: a peer or the relay "
+               "misbehaved (nothing of it was applied)\n",
+               "", refused, forks, rollbacks);
+    if (error[0])
+        printf("%-20s last problem: %s\n", "", error);
+}
+
 static int cmd_status(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -620,6 +759,12 @@ static int cmd_status(int argc, char **argv)
         if (list)
             closedir(list);
     }
+    /* A mounted share's daemon tells how its syncing goes (a JSON object). */
+    char *sync[256] = {0};
+    for (size_t i = 0; i < count; i++)
+        if (states[i].mountpoint[0] &&
+            read_virtual(&sync[i], states[i].mountpoint, "user.weft.sync") != 0)
+            sync[i] = NULL;
     if (json) {
         printf("{\"data_dir\": \"%s\", \"shares\": [", root);
         for (size_t i = 0; i < count; i++) {
@@ -628,7 +773,10 @@ static int cmd_status(int argc, char **argv)
             if (states[i].mountpoint[0])
                 printf(", \"mountpoint\": \"%s\", \"pid\": %d", states[i].mountpoint,
                        states[i].pid);
+            if (sync[i])
+                printf(", \"sync\": %s", sync[i]);
             printf("}");
+            free(sync[i]);
         }
         printf("]}\n");
         return 0;
@@ -643,30 +791,14 @@ static int cmd_status(int argc, char **argv)
                    states[i].pid);
         else
             printf("%-20s not mounted\n", states[i].name);
+        if (sync[i])
+            print_sync(sync[i]);
+        free(sync[i]);
     }
     return 0;
 }
 
 /* ---------- log and restore ---------- */
-
-static int read_virtual(char **out, const char *path, const char *name)
-{
-    ssize_t len = getxattr(path, name, NULL, 0);
-    if (len < 0)
-        return -errno;
-    char *value = malloc((size_t)len + 1);
-    if (!value)
-        return -ENOMEM;
-    len = getxattr(path, name, value, (size_t)len);
-    if (len < 0) {
-        int err = errno;
-        free(value);
-        return -err;
-    }
-    value[len] = '\0';
-    *out = value;
-    return 0;
-}
 
 static int not_weft(const char *path, int rc)
 {
@@ -745,6 +877,299 @@ static int cmd_restore(int argc, char **argv)
     return 0;
 }
 
+/* ---------- invite and join ---------- */
+
+static int cmd_invite(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"device-name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *device = "new-device";
+    int opt;
+    while ((opt = getopt_long(argc, argv, "n:h", options, NULL)) != -1) {
+        if (opt == 'n')
+            device = optarg;
+        else if (opt == 'h')
+            return fputs(usage_invite, stdout), 0;
+        else
+            return usage_error(usage_invite, "invite: unknown option");
+    }
+    if (argc - optind != 1)
+        return usage_error(usage_invite, "invite: expected one share NAME");
+    const char *name = argv[optind];
+    if (!share_name_valid(name))
+        return usage_error(usage_invite, "invite: '%s' is not a valid share name", name);
+    if (!share_name_valid(device))
+        return usage_error(usage_invite,
+                           "invite: '%s' is not a valid device name (letters, digits, '.', '_', "
+                           "'-')",
+                           device);
+    char dir[PATH_MAX], store_db[PATH_MAX + 16], source[128], mountpoint[PATH_MAX];
+    if (share_dir(dir, sizeof(dir), name))
+        return 1;
+    snprintf(store_db, sizeof(store_db), "%s/store.db", dir);
+    if (access(store_db, F_OK) != 0)
+        return fail("there is no share called '%s' (looked in %s)", name, dir);
+    char token[SYNC_INVITE_TEXT_MAX], why[512] = "";
+    int rc;
+    snprintf(source, sizeof(source), "weft:%s", name);
+    if (find_weft_mount(NULL, source, mountpoint, sizeof(mountpoint), NULL, 0) == 1) {
+        /* Mounted: its daemon holds the store, so it makes the invite. */
+        char *value = NULL;
+        if (setxattr(mountpoint, "user.weft.invite", device, strlen(device), 0) != 0) {
+            rc = -errno;
+            return fail("cannot invite through the mount on %s: %s", mountpoint,
+                        rc == -ENOENT ? "the share has no relay it has met yet (weft init "
+                                        "--relay, then mount it while the relay runs)"
+                                      : strerror(-rc));
+        }
+        if ((rc = read_virtual(&value, mountpoint, "user.weft.invite")) != 0)
+            return fail("cannot read the invite from the mount on %s: %s", mountpoint,
+                        strerror(-rc));
+        snprintf(token, sizeof(token), "%s", value);
+        sodium_memzero(value, strlen(value));
+        free(value);
+    } else {
+        struct meta_replica *replica = NULL;
+        struct meta_err err = {{0}};
+        rc = meta_replica_open(&replica, &err, dir);
+        if (rc)
+            return fail("cannot open share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
+        uint8_t key[SYNC_PUBLIC_KEY_LEN];
+        rc = sync_invite_make(token, sizeof(token), why, sizeof(why), replica, name, device, key);
+        meta_replica_close(replica);
+        if (rc)
+            return fail("cannot invite a device to share '%s': %s", name, why);
+    }
+    fprintf(stderr,
+            "weft: device '%s' may join share '%s'. On that device run:\n\n"
+            "    weft join TOKEN DIR\n\n"
+            "with the token below. It holds the share's key: pass it only over a channel\n"
+            "you trust.\n",
+            device, name);
+    printf("%s\n", token);
+    sodium_memzero(token, sizeof(token));
+    return 0;
+}
+
+struct join_lock {
+    pthread_mutex_t mutex;
+};
+
+static void join_lock(void *ctx)
+{
+    pthread_mutex_lock(&((struct join_lock *)ctx)->mutex);
+}
+
+static void join_unlock(void *ctx)
+{
+    pthread_mutex_unlock(&((struct join_lock *)ctx)->mutex);
+}
+
+static void join_log(void *ctx, enum sync_net_log_level level, const char *line)
+{
+    (void)ctx;
+    if (level <= SYNC_NET_LOG_WARN)
+        fprintf(stderr, "\rweft: %s\n", line);
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One progress line: a bar on a terminal, a plain line otherwise. */
+static void join_progress(bool tty, uint64_t have, uint64_t total, uint64_t chunks, double rate)
+{
+    if (tty) {
+        int width = 30, filled = total ? (int)((double)width * (double)have / (double)total) : 0;
+        if (filled > width)
+            filled = width;
+        fprintf(stderr, "\rrestoring [%.*s%*s] %llu/%llu records, %llu chunks, %.0f/s ", filled,
+                "##############################", width - filled, "", (unsigned long long)have,
+                (unsigned long long)total, (unsigned long long)chunks, rate);
+    } else {
+        fprintf(stderr, "weft: restoring: %llu of %llu records, %llu chunks\n",
+                (unsigned long long)have, (unsigned long long)total, (unsigned long long)chunks);
+    }
+    fflush(stderr);
+}
+
+/*
+ * Restores the share in `dir` from its relay: runs a syncer until this
+ * device holds every record the relay said it had and none waits (or
+ * `timeout` seconds pass with nothing new).
+ */
+static int join_restore(struct meta_replica *replica, const char *dir, bool quiet)
+{
+    struct join_lock lock = {PTHREAD_MUTEX_INITIALIZER};
+    char records_dir[PATH_MAX + 16], *relay = NULL, why[512] = "";
+    snprintf(records_dir, sizeof(records_dir), "%s/records", dir);
+    int rc = meta_setting_get(&relay, meta_replica_store(replica), RELAY_SETTING);
+    if (rc)
+        return fail("the share has no relay to restore from: %s", strerror(-rc));
+    struct sync_agent_config config = {.replica = replica,
+                                       .records_dir = records_dir,
+                                       .relay = relay,
+                                       .lock = join_lock,
+                                       .unlock = join_unlock,
+                                       .lock_ctx = &lock,
+                                       .log = join_log,
+                                       .backoff_min_ms = 200,
+                                       .backoff_max_ms = 2000};
+    struct sync_agent *agent = NULL;
+    rc = sync_agent_start(&agent, why, sizeof(why), &config);
+    if (rc) {
+        free(relay);
+        return fail("cannot start restoring: %s", why);
+    }
+    bool tty = isatty(2) && !quiet;
+    double start = now_seconds(), last_change = start, last_line = 0;
+    uint64_t last_have = UINT64_MAX;
+    const double give_up = 60; /* seconds without any progress */
+    for (;;) {
+        struct sync_agent_status st;
+        sync_agent_status(&st, agent);
+        uint64_t have = st.device.records_kept;
+        double now = now_seconds();
+        if (have != last_have) {
+            last_have = have;
+            last_change = now;
+        }
+        bool done = st.relay_last_seen_ns && have >= st.relay_records && st.device.pending == 0 &&
+                    now - last_change > 0.3;
+        if (!quiet && st.relay_last_seen_ns && (tty || now - last_line >= 2 || done)) {
+            join_progress(tty, have, st.relay_records, st.device.chunks_received,
+                          (double)have / (now - start + 1e-9));
+            last_line = now;
+        }
+        if (done)
+            break;
+        if (now - last_change > give_up) {
+            if (tty)
+                fputc('\n', stderr);
+            sync_agent_stop(agent);
+            rc = fail("restoring stalled: nothing came from the relay at %s for %.0f s%s%s", relay,
+                      give_up, st.last_error[0] ? "; last problem: " : "", st.last_error);
+            free(relay);
+            return rc;
+        }
+        usleep(100000);
+    }
+    if (tty)
+        fputc('\n', stderr);
+    sync_agent_stop(agent);
+    free(relay);
+    return 0;
+}
+
+static int cmd_join(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *local_name = NULL;
+    bool quiet = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "n:qh", options, NULL)) != -1) {
+        if (opt == 'n')
+            local_name = optarg;
+        else if (opt == 'q')
+            quiet = true;
+        else if (opt == 'h')
+            return fputs(usage_join, stdout), 0;
+        else
+            return usage_error(usage_join, "join: unknown option");
+    }
+    if (argc - optind != 2)
+        return usage_error(usage_join, "join: expected a TOKEN and a directory DIR");
+    struct sync_invite invite;
+    int rc = sync_invite_decode(&invite, argv[optind]);
+    if (rc == -EILSEQ)
+        return fail("the token is damaged (a character changed, or it was cut): copy it again");
+    if (rc == -EPROTONOSUPPORT)
+        return fail("the token is from a newer weft: update weft on this device");
+    if (rc)
+        return usage_error(usage_join, "join: '%.20s...' is not a weft join token (weft1-...)",
+                           argv[optind]);
+    char name[SYNC_INVITE_NAME_MAX + 1];
+    snprintf(name, sizeof(name), "%s", local_name ? local_name : invite.share_name);
+    if (!share_name_valid(name)) {
+        sync_invite_wipe(&invite);
+        return usage_error(usage_join, "join: '%s' is not a valid share name (use --name)", name);
+    }
+    char root[PATH_MAX], dir[PATH_MAX], store_db[PATH_MAX + 16];
+    if (data_root(root, sizeof(root)) || share_dir(dir, sizeof(dir), name)) {
+        sync_invite_wipe(&invite);
+        return 1;
+    }
+    snprintf(store_db, sizeof(store_db), "%s/store.db", dir);
+    if (access(store_db, F_OK) == 0) {
+        sync_invite_wipe(&invite);
+        return fail("a share called '%s' is already on this device (%s): join under another "
+                    "name with --name",
+                    name, dir);
+    }
+    struct stat st;
+    if (stat(argv[optind + 1], &st) != 0 || !S_ISDIR(st.st_mode)) {
+        sync_invite_wipe(&invite);
+        return fail("mount point %s is not a directory; create it first: mkdir -p %s",
+                    argv[optind + 1], argv[optind + 1]);
+    }
+    if ((rc = mkdir_p(root, 0700)) != 0) {
+        sync_invite_wipe(&invite);
+        return fail("cannot create %s: %s", root, strerror(-rc));
+    }
+    struct meta_replica *replica = NULL;
+    struct meta_err err = {{0}};
+    struct meta_share_params params = {.device_name = invite.device_name,
+                                       .share_id = invite.share_id,
+                                       .share_key = invite.share_key,
+                                       .device_seed = invite.device_seed};
+    rc = meta_replica_create(&replica, &err, dir, &params);
+    if (rc) {
+        sync_invite_wipe(&invite);
+        return fail("cannot create share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
+    }
+    /* The inviter is the first member this device trusts; the rest come in its records. */
+    struct meta_store *store = meta_replica_store(replica);
+    struct meta_device inviter = {.replica = sync_replica_id(invite.inviter_key)};
+    memcpy(inviter.public_key, invite.inviter_key, SYNC_PUBLIC_KEY_LEN);
+    snprintf(inviter.name, sizeof(inviter.name), "inviter");
+    char relay_key[2 * SYNC_PUBLIC_KEY_LEN + 1];
+    sodium_bin2hex(relay_key, sizeof(relay_key), invite.relay_key, SYNC_PUBLIC_KEY_LEN);
+    rc = meta_device_put(store, &inviter);
+    if (!rc)
+        rc = meta_setting_set(store, RELAY_SETTING, invite.relay_addr);
+    if (!rc)
+        rc = meta_setting_set(store, "sync.relay_key", relay_key);
+    if (!quiet && !rc)
+        fprintf(stderr, "weft: joining share '%s' as device '%s' from the relay at %s\n", name,
+                invite.device_name, invite.relay_addr);
+    sync_invite_wipe(&invite);
+    if (rc) {
+        meta_replica_close(replica);
+        return fail("cannot set up share '%s': %s", name, strerror(-rc));
+    }
+    rc = join_restore(replica, dir, quiet);
+    meta_replica_close(replica);
+    if (rc) {
+        fprintf(stderr, "weft: the share stays in %s; 'weft mount %s DIR' goes on syncing\n", dir,
+                name);
+        return rc;
+    }
+    char *mount_argv[] = {"mount", name, argv[optind + 1], NULL};
+    optind = 0;
+    return cmd_mount(3, mount_argv);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -753,9 +1178,14 @@ int main(int argc, char **argv)
     if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {
         if (argc > 2) {
             command = argv[2];
+            if (!strcmp(command, "relay")) {
+                char *help[] = {"relay", "--help", NULL};
+                return sync_relay_main(2, help);
+            }
             const char *usages[][2] = {{"init", usage_init},     {"mount", usage_mount},
                                        {"umount", usage_umount}, {"status", usage_status},
-                                       {"log", usage_log},       {"restore", usage_restore}};
+                                       {"log", usage_log},       {"restore", usage_restore},
+                                       {"invite", usage_invite}, {"join", usage_join}};
             for (size_t i = 0; i < sizeof(usages) / sizeof(usages[0]); i++)
                 if (!strcmp(command, usages[i][0]))
                     return fputs(usages[i][1], stdout), 0;
@@ -782,5 +1212,11 @@ int main(int argc, char **argv)
         return cmd_log(argc, argv);
     if (!strcmp(command, "restore"))
         return cmd_restore(argc, argv);
+    if (!strcmp(command, "invite"))
+        return cmd_invite(argc, argv);
+    if (!strcmp(command, "join"))
+        return cmd_join(argc, argv);
+    if (!strcmp(command, "relay"))
+        return sync_relay_main(argc, argv);
     return usage_error(usage_main, "unknown command '%s'", command);
 }

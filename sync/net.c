@@ -204,7 +204,9 @@ static void conn_notify(struct sync_net_conn *conn, int error, const char *why)
     snprintf(conn->why, sizeof(conn->why), "%s", why && why[0] ? why : "closed");
     char hex[17];
     const char *key = conn_peer_hex(hex, conn);
-    enum sync_net_log_level level = error ? SYNC_NET_LOG_WARN : SYNC_NET_LOG_INFO;
+    /* Our own shutdown is no problem of the connection's. */
+    enum sync_net_log_level level =
+        error && error != -ESHUTDOWN ? SYNC_NET_LOG_WARN : SYNC_NET_LOG_INFO;
     net_log(conn->net, level, "%s %s (device %s): %s",
             conn->dialer ? "connection to" : "connection from", conn->addr, key, conn->why);
     if (conn->handler.closed)

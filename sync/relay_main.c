@@ -27,12 +27,9 @@ static const char usage_short[] = "usage: weft relay --listen ADDR:PORT --data D
                                   "       weft relay --help\n";
 
 static const char usage_long[] =
-    "NAME\n"
-    "    weft relay - keep shares' sealed records and serve them to their devices\n"
+    "usage: weft relay --listen ADDR:PORT --data DIR [--verbose]\n"
     "\n"
-    "SYNOPSIS\n"
-    "    weft relay --listen ADDR:PORT --data DIR [--verbose]\n"
-    "    weft relay --help\n"
+    "Keeps shares' sealed records and serves them to their devices.\n"
     "\n"
     "DESCRIPTION\n"
     "    A relay carries changes between devices that are never online together and\n"
@@ -63,9 +60,6 @@ static const char usage_long[] =
     "\n"
     "    -v, --verbose\n"
     "        Also log each connection's progress (debug lines).\n"
-    "\n"
-    "    -h, --help\n"
-    "        Print this help and exit.\n"
     "\n"
     "FILES\n"
     "    DIR/relay.key   the relay's Ed25519 identity (64 bytes, mode 0600), made\n"

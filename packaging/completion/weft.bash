@@ -35,7 +35,7 @@ _weft()
     local cur prev words cword
     _init_completion || return
 
-    local commands='init mount umount status log restore'
+    local commands='init mount umount status log restore invite join relay'
     if ((cword == 1)); then
         mapfile -t COMPREPLY < <(compgen -W "$commands --help" -- "$cur")
         return
@@ -60,19 +60,26 @@ _weft()
         compopt -o nospace
         return
         ;;
-    --version)
+    --version | --relay | --listen)
+        return
+        ;;
+    --data)
+        _filedir -d
         return
         ;;
     esac
 
     local options
     case $command in
-    init) options='--device-name --help' ;;
+    init) options='--device-name --relay --help' ;;
     mount) options='-f --foreground -d --debug -o --help' ;;
     umount) options='--help' ;;
     status) options='--json --help' ;;
     log) options='--json --help' ;;
     restore) options='--version --help' ;;
+    invite) options='--device-name --help' ;;
+    join) options='--name --quiet --help' ;;
+    relay) options='--listen --data -v --verbose --help' ;;
     *) return ;;
     esac
     if [[ $cur == -* ]]; then
@@ -85,17 +92,17 @@ _weft()
     local position=0 i
     for ((i = 2; i < cword; i++)); do
         case ${words[i]} in
-        --device-name | -o | --version) ((i++)) ;;
+        --device-name | -o | --version | --relay | --listen | --data | --name) ((i++)) ;;
         -*) ;;
         *) ((position++)) ;;
         esac
     done
 
     case $command:$position in
-    mount:0 | status:0)
+    mount:0 | status:0 | invite:0)
         mapfile -t COMPREPLY < <(compgen -W "$(_weft_shares)" -- "$cur")
         ;;
-    mount:1)
+    mount:1 | join:1)
         _filedir -d
         ;;
     umount:0)

@@ -394,14 +394,13 @@ def log_problems(log):
                 problems.append(f"versions[{i}].{key}: expected {kind.__name__}, got {v[key]!r}")
         if isinstance(v.get("time"), str) and not ISO_8601.match(v["time"]):
             problems.append(f"versions[{i}].time: expected ISO-8601, got {v['time']!r}")
-    times = [v.get("time") for v in versions or [] if isinstance(v, dict)]
-    if all(isinstance(t, str) and ISO_8601.match(t) for t in times):
-        # Newest first. Compared as strings only when all use the same zone
-        # form, which is the common case (all "Z" or all "+00:00").
-        if len({t[19:].lstrip(".0123456789") for t in times}) == 1:
-            norm = [t[:19] for t in times]
-            if norm != sorted(norm, reverse=True):
-                problems.append(f"versions: expected newest first, got times {times}")
+    # Newest first by version (its Lamport counter: "COUNTER.REPLICA"), not by
+    # time: versions merged from other devices carry their authors' clocks.
+    counters = [v.get("version", "").split(".")[0] for v in versions or [] if isinstance(v, dict)]
+    if all(c.isdigit() for c in counters):
+        numbers = [int(c) for c in counters]
+        if numbers != sorted(numbers, reverse=True):
+            problems.append(f"versions: expected newest first, got versions {counters}")
     return problems
 
 

@@ -206,7 +206,7 @@ int main(int argc, char **argv)
     /* Help and usage errors. */
     const char *help[] = {"--help", NULL};
     CHECK_INT(0, run(&child, help));
-    expect_in(child.out, "SYNOPSIS", "--help");
+    expect_in(child.out, "usage: weft relay --listen", "--help");
     expect_in(child.out, "EXIT STATUS", "--help");
     expect_in(child.out, "--listen ADDR:PORT", "--help");
     const char *none[] = {NULL};

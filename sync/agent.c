@@ -1,0 +1,817 @@
+/*
+ * sync/agent: sessions between this device and its relay (see agent.h).
+ * Everything but sync_agent_poke/status/stop runs on the transport's loop
+ * thread; the replica is touched only between config.lock and config.unlock.
+ */
+#include "sync/agent.h"
+
+#include "meta/store.h"
+#include "sync/invite.h"
+#include "sync/record.h"
+#include "sync/wire.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Records read from the local store per step of a stream. */
+#define STREAM_BATCH 16
+/* The settings that name the share's relay and pin its key on first contact. */
+#define RELAY_SETTING     "sync.relay"
+#define RELAY_KEY_SETTING "sync.relay_key"
+/*
+ * Membership changes the relay has not confirmed yet, kept until it echoes
+ * them (so an invite made offline, or before a restart, still reaches it):
+ * space-separated "add:HEX" / "revoke:HEX" of public keys.
+ */
+#define MEMBERS_SETTING "sync.relay_members"
+
+struct session {
+    struct sync_agent *agent;
+    struct sync_net_conn *conn;
+    bool hello_seen;
+    struct crdt_vv remote;  /* what the other side holds: author -> record seq */
+    struct crdt_vv claimed; /* the highest head it ever claimed per author (rollbacks) */
+    bool refused_unknown;            /* a record of a member not known yet was refused */
+    uint8_t (*asked)[SYNC_HASH_LEN]; /* chunk ids asked for on this session */
+    size_t asked_len, asked_cap;
+    struct session *next;
+};
+
+struct sync_agent {
+    struct sync_agent_config config;
+    char *records_dir;
+    struct sync_net *net;
+    struct sync_device *device;
+    struct sync_net_dialer *dialer;
+    struct sync_identity identity;
+    struct session *sessions;
+    atomic_bool poke_pending;
+    pthread_mutex_t status_lock;
+    struct sync_agent_status status;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void agent_log(struct sync_agent *agent, enum sync_net_log_level level, const char *fmt,
+                      ...) __attribute__((format(printf, 3, 4)));
+static void agent_log(struct sync_agent *agent, enum sync_net_log_level level, const char *fmt,
+                      ...)
+{
+    char line[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(line, sizeof(line), fmt, args);
+    va_end(args);
+    if (level <= SYNC_NET_LOG_WARN) {
+        pthread_mutex_lock(&agent->status_lock);
+        snprintf(agent->status.last_error, sizeof(agent->status.last_error), "%s", line);
+        pthread_mutex_unlock(&agent->status_lock);
+    }
+    if (agent->config.log)
+        agent->config.log(agent->config.log_ctx, level, line);
+}
+
+static void lock(struct sync_agent *agent)
+{
+    if (agent->config.lock)
+        agent->config.lock(agent->config.lock_ctx);
+}
+
+static void unlock(struct sync_agent *agent)
+{
+    if (agent->config.unlock)
+        agent->config.unlock(agent->config.lock_ctx);
+}
+
+static void count(struct sync_agent *agent, uint64_t *field)
+{
+    pthread_mutex_lock(&agent->status_lock);
+    (*field)++;
+    pthread_mutex_unlock(&agent->status_lock);
+}
+
+/* ---------- sending ---------- */
+
+static int send_msg(struct session *session, const struct sync_msg *msg)
+{
+    struct crdt_buf buf = {0};
+    int rc = sync_wire_encode(&buf, msg);
+    if (!rc)
+        rc = sync_net_conn_send(session->conn, buf.data, buf.len);
+    crdt_buf_free(&buf);
+    return rc;
+}
+
+struct heads_vv {
+    struct crdt_vv vv;
+    int rc;
+};
+
+static int add_head(void *ctx, uint64_t author, uint64_t seq, const uint8_t hash[SYNC_HASH_LEN])
+{
+    (void)hash;
+    struct heads_vv *out = ctx;
+    return seq ? crdt_vv_raise(&out->vv, author, seq) : 0;
+}
+
+/* What this device keeps: author -> highest record seq. */
+static int kept_heads(struct sync_agent *agent, struct crdt_vv *out)
+{
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    struct heads_vv heads = {{0}, 0};
+    int rc = store->ops->heads(store->ctx, sync_device_share_id(agent->device), add_head, &heads);
+    if (rc)
+        crdt_vv_free(&heads.vv);
+    *out = heads.vv;
+    return rc;
+}
+
+static int send_hello(struct session *session)
+{
+    struct sync_msg msg = {.type = SYNC_MSG_HELLO};
+    memcpy(msg.hello.share_id, sync_device_share_id(session->agent->device), SYNC_SHARE_ID_LEN);
+    msg.hello.version = 1;
+    int rc = kept_heads(session->agent, &msg.hello.vv);
+    if (!rc)
+        rc = send_msg(session, &msg);
+    crdt_vv_free(&msg.hello.vv);
+    return rc;
+}
+
+struct copied {
+    uint8_t *bytes[STREAM_BATCH];
+    size_t lens[STREAM_BATCH];
+    uint64_t seqs[STREAM_BATCH];
+    size_t len;
+};
+
+static int copy_record(void *ctx, const struct sync_relay_record *record)
+{
+    struct copied *out = ctx;
+    if (out->len == STREAM_BATCH)
+        return 1;
+    uint8_t *bytes = malloc(record->len);
+    if (!bytes)
+        return -ENOMEM;
+    memcpy(bytes, record->bytes, record->len);
+    out->bytes[out->len] = bytes;
+    out->lens[out->len] = record->len;
+    out->seqs[out->len++] = record->seq;
+    return 0;
+}
+
+static void copied_free(struct copied *copied)
+{
+    for (size_t i = 0; i < copied->len; i++)
+        free(copied->bytes[i]);
+    copied->len = 0;
+}
+
+/* The chunk records an op record's binary versions name, then the record itself. */
+static int send_record(struct session *session, const uint8_t *bytes, size_t len)
+{
+    struct sync_agent *agent = session->agent;
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
+    size_t id_count = 0;
+    int rc = sync_device_chunks_named(agent->device, &ids, &id_count, bytes, len);
+    for (size_t i = 0; !rc && i < id_count; i++) {
+        uint8_t *chunk = NULL;
+        size_t chunk_len = 0;
+        int got = store->ops->chunk_get(store->ctx, &chunk, &chunk_len,
+                                        sync_device_share_id(agent->device), ids[i]);
+        if (got == -ENOENT)
+            continue; /* not here either: whoever has it serves it */
+        rc = got;
+        if (!rc) {
+            struct sync_msg msg = {.type = SYNC_MSG_CHUNK};
+            msg.chunk.record = chunk;
+            msg.chunk.len = chunk_len;
+            rc = send_msg(session, &msg);
+            count(agent, &agent->status.records_sent);
+        }
+        free(chunk);
+    }
+    free(ids);
+    if (rc)
+        return rc;
+    struct sync_msg msg = {.type = SYNC_MSG_OPS};
+    msg.ops.record = bytes;
+    msg.ops.len = len;
+    rc = send_msg(session, &msg);
+    if (!rc)
+        count(agent, &agent->status.records_sent);
+    return rc;
+}
+
+/*
+ * Streams what the other side lacks while the connection takes it; the
+ * `writable` callback calls again once the queue drains.
+ */
+static int pump(struct session *session)
+{
+    if (!session->hello_seen)
+        return 0;
+    struct sync_agent *agent = session->agent;
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    struct crdt_vv mine = {0};
+    int rc = kept_heads(agent, &mine);
+    for (size_t i = 0; !rc && i < mine.len; i++) {
+        uint64_t author = mine.entries[i].replica, head = mine.entries[i].seq;
+        uint64_t next = crdt_vv_get(&session->remote, author) + 1;
+        while (!rc && next <= head && sync_net_conn_writable(session->conn)) {
+            struct copied batch = {0};
+            rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device),
+                                     author, next, STREAM_BATCH, 4u << 20, copy_record, &batch);
+            if (rc == 1)
+                rc = 0;
+            if (!rc && batch.len == 0)
+                rc = -EIO; /* the head says it is there */
+            for (size_t k = 0; !rc && k < batch.len; k++) {
+                rc = send_record(session, batch.bytes[k], batch.lens[k]);
+                if (!rc)
+                    rc = crdt_vv_raise(&session->remote, author, batch.seqs[k]);
+                next = batch.seqs[k] + 1;
+            }
+            copied_free(&batch);
+        }
+        if (next <= head)
+            break; /* the queue is full: `writable` resumes */
+    }
+    crdt_vv_free(&mine);
+    return rc;
+}
+
+static void pump_all(struct sync_agent *agent)
+{
+    for (struct session *session = agent->sessions; session; session = session->next) {
+        int rc = pump(session);
+        if (rc)
+            sync_net_conn_close(session->conn, rc, "streaming records failed");
+    }
+}
+
+/* ---------- membership at the relay ---------- */
+
+static char *members_pending(struct sync_agent *agent)
+{
+    char *list = NULL;
+    lock(agent);
+    int rc = meta_setting_get(&list, meta_replica_store(agent->config.replica), MEMBERS_SETTING);
+    unlock(agent);
+    return rc ? NULL : list;
+}
+
+/* Sends every unconfirmed membership change on `session`. */
+static int send_members(struct session *session)
+{
+    char *list = members_pending(session->agent);
+    int rc = 0;
+    char *save = NULL;
+    for (char *item = list ? strtok_r(list, " ", &save) : NULL; !rc && item;
+         item = strtok_r(NULL, " ", &save)) {
+        struct sync_msg msg = {.type = SYNC_MSG_MEMBER};
+        const char *hex = strchr(item, ':');
+        msg.member.action = strncmp(item, "add:", 4) == 0 ? SYNC_MEMBER_ADD : SYNC_MEMBER_REVOKE;
+        if (!hex || sodium_hex2bin(msg.member.public_key, SYNC_PUBLIC_KEY_LEN, hex + 1,
+                                   strlen(hex + 1), NULL, NULL, NULL) != 0)
+            continue; /* not ours to judge: a damaged entry is skipped */
+        rc = send_msg(session, &msg);
+    }
+    free(list);
+    return rc;
+}
+
+/* Adds (add) or removes the entry "ACTION:HEX" of the pending list; the caller holds the lock. */
+static int members_edit_locked(struct meta_store *store, const char *entry, bool add)
+{
+    char *list = NULL;
+    int rc = meta_setting_get(&list, store, MEMBERS_SETTING);
+    if (rc == -ENOENT)
+        rc = 0;
+    size_t cap = (list ? strlen(list) : 0) + strlen(entry) + 2;
+    char *next = rc ? NULL : calloc(1, cap);
+    if (!rc && !next)
+        rc = -ENOMEM;
+    char *save = NULL;
+    for (char *item = list && next ? strtok_r(list, " ", &save) : NULL; item;
+         item = strtok_r(NULL, " ", &save))
+        if (strcmp(item, entry) != 0)
+            snprintf(next + strlen(next), cap - strlen(next), "%s%s", *next ? " " : "", item);
+    if (!rc && add)
+        snprintf(next + strlen(next), cap - strlen(next), "%s%s", *next ? " " : "", entry);
+    if (!rc)
+        rc = *next ? meta_setting_set(store, MEMBERS_SETTING, next)
+                   : meta_setting_delete(store, MEMBERS_SETTING);
+    free(list);
+    free(next);
+    return rc;
+}
+
+static int members_edit(struct sync_agent *agent, const char *entry, bool add)
+{
+    lock(agent);
+    int rc = members_edit_locked(meta_replica_store(agent->config.replica), entry, add);
+    unlock(agent);
+    return rc;
+}
+
+static void member_entry(char *out, size_t cap, enum sync_member_action action,
+                         const uint8_t public_key[SYNC_PUBLIC_KEY_LEN])
+{
+    char hex[2 * SYNC_PUBLIC_KEY_LEN + 1];
+    sodium_bin2hex(hex, sizeof(hex), public_key, SYNC_PUBLIC_KEY_LEN);
+    snprintf(out, cap, "%s:%s", action == SYNC_MEMBER_ADD ? "add" : "revoke", hex);
+}
+
+static void flush_members(void *ctx)
+{
+    struct sync_agent *agent = ctx;
+    for (struct session *session = agent->sessions; session; session = session->next)
+        if (send_members(session) != 0)
+            sync_net_conn_close(session->conn, -EIO, "cannot send a membership change");
+}
+
+int sync_member_queue(struct meta_store *store, enum sync_member_action action,
+                      const uint8_t public_key[SYNC_PUBLIC_KEY_LEN])
+{
+    char entry[2 * SYNC_PUBLIC_KEY_LEN + 16];
+    member_entry(entry, sizeof(entry), action, public_key);
+    return members_edit_locked(store, entry, true);
+}
+
+int sync_agent_member(struct sync_agent *agent, enum sync_member_action action,
+                      const uint8_t public_key[SYNC_PUBLIC_KEY_LEN])
+{
+    char entry[2 * SYNC_PUBLIC_KEY_LEN + 16];
+    member_entry(entry, sizeof(entry), action, public_key);
+    int rc = members_edit(agent, entry, true);
+    if (!rc && sync_net_post(agent->net, flush_members, agent) != 0)
+        rc = 0; /* stopping: the next start sends it */
+    return rc;
+}
+
+/* ---------- receiving ---------- */
+
+static bool asked_before(struct session *session, const uint8_t id[SYNC_HASH_LEN])
+{
+    for (size_t i = 0; i < session->asked_len; i++)
+        if (memcmp(session->asked[i], id, SYNC_HASH_LEN) == 0)
+            return true;
+    if (session->asked_len == session->asked_cap) {
+        size_t cap = session->asked_cap ? session->asked_cap * 2 : 64;
+        uint8_t(*grown)[SYNC_HASH_LEN] = realloc(session->asked, cap * sizeof(*grown));
+        if (!grown)
+            return true; /* asking again later is harmless */
+        session->asked = grown;
+        session->asked_cap = cap;
+    }
+    memcpy(session->asked[session->asked_len++], id, SYNC_HASH_LEN);
+    return false;
+}
+
+/* Asks for the chunks kept records wait for, each once per session. */
+static int ask_chunks(struct session *session)
+{
+    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
+    size_t total = 0;
+    int rc = sync_device_wanted(session->agent->device, &ids, &total);
+    uint8_t batch[SYNC_WIRE_WANT_MAX][SYNC_HASH_LEN];
+    size_t n = 0;
+    for (size_t i = 0; !rc && i <= total; i++) {
+        if (i < total && !asked_before(session, ids[i]))
+            memcpy(batch[n++], ids[i], SYNC_HASH_LEN);
+        if (n > 0 && (n == SYNC_WIRE_WANT_MAX || i == total)) {
+            struct sync_msg msg = {.type = SYNC_MSG_WANT_CHUNKS};
+            msg.want.ids = &batch[0][0];
+            msg.want.count = n;
+            rc = send_msg(session, &msg);
+            n = 0;
+        }
+    }
+    free(ids);
+    return rc;
+}
+
+static int take_record(struct session *session, const uint8_t *record, size_t len)
+{
+    struct sync_agent *agent = session->agent;
+    enum sync_reason reason = SYNC_REASON_NONE;
+    struct sync_device_stats before;
+    sync_device_stats(&before, agent->device);
+    uint64_t applied_before = before.records_applied;
+    int rc = sync_device_accept(agent->device, &reason, record, len);
+    struct sync_device_stats stats;
+    sync_device_stats(&stats, agent->device);
+    char why[512];
+    snprintf(why, sizeof(why), "%s", sync_device_errmsg(agent->device));
+    int ask = rc == 0 && stats.pending ? ask_chunks(session) : 0;
+    if (!ask && rc == 0 && session->refused_unknown && stats.records_applied > applied_before) {
+        session->refused_unknown = false;
+        ask = send_hello(session); /* the relay streams again what was refused */
+    }
+    pthread_mutex_lock(&agent->status_lock);
+    agent->status.records_received++;
+    agent->status.device = stats;
+    agent->status.relay_last_seen_ns = now_ns();
+    pthread_mutex_unlock(&agent->status_lock);
+    if (reason == SYNC_REASON_UNKNOWN_AUTHOR) {
+        /*
+         * A device this one does not know yet: the member op that vouches for
+         * it may be in a record still to come. Ask again once something applies.
+         */
+        session->refused_unknown = true;
+        return 0;
+    }
+    if (reason != SYNC_REASON_NONE) {
+        /* Refused: reported, nothing applied, the session goes on (honest records still count). */
+        agent_log(agent, SYNC_NET_LOG_WARN, "%s: %s", sync_net_conn_addr(session->conn), why);
+        return 0;
+    }
+    if (rc) {
+        agent_log(agent, SYNC_NET_LOG_ERROR, "taking a record from %s: %s",
+                  sync_net_conn_addr(session->conn), why);
+        return rc;
+    }
+    return ask;
+}
+
+static int answer_want(struct session *session, const struct sync_msg *msg)
+{
+    struct sync_agent *agent = session->agent;
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    int rc = 0;
+    for (size_t i = 0; !rc && i < msg->want.count; i++) {
+        uint8_t *chunk = NULL;
+        size_t len = 0;
+        int got = store->ops->chunk_get(store->ctx, &chunk, &len,
+                                        sync_device_share_id(agent->device),
+                                        msg->want.ids + i * SYNC_HASH_LEN);
+        if (got == -ENOENT)
+            continue;
+        rc = got;
+        if (!rc) {
+            struct sync_msg reply = {.type = SYNC_MSG_CHUNK};
+            reply.chunk.record = chunk;
+            reply.chunk.len = len;
+            rc = send_msg(session, &reply);
+        }
+        free(chunk);
+    }
+    return rc;
+}
+
+struct kept_hash {
+    uint8_t hash[SYNC_HASH_LEN];
+    bool found;
+};
+
+static int note_hash(void *ctx, const struct sync_relay_record *record)
+{
+    struct kept_hash *out = ctx;
+    memcpy(out->hash, record->hash, SYNC_HASH_LEN);
+    out->found = true;
+    return 0;
+}
+
+/* A source's claims about chains: a fork (another hash for a seq) or a rollback. */
+static int check_heads(struct session *session, const struct sync_msg *msg)
+{
+    struct sync_agent *agent = session->agent;
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    for (size_t i = 0; i < msg->heads.count; i++) {
+        const struct sync_head *head = &msg->heads.entries[i];
+        uint64_t floor = crdt_vv_get(&session->claimed, head->author);
+        if (head->seq < floor) {
+            count(agent, &agent->status.rollbacks);
+            agent_log(agent, SYNC_NET_LOG_WARN,
+                      "%s rolled back: it offers record %llu of %016llx after offering %llu",
+                      sync_net_conn_addr(session->conn), (unsigned long long)head->seq,
+                      (unsigned long long)head->author, (unsigned long long)floor);
+            continue;
+        }
+        int rc = crdt_vv_raise(&session->claimed, head->author, head->seq);
+        struct kept_hash kept = {.found = false};
+        if (!rc)
+            rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device),
+                                     head->author, head->seq, 1, SYNC_RECORD_MAX, note_hash,
+                                     &kept);
+        if (rc)
+            return rc;
+        if (kept.found && memcmp(kept.hash, head->hash, SYNC_HASH_LEN) != 0) {
+            count(agent, &agent->status.forks);
+            agent_log(agent, SYNC_NET_LOG_WARN,
+                      "%s claims another record %llu of %016llx than the one held: a fork",
+                      sync_net_conn_addr(session->conn), (unsigned long long)head->seq,
+                      (unsigned long long)head->author);
+        }
+    }
+    return 0;
+}
+
+static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *bytes, size_t len)
+{
+    (void)ctx;
+    struct session *session = sync_net_conn_data(conn);
+    if (!session)
+        return -EPROTO;
+    struct sync_msg msg;
+    int rc = sync_wire_decode(&msg, bytes, len);
+    if (rc)
+        return rc;
+    switch (msg.type) {
+    case SYNC_MSG_HELLO: {
+        uint64_t total = 0;
+        for (size_t i = 0; i < msg.hello.vv.len; i++)
+            total += msg.hello.vv.entries[i].seq;
+        pthread_mutex_lock(&session->agent->status_lock);
+        session->agent->status.relay_records = total;
+        pthread_mutex_unlock(&session->agent->status_lock);
+    }
+        crdt_vv_free(&session->remote);
+        session->remote = msg.hello.vv;
+        msg.hello.vv = (struct crdt_vv){0};
+        session->hello_seen = true;
+        rc = pump(session);
+        break;
+    case SYNC_MSG_OPS:
+        rc = take_record(session, msg.ops.record, msg.ops.len);
+        if (!rc)
+            pump_all(session->agent); /* forward to the other sessions */
+        break;
+    case SYNC_MSG_CHUNK:
+        rc = take_record(session, msg.chunk.record, msg.chunk.len);
+        break;
+    case SYNC_MSG_WANT_CHUNKS:
+        rc = answer_want(session, &msg);
+        break;
+    case SYNC_MSG_HEADS:
+        rc = check_heads(session, &msg);
+        break;
+    case SYNC_MSG_ACK:
+        for (size_t i = 0; !rc && i < msg.ack.records.len; i++)
+            rc = crdt_vv_raise(&session->remote, msg.ack.records.entries[i].replica,
+                               msg.ack.records.entries[i].seq);
+        break;
+    case SYNC_MSG_MEMBER: {
+        char entry[2 * SYNC_PUBLIC_KEY_LEN + 16];
+        member_entry(entry, sizeof(entry), msg.member.action, msg.member.public_key);
+        rc = members_edit(session->agent, entry, false); /* confirmed */
+        break;
+    }
+    case SYNC_MSG_ERROR:
+        agent_log(session->agent, SYNC_NET_LOG_WARN, "%s says: %.*s (code %u)",
+                  sync_net_conn_addr(conn), (int)msg.error.len, msg.error.text, msg.error.code);
+        break;
+    }
+    sync_msg_clear(&msg);
+    return rc;
+}
+
+/* ---------- connections ---------- */
+
+/* The relay's key is pinned on first contact: a relay that changes key is refused. */
+static int relay_peer(void *ctx, const uint8_t share_id[SYNC_SHARE_ID_LEN],
+                      const uint8_t public_key[SYNC_PUBLIC_KEY_LEN], char *why, size_t why_len)
+{
+    (void)share_id;
+    struct sync_agent *agent = ctx;
+    char hex[2 * SYNC_PUBLIC_KEY_LEN + 1];
+    sodium_bin2hex(hex, sizeof(hex), public_key, SYNC_PUBLIC_KEY_LEN);
+    struct meta_store *store = meta_replica_store(agent->config.replica);
+    lock(agent);
+    char *pinned = NULL;
+    int rc = meta_setting_get(&pinned, store, RELAY_KEY_SETTING);
+    if (rc == -ENOENT)
+        rc = meta_setting_set(store, RELAY_KEY_SETTING, hex);
+    else if (!rc && strcmp(pinned, hex) != 0)
+        rc = -EKEYREJECTED;
+    unlock(agent);
+    free(pinned);
+    if (rc)
+        snprintf(why, why_len,
+                 rc == -EKEYREJECTED
+                     ? "the relay's key is not the one this share first met (setting %s)"
+                     : "cannot check the relay's key",
+                 RELAY_KEY_SETTING);
+    return rc;
+}
+
+static void on_open(void *ctx, struct sync_net_conn *conn)
+{
+    struct sync_agent *agent = ctx;
+    struct session *session = calloc(1, sizeof(*session));
+    if (!session) {
+        sync_net_conn_close(conn, -ENOMEM, "out of memory");
+        return;
+    }
+    session->agent = agent;
+    session->conn = conn;
+    session->next = agent->sessions;
+    agent->sessions = session;
+    sync_net_conn_set_data(conn, session);
+    pthread_mutex_lock(&agent->status_lock);
+    agent->status.relay_connected = true;
+    agent->status.relay_last_seen_ns = now_ns();
+    pthread_mutex_unlock(&agent->status_lock);
+    agent_log(agent, SYNC_NET_LOG_INFO, "connected to the relay at %s", sync_net_conn_addr(conn));
+    if (send_hello(session) != 0 || send_members(session) != 0)
+        sync_net_conn_close(conn, -EIO, "cannot say hello");
+}
+
+static void on_writable(void *ctx, struct sync_net_conn *conn)
+{
+    (void)ctx;
+    struct session *session = sync_net_conn_data(conn);
+    if (session && pump(session) != 0)
+        sync_net_conn_close(conn, -EIO, "streaming records failed");
+}
+
+static void on_closed(void *ctx, struct sync_net_conn *conn, int error, const char *why)
+{
+    struct sync_agent *agent = ctx;
+    struct session *session = conn ? sync_net_conn_data(conn) : NULL;
+    if (session) {
+        for (struct session **at = &agent->sessions; *at; at = &(*at)->next)
+            if (*at == session) {
+                *at = session->next;
+                break;
+            }
+        crdt_vv_free(&session->remote);
+        crdt_vv_free(&session->claimed);
+        free(session->asked);
+        free(session);
+    }
+    pthread_mutex_lock(&agent->status_lock);
+    agent->status.relay_connected = agent->sessions != NULL;
+    pthread_mutex_unlock(&agent->status_lock);
+    if (error && error != -ESHUTDOWN)
+        agent_log(agent, SYNC_NET_LOG_WARN, "relay connection: %s", why ? why : strerror(-error));
+}
+
+/* ---------- poking ---------- */
+
+static void seal_and_push(void *ctx)
+{
+    struct sync_agent *agent = ctx;
+    atomic_store(&agent->poke_pending, false);
+    int rc = sync_device_seal(agent->device, NULL);
+    char why[512];
+    snprintf(why, sizeof(why), "%s", sync_device_errmsg(agent->device));
+    struct sync_device_stats stats;
+    sync_device_stats(&stats, agent->device);
+    pthread_mutex_lock(&agent->status_lock);
+    agent->status.device = stats;
+    pthread_mutex_unlock(&agent->status_lock);
+    if (rc)
+        agent_log(agent, SYNC_NET_LOG_ERROR, "sealing this device's changes: %s", why);
+    pump_all(agent);
+}
+
+void sync_agent_poke(struct sync_agent *agent)
+{
+    if (!agent || atomic_exchange(&agent->poke_pending, true))
+        return;
+    if (sync_net_post(agent->net, seal_and_push, agent) != 0)
+        atomic_store(&agent->poke_pending, false);
+}
+
+/* ---------- invites ---------- */
+
+int sync_invite_make(char *token, size_t cap, char *why, size_t why_len,
+                     struct meta_replica *replica, const char *share_name,
+                     const char *device_name, uint8_t new_key[SYNC_PUBLIC_KEY_LEN])
+{
+    struct meta_store *store = meta_replica_store(replica);
+    struct sync_invite invite;
+    memset(&invite, 0, sizeof(invite));
+    char *relay = NULL, *relay_key = NULL;
+    int rc = meta_setting_get(&relay, store, RELAY_SETTING);
+    if (rc == -ENOENT)
+        snprintf(why, why_len, "the share has no relay to restore from: create shares to invite "
+                               "to with weft init NAME --relay HOST:PORT");
+    if (!rc && (rc = meta_setting_get(&relay_key, store, RELAY_KEY_SETTING)) == -ENOENT)
+        snprintf(why, why_len, "the share has not met its relay (%s) yet: mount it once while "
+                               "the relay runs, so the invite can name the relay's key",
+                 relay);
+    if (!rc && (snprintf(invite.relay_addr, sizeof(invite.relay_addr), "%s", relay) >=
+                    (int)sizeof(invite.relay_addr) ||
+                sodium_hex2bin(invite.relay_key, sizeof(invite.relay_key), relay_key,
+                               strlen(relay_key), NULL, NULL, NULL) != 0)) {
+        rc = -EINVAL;
+        snprintf(why, why_len, "the share's relay settings are damaged");
+    }
+    struct sync_identity identity;
+    if (!rc) {
+        randombytes_buf(invite.device_seed, sizeof(invite.device_seed));
+        rc = sync_identity_from_seed(&identity, invite.device_seed);
+        memcpy(new_key, identity.public_key, SYNC_PUBLIC_KEY_LEN);
+        sync_identity_wipe(&identity);
+    }
+    if (!rc) {
+        meta_store_share_id(invite.share_id, store);
+        meta_store_export_share_key(invite.share_key, store);
+        meta_store_public_key(invite.inviter_key, store);
+        snprintf(invite.share_name, sizeof(invite.share_name), "%s", share_name);
+        snprintf(invite.device_name, sizeof(invite.device_name), "%s", device_name);
+        rc = sync_invite_encode(token, cap, &invite);
+        if (rc)
+            snprintf(why, why_len, "cannot make a token of these names");
+    }
+    /* Members learn the device from a signed op; the relay from this member's word. */
+    if (!rc && (rc = meta_replica_add_device(replica, new_key, device_name, false)) != 0)
+        snprintf(why, why_len, "%s", meta_replica_errmsg(replica));
+    if (!rc && (rc = sync_member_queue(store, SYNC_MEMBER_ADD, new_key)) != 0)
+        snprintf(why, why_len, "cannot note the new member for the relay: %s", strerror(-rc));
+    if (rc && !why[0])
+        snprintf(why, why_len, "%s", strerror(-rc));
+    sync_invite_wipe(&invite);
+    free(relay);
+    free(relay_key);
+    return rc;
+}
+
+/* ---------- start / stop ---------- */
+
+int sync_agent_start(struct sync_agent **out, char *why, size_t why_len,
+                     const struct sync_agent_config *config)
+{
+    *out = NULL;
+    struct sync_agent *agent = calloc(1, sizeof(*agent));
+    if (!agent)
+        return -ENOMEM;
+    agent->config = *config;
+    agent->config.relay = NULL;
+    pthread_mutex_init(&agent->status_lock, NULL);
+    lock(agent);
+    struct meta_store *store = meta_replica_store(config->replica);
+    meta_store_public_key(agent->identity.public_key, store);
+    meta_store_secret_key(agent->identity.secret_key, store);
+    unlock(agent);
+    struct sync_device_lock device_lock = {config->lock, config->unlock, config->lock_ctx};
+    int rc = sync_device_open(&agent->device, why, why_len, config->replica, config->records_dir,
+                              &device_lock);
+    struct sync_net_config net_config = {.identity = &agent->identity,
+                                         .idle_timeout_ms = config->idle_timeout_ms,
+                                         .backoff_min_ms = config->backoff_min_ms,
+                                         .backoff_max_ms = config->backoff_max_ms,
+                                         .log = config->log,
+                                         .log_ctx = config->log_ctx};
+    if (!rc && (rc = sync_net_new(&agent->net, &net_config)) == 0 &&
+        (rc = sync_net_start(agent->net)) != 0)
+        snprintf(why, why_len, "cannot start the sync thread");
+    if (!rc && config->relay) {
+        char host[256];
+        uint16_t port = 0;
+        rc = sync_net_parse_addr(host, sizeof(host), &port, config->relay, false);
+        if (rc)
+            snprintf(why, why_len, "'%s' is not a relay address (HOST:PORT)", config->relay);
+        struct sync_net_handler handler = {.peer = relay_peer,
+                                           .open = on_open,
+                                           .message = on_message,
+                                           .writable = on_writable,
+                                           .closed = on_closed,
+                                           .ctx = agent};
+        if (!rc && (rc = sync_net_dial(agent->net, &agent->dialer, host, port,
+                                       sync_device_share_id(agent->device), &handler)) != 0)
+            snprintf(why, why_len, "cannot connect to the relay at %s: %s", config->relay,
+                     strerror(-rc));
+    }
+    if (rc) {
+        sync_agent_stop(agent);
+        return rc;
+    }
+    sync_agent_poke(agent); /* what was committed while no agent ran */
+    *out = agent;
+    return 0;
+}
+
+void sync_agent_status(struct sync_agent_status *out, struct sync_agent *agent)
+{
+    pthread_mutex_lock(&agent->status_lock);
+    *out = agent->status;
+    pthread_mutex_unlock(&agent->status_lock);
+}
+
+void sync_agent_stop(struct sync_agent *agent)
+{
+    if (!agent)
+        return;
+    sync_net_free(agent->net); /* closes every session (on_closed frees them) */
+    sync_device_close(agent->device);
+    sync_identity_wipe(&agent->identity);
+    pthread_mutex_destroy(&agent->status_lock);
+    free(agent);
+}

@@ -1,0 +1,930 @@
+/*
+ * sync/device: sealing this device's ops into records, and taking peers'
+ * records into the replica. See device.h for the contract.
+ */
+#include "sync/device.h"
+
+#include "meta/opbody.h"
+#include "meta/store.h"
+#include "meta/version.h"
+#include "sync/record.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+_Static_assert(SYNC_SHARE_ID_LEN == META_SHARE_ID_LEN, "one share id");
+_Static_assert(SYNC_HASH_LEN == META_HASH_LEN, "chunk ids travel as they are kept");
+_Static_assert(SYNC_NODE_ID_LEN == META_ID_LEN, "node ids travel as they are kept");
+_Static_assert(SYNC_SECRET_KEY_LEN == META_SECRET_KEY_LEN, "one device key");
+
+/* Room left in a record's plaintext for the batch header (README: at most 20 bytes). */
+#define BATCH_ROOM (SYNC_RECORD_PLAIN_MAX - 32)
+
+/* An author whose kept records from seq `from` on are not applied yet. */
+struct pending {
+    uint64_t author;
+    uint64_t from;
+};
+
+struct sync_device {
+    struct meta_replica *replica;
+    struct meta_store *store;
+    struct sync_device_lock lock; /* held around every use of replica and store */
+    struct sync_relay_store records;
+    uint8_t share_id[SYNC_SHARE_ID_LEN];
+    struct sync_epoch_key key; /* epoch 0: the only one until devices can be removed */
+    uint8_t secret_key[SYNC_SECRET_KEY_LEN];
+    uint64_t self;
+    /* This device's chain: its head record, and the last op seq a record holds. */
+    uint64_t head_seq;
+    uint8_t head_hash[SYNC_HASH_LEN];
+    uint64_t sealed_op_seq;
+    struct pending *pending;
+    size_t pending_len, pending_cap;
+    struct sync_device_stats stats;
+    char err[512];
+};
+
+static int device_fail(struct sync_device *device, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int device_fail(struct sync_device *device, int rc, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(device->err, sizeof(device->err), fmt, args);
+    va_end(args);
+    return rc;
+}
+
+/*
+ * Room for one more of `size`-byte items after `len` (doubling *cap when
+ * full): the array to use, or NULL (out of memory; the old one stays valid).
+ */
+static void *grow(void *items, size_t *cap, size_t len, size_t size, size_t first)
+{
+    if (len < *cap)
+        return items;
+    size_t more = *cap ? *cap * 2 : first;
+    void *grown = realloc(items, more * size);
+    if (grown)
+        *cap = more;
+    return grown;
+}
+
+static void hold(struct sync_device *device)
+{
+    if (device->lock.lock)
+        device->lock.lock(device->lock.ctx);
+}
+
+static void release(struct sync_device *device)
+{
+    if (device->lock.unlock)
+        device->lock.unlock(device->lock.ctx);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Membership is the replica store's device list; revoked devices author nothing. */
+static int member_key(void *ctx, uint8_t public_key[SYNC_PUBLIC_KEY_LEN], uint64_t replica,
+                      uint32_t epoch)
+{
+    (void)epoch;
+    struct sync_device *device = ctx;
+    struct meta_device member;
+    hold(device);
+    int rc = meta_device_get(&member, device->store, replica);
+    release(device);
+    if (rc != 0 || member.revoked)
+        return -EACCES;
+    memcpy(public_key, member.public_key, SYNC_PUBLIC_KEY_LEN);
+    return 0;
+}
+
+static void share_of(struct sync_share *share, struct sync_device *device)
+{
+    memcpy(share->id, device->share_id, SYNC_SHARE_ID_LEN);
+    share->keys = &device->key;
+    share->key_count = 1;
+    share->member = member_key;
+    share->member_ctx = device;
+}
+
+/* ---------- reading kept records ---------- */
+
+struct kept {
+    uint8_t *bytes;
+    size_t len;
+};
+
+static int copy_record(void *ctx, const struct sync_relay_record *record)
+{
+    struct kept *kept = ctx;
+    kept->bytes = malloc(record->len);
+    if (!kept->bytes)
+        return -ENOMEM;
+    memcpy(kept->bytes, record->bytes, record->len);
+    kept->len = record->len;
+    return 0;
+}
+
+/* Reads and opens `author`'s kept record `seq` into *out (sync_record_clear it). */
+static int kept_open(struct sync_device *device, struct sync_record *out, uint64_t author,
+                     uint64_t seq)
+{
+    struct kept kept = {0};
+    size_t count = 0;
+    const struct sync_relay_store_ops *ops = device->records.ops;
+    int rc = ops->op_read(device->records.ctx, &count, device->share_id, author, seq, 1,
+                          SYNC_RECORD_MAX, copy_record, &kept);
+    if (!rc && count == 0)
+        rc = -ENOENT;
+    if (rc) {
+        free(kept.bytes);
+        return device_fail(device, rc, "reading record %llu of %016llx: %s",
+                           (unsigned long long)seq, (unsigned long long)author,
+                           ops->errmsg(device->records.ctx));
+    }
+    struct sync_share share;
+    share_of(&share, device);
+    enum sync_reason reason = SYNC_REASON_NONE;
+    rc = sync_record_open(out, &reason, &share, kept.bytes, kept.len);
+    free(kept.bytes);
+    if (rc)
+        return device_fail(device, rc, "a kept record of %016llx no longer opens: %s",
+                           (unsigned long long)author, sync_reason_str(reason));
+    return 0;
+}
+
+static uint64_t last_op_seq(const struct sync_record *record)
+{
+    return record->ops[record->op_count - 1].seq;
+}
+
+/* ---------- pending authors ---------- */
+
+static struct pending *pending_find(struct sync_device *device, uint64_t author)
+{
+    for (size_t i = 0; i < device->pending_len; i++)
+        if (device->pending[i].author == author)
+            return &device->pending[i];
+    return NULL;
+}
+
+static int pending_add(struct sync_device *device, uint64_t author, uint64_t from)
+{
+    if (pending_find(device, author))
+        return 0;
+    struct pending *grown = grow(device->pending, &device->pending_cap, device->pending_len,
+                                 sizeof(*grown), 8);
+    if (!grown)
+        return -ENOMEM;
+    device->pending = grown;
+    device->pending[device->pending_len++] = (struct pending){author, from};
+    return 0;
+}
+
+static void pending_remove(struct sync_device *device, struct pending *slot)
+{
+    *slot = device->pending[--device->pending_len];
+}
+
+/* ---------- applying ---------- */
+
+/* The replica's op seq held from `author` (0 if none). */
+static int applied_seq(struct sync_device *device, uint64_t *out, uint64_t author)
+{
+    struct crdt_vv vv = {0};
+    hold(device);
+    int rc = meta_replica_version(&vv, device->replica);
+    if (rc)
+        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
+    release(device);
+    if (rc)
+        return rc;
+    *out = crdt_vv_get(&vv, author);
+    crdt_vv_free(&vv);
+    return 0;
+}
+
+/*
+ * Applies an opened op record's ops. -EAGAIN when it must wait (a chunk its
+ * content names is not here yet): nothing changed.
+ */
+static int apply_record(struct sync_device *device, const struct sync_record *record)
+{
+    /* Causal delivery: what its author held when sealing comes first. */
+    struct crdt_vv have = {0};
+    hold(device);
+    int rc = meta_replica_version(&have, device->replica);
+    if (rc)
+        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
+    release(device);
+    bool ready = !rc;
+    for (size_t i = 0; ready && i < record->deps.len; i++) {
+        const struct crdt_vv_entry *dep = &record->deps.entries[i];
+        ready = dep->replica == record->header.author || crdt_vv_get(&have, dep->replica) >= dep->seq;
+    }
+    crdt_vv_free(&have);
+    if (rc)
+        return rc;
+    if (!ready)
+        return -EAGAIN;
+    struct meta_op *ops = calloc(record->op_count, sizeof(*ops));
+    if (!ops)
+        return -ENOMEM;
+    for (size_t i = 0; i < record->op_count; i++) {
+        const struct sync_op *op = &record->ops[i];
+        ops[i] = (struct meta_op){.replica = op->replica,
+                                  .seq = op->seq,
+                                  .counter = op->counter,
+                                  .kind = (enum meta_op_kind)op->kind,
+                                  .author = op->author,
+                                  .body = (uint8_t *)op->body,
+                                  .body_len = op->body_len};
+        memcpy(ops[i].node.bytes, op->node, META_ID_LEN);
+    }
+    size_t applied = 0;
+    hold(device);
+    rc = meta_replica_apply_remote(&applied, device->replica, ops, record->op_count);
+    if (rc && rc != -ENOENT)
+        device_fail(device, rc, "applying ops of %016llx: %s",
+                    (unsigned long long)record->header.author,
+                    meta_replica_errmsg(device->replica));
+    release(device);
+    free(ops);
+    if (rc == -ENOENT)
+        return -EAGAIN;
+    if (rc)
+        return rc;
+    device->stats.records_applied++;
+    return 0;
+}
+
+/* Applies `author`'s kept records from `from` on; *next gets the first still unapplied. */
+static int apply_from(struct sync_device *device, uint64_t *next, uint64_t author, uint64_t from)
+{
+    uint64_t head = 0;
+    uint8_t hash[SYNC_HASH_LEN];
+    int rc = device->records.ops->head(device->records.ctx, &head, hash, device->share_id, author);
+    for (*next = from; !rc && *next <= head;) {
+        struct sync_record record = {0};
+        rc = kept_open(device, &record, author, *next);
+        if (!rc)
+            rc = apply_record(device, &record);
+        sync_record_clear(&record);
+        if (!rc)
+            (*next)++;
+    }
+    return rc;
+}
+
+/*
+ * The first of `author`'s kept records whose ops the replica lacks (head + 1
+ * if none): walks back from the head, which is where it is after a restart.
+ */
+static int first_unapplied(struct sync_device *device, uint64_t *out, uint64_t author,
+                           uint64_t head)
+{
+    uint64_t have = 0;
+    int rc = applied_seq(device, &have, author);
+    *out = head + 1;
+    for (uint64_t seq = head; !rc && seq >= 1; seq--) {
+        struct sync_record record = {0};
+        rc = kept_open(device, &record, author, seq);
+        bool applied = !rc && last_op_seq(&record) <= have;
+        bool first_ours = !rc && record.ops[0].seq <= have + 1;
+        sync_record_clear(&record);
+        if (rc || applied)
+            break;
+        *out = seq;
+        if (first_ours)
+            break;
+    }
+    return rc;
+}
+
+struct head_walk {
+    struct sync_device *device;
+    int rc;
+};
+
+static int note_unapplied(void *ctx, uint64_t author, uint64_t seq,
+                          const uint8_t hash[SYNC_HASH_LEN])
+{
+    (void)hash;
+    struct head_walk *walk = ctx;
+    walk->device->stats.records_kept += seq;
+    if (author == walk->device->self)
+        return 0;
+    uint64_t from;
+    int rc = first_unapplied(walk->device, &from, author, seq);
+    if (!rc && from <= seq)
+        rc = pending_add(walk->device, author, from);
+    return rc;
+}
+
+/* One pass over the pending authors; a record applied may unblock another author's. */
+static int apply_pending_pass(struct sync_device *device)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < device->pending_len;) {
+        struct pending *slot = &device->pending[i];
+        uint64_t next, head;
+        uint8_t hash[SYNC_HASH_LEN];
+        rc = apply_from(device, &next, slot->author, slot->from);
+        if (rc == -EAGAIN) {
+            slot->from = next;
+            rc = 0;
+            i++;
+            continue;
+        }
+        if (!rc)
+            rc = device->records.ops->head(device->records.ctx, &head, hash, device->share_id,
+                                           slot->author);
+        if (!rc && next > head)
+            pending_remove(device, slot);
+        else
+            i++;
+    }
+    return rc;
+}
+
+int sync_device_apply_pending(struct sync_device *device, size_t *applied)
+{
+    size_t before = (size_t)device->stats.records_applied;
+    uint64_t progress;
+    int rc;
+    do {
+        progress = device->stats.records_applied;
+        rc = apply_pending_pass(device);
+    } while (!rc && device->pending_len && device->stats.records_applied != progress);
+    device->stats.pending = device->pending_len;
+    if (applied)
+        *applied = (size_t)device->stats.records_applied - before;
+    return rc;
+}
+
+/* ---------- open / close ---------- */
+
+static int own_chain(struct sync_device *device)
+{
+    const struct sync_relay_store_ops *ops = device->records.ops;
+    int rc = ops->head(device->records.ctx, &device->head_seq, device->head_hash,
+                       device->share_id, device->self);
+    if (rc)
+        return device_fail(device, rc, "%s", ops->errmsg(device->records.ctx));
+    if (device->head_seq == 0)
+        return 0;
+    struct sync_record record = {0};
+    rc = kept_open(device, &record, device->self, device->head_seq);
+    if (!rc)
+        device->sealed_op_seq = last_op_seq(&record);
+    sync_record_clear(&record);
+    return rc;
+}
+
+int sync_device_open(struct sync_device **out, char *why, size_t why_len,
+                     struct meta_replica *replica, const char *records_dir,
+                     const struct sync_device_lock *lock)
+{
+    *out = NULL;
+    int rc = sync_init();
+    if (rc)
+        return rc;
+    struct sync_device *device = calloc(1, sizeof(*device));
+    if (!device)
+        return -ENOMEM;
+    device->replica = replica;
+    if (lock)
+        device->lock = *lock;
+    hold(device);
+    device->store = meta_replica_store(replica);
+    device->self = meta_store_replica(device->store);
+    meta_store_share_id(device->share_id, device->store);
+    meta_store_secret_key(device->secret_key, device->store);
+    uint8_t public_key[SYNC_PUBLIC_KEY_LEN];
+    meta_store_public_key(public_key, device->store);
+    device->key.epoch = 0;
+    rc = meta_store_derive_key(device->key.key, device->store, "seal epoch 0");
+    release(device);
+    if (!rc && mkdir(records_dir, 0700) != 0 && errno != EEXIST)
+        rc = device_fail(device, -errno, "cannot make %s: %s", records_dir, strerror(errno));
+    if (!rc)
+        rc = sync_relay_store_open_sqlite(&device->records, device->err, sizeof(device->err),
+                                          records_dir);
+    bool exists = false;
+    if (!rc)
+        rc = device->records.ops->share_exists(device->records.ctx, &exists, device->share_id);
+    if (!rc && !exists) {
+        rc = device->records.ops->share_register(device->records.ctx, device->share_id,
+                                                 public_key, now_ns());
+    }
+    if (rc && device->records.ops && !device->err[0])
+        device_fail(device, rc, "%s", device->records.ops->errmsg(device->records.ctx));
+    if (!rc)
+        rc = own_chain(device);
+    struct head_walk walk = {device, 0};
+    if (!rc)
+        rc = device->records.ops->heads(device->records.ctx, device->share_id, note_unapplied,
+                                        &walk);
+    if (rc) {
+        if (why)
+            snprintf(why, why_len, "%s", device->err[0] ? device->err : strerror(-rc));
+        sync_device_close(device);
+        return rc;
+    }
+    device->stats.pending = device->pending_len;
+    *out = device;
+    return 0;
+}
+
+void sync_device_close(struct sync_device *device)
+{
+    if (!device)
+        return;
+    sync_relay_store_close(&device->records);
+    sodium_memzero(device->secret_key, sizeof(device->secret_key));
+    sodium_memzero(device->key.key, sizeof(device->key.key));
+    free(device->pending);
+    free(device);
+}
+
+/* ---------- the chunks binary versions name ---------- */
+
+typedef int (*chunk_fn)(void *ctx, const uint8_t id[SYNC_HASH_LEN]);
+
+/*
+ * Calls fn for each chunk id the binary versions among ops[0..count) name.
+ * Text versions travel as their text ops: their chunks never need to.
+ */
+static int each_binary_chunk(const struct sync_op *ops, size_t count, chunk_fn fn, void *ctx)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < count; i++) {
+        if (ops[i].kind != META_OP_ATTR)
+            continue;
+        struct meta_attr_body body;
+        rc = meta_attr_body_decode(&body, ops[i].body, ops[i].body_len);
+        for (size_t k = 0; !rc && body.mask == META_ATTR_CONTENT && !body.text &&
+                           k < body.chunks.len;
+             k++)
+            rc = fn(ctx, body.chunks.refs[k].id);
+        meta_attr_body_clear(&body);
+    }
+    return rc;
+}
+
+struct id_list {
+    uint8_t (*ids)[SYNC_HASH_LEN];
+    size_t len, cap;
+};
+
+static int ids_push(struct id_list *list, const uint8_t id[SYNC_HASH_LEN])
+{
+    uint8_t(*grown)[SYNC_HASH_LEN] = grow(list->ids, &list->cap, list->len, sizeof(*grown), 16);
+    if (!grown)
+        return -ENOMEM;
+    list->ids = grown;
+    memcpy(list->ids[list->len++], id, SYNC_HASH_LEN);
+    return 0;
+}
+
+/* ---------- sealing ---------- */
+
+/* This device's ops that no record holds yet, copied (bodies owned). */
+struct unsealed {
+    uint64_t self;
+    struct sync_op *ops;
+    size_t len, cap;
+};
+
+static int collect_own(void *ctx, const struct meta_op *op)
+{
+    struct unsealed *list = ctx;
+    if (op->replica != list->self)
+        return 0;
+    struct sync_op *grown = grow(list->ops, &list->cap, list->len, sizeof(*grown), 64);
+    if (!grown)
+        return -ENOMEM;
+    list->ops = grown;
+    uint8_t *body = malloc(op->body_len ? op->body_len : 1);
+    if (!body)
+        return -ENOMEM;
+    if (op->body_len)
+        memcpy(body, op->body, op->body_len);
+    struct sync_op *out = &list->ops[list->len++];
+    *out = (struct sync_op){.replica = op->replica,
+                            .seq = op->seq,
+                            .counter = op->counter,
+                            .kind = (uint8_t)op->kind,
+                            .author = op->author,
+                            .body = body,
+                            .body_len = op->body_len};
+    memcpy(out->node, op->node.bytes, META_ID_LEN);
+    return 0;
+}
+
+static void unsealed_free(struct unsealed *list)
+{
+    for (size_t i = 0; i < list->len; i++)
+        free((void *)list->ops[i].body);
+    free(list->ops);
+}
+
+static void seal_of(struct sync_seal *seal, const struct sync_device *device)
+{
+    *seal = (struct sync_seal){.share_id = device->share_id,
+                               .epoch = device->key.epoch,
+                               .key = device->key.key,
+                               .author = device->self,
+                               .secret_key = device->secret_key};
+}
+
+/* Seals chunk `id` into a chunk record unless one is held already. */
+static int seal_chunk(void *ctx, const uint8_t id[SYNC_HASH_LEN])
+{
+    struct sync_device *device = ctx;
+    const struct sync_relay_store_ops *ops = device->records.ops;
+    bool has = false;
+    int rc = ops->chunk_has(device->records.ctx, &has, device->share_id, id);
+    if (rc || has)
+        return rc;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    hold(device);
+    rc = meta_chunk_get(&data, &len, device->store, id);
+    if (rc)
+        device_fail(device, rc, "a chunk of this device's version is missing: %s",
+                    meta_store_errmsg(device->store));
+    release(device);
+    if (rc)
+        return rc;
+    struct sync_seal seal;
+    seal_of(&seal, device);
+    struct crdt_buf buf = {0};
+    uint8_t hash[SYNC_HASH_LEN];
+    rc = sync_record_seal_chunk(&buf, hash, &seal, id, data, len);
+    free(data);
+    if (!rc)
+        rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, device->self,
+                            buf.data, buf.len);
+    crdt_buf_free(&buf);
+    if (!rc)
+        device->stats.chunks_sealed++;
+    return rc;
+}
+
+/* Seals ops[0..count) as the next record of this device's chain, naming `deps`, and keeps it. */
+static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
+                      const struct sync_op *ops, size_t count)
+{
+    /* Chunk records first, so whoever holds the op record can get what it names. */
+    int rc = each_binary_chunk(ops, count, seal_chunk, device);
+    if (rc)
+        return rc;
+    struct sync_seal seal;
+    seal_of(&seal, device);
+    struct crdt_buf buf = {0};
+    uint8_t hash[SYNC_HASH_LEN];
+    uint64_t seq = device->head_seq + 1;
+    rc = sync_record_seal_ops_deps(&buf, hash, &seal, seq, seq > 1 ? device->head_hash : NULL,
+                                   deps, ops, count);
+    if (!rc)
+        rc = device->records.ops->op_put(device->records.ctx, NULL, device->share_id,
+                                         device->self, seq, device->head_hash, hash,
+                                         device->key.epoch, buf.data, buf.len);
+    crdt_buf_free(&buf);
+    if (rc)
+        return rc;
+    device->head_seq = seq;
+    memcpy(device->head_hash, hash, SYNC_HASH_LEN);
+    device->sealed_op_seq = ops[count - 1].seq;
+    device->stats.records_sealed++;
+    device->stats.records_kept++;
+    return 0;
+}
+
+/* The replica's version with this device's entry lowered to what records hold. */
+static int unsealed_since(struct sync_device *device, struct crdt_vv *out)
+{
+    struct crdt_vv now = {0};
+    hold(device);
+    int rc = meta_replica_version(&now, device->replica);
+    release(device);
+    for (size_t i = 0; !rc && i < now.len; i++) {
+        uint64_t seq = now.entries[i].replica == device->self ? device->sealed_op_seq
+                                                              : now.entries[i].seq;
+        if (seq)
+            rc = crdt_vv_raise(out, now.entries[i].replica, seq);
+    }
+    crdt_vv_free(&now);
+    return rc;
+}
+
+int sync_device_seal(struct sync_device *device, size_t *sealed)
+{
+    size_t before = (size_t)device->stats.records_sealed;
+    struct crdt_vv have = {0};
+    struct unsealed list = {.self = device->self};
+    int rc = unsealed_since(device, &have);
+    hold(device);
+    if (!rc)
+        rc = meta_replica_ops_since(device->replica, &have, collect_own, &list);
+    if (rc && !device->err[0])
+        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
+    release(device);
+    const struct sync_relay_store_ops *ops = device->records.ops;
+    bool group = !rc && list.len > 0 && ops->begin(device->records.ctx) == 0;
+    size_t start = 0, size = 0;
+    for (size_t i = 0; !rc && i <= list.len; i++) {
+        size_t op_size = i < list.len ? sync_record_op_size(&list.ops[i]) : 0;
+        if (i < list.len && op_size > BATCH_ROOM)
+            rc = device_fail(device, -EMSGSIZE,
+                             "op %llu of this device is %zu bytes, over the record limit of %u",
+                             (unsigned long long)list.ops[i].seq, op_size, BATCH_ROOM);
+        else if (i > start && (i == list.len || size + op_size > BATCH_ROOM)) {
+            rc = seal_batch(device, &have, &list.ops[start], i - start);
+            start = i;
+            size = 0;
+        }
+        size += op_size;
+    }
+    if (group) {
+        if (rc)
+            ops->rollback(device->records.ctx);
+        else
+            rc = ops->commit(device->records.ctx);
+    }
+    if (rc) {
+        /* The records store rolled back: so does what this device believes of its chain. */
+        int again = own_chain(device);
+        if (!device->err[0] || again)
+            device_fail(device, rc, "sealing: %s", ops->errmsg(device->records.ctx));
+    }
+    unsealed_free(&list);
+    crdt_vv_free(&have);
+    if (sealed)
+        *sealed = (size_t)device->stats.records_sealed - before;
+    return rc;
+}
+
+/* ---------- accepting ---------- */
+
+static int refuse(struct sync_device *device, enum sync_reason *out, enum sync_reason reason,
+                  uint64_t author, const char *what)
+{
+    if (out)
+        *out = reason;
+    device->stats.refused[reason]++;
+    return device_fail(device, sync_reason_errno(reason), "refused %s of %016llx: %s", what,
+                       (unsigned long long)author, sync_reason_str(reason));
+}
+
+static int accept_chunk(struct sync_device *device, enum sync_reason *reason,
+                        const struct sync_record_header *header, const uint8_t *bytes, size_t len)
+{
+    const struct sync_relay_store_ops *ops = device->records.ops;
+    bool kept = false, have = false;
+    int rc = ops->chunk_has(device->records.ctx, &kept, device->share_id, header->chunk_id);
+    hold(device);
+    if (!rc)
+        rc = meta_chunk_has(&have, device->store, header->chunk_id);
+    release(device);
+    if (rc)
+        return rc;
+    if (kept && have) {
+        device->stats.duplicates++;
+        return 0;
+    }
+    struct sync_share share;
+    share_of(&share, device);
+    struct sync_record record = {0};
+    enum sync_reason why = SYNC_REASON_NONE;
+    rc = sync_record_open(&record, &why, &share, bytes, len);
+    if (rc && why != SYNC_REASON_NONE)
+        return refuse(device, reason, why, header->author, "a chunk");
+    uint8_t id[META_HASH_LEN];
+    if (!rc)
+        rc = meta_store_chunk_id(id, device->store, record.chunk, record.chunk_len);
+    if (!rc && memcmp(id, header->chunk_id, META_HASH_LEN) != 0) {
+        /* Signed by a member, but the bytes are not the chunk it names: forged content. */
+        sync_record_clear(&record);
+        return refuse(device, reason, SYNC_REASON_FORGED, header->author, "a chunk");
+    }
+    if (!rc && !have) {
+        hold(device);
+        rc = meta_chunk_put(device->store, id, record.chunk, record.chunk_len);
+        release(device);
+    }
+    if (!rc && !kept)
+        rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, header->author,
+                            bytes, len);
+    sync_record_clear(&record);
+    if (rc)
+        return device_fail(device, rc, "keeping a chunk: %s", strerror(-rc));
+    device->stats.chunks_received++;
+    return device->pending_len ? sync_device_apply_pending(device, NULL) : 0;
+}
+
+/* Is op record `seq` of `author`, as kept, the one with `hash`? */
+static int kept_hash_equal(struct sync_device *device, bool *equal, uint64_t author, uint64_t seq,
+                           const uint8_t hash[SYNC_HASH_LEN])
+{
+    struct kept kept = {0};
+    size_t count = 0;
+    int rc = device->records.ops->op_read(device->records.ctx, &count, device->share_id, author,
+                                          seq, 1, SYNC_RECORD_MAX, copy_record, &kept);
+    *equal = false;
+    if (!rc && count == 1) {
+        uint8_t kept_hash[SYNC_HASH_LEN];
+        sync_record_hash(kept_hash, kept.bytes, kept.len);
+        *equal = memcmp(kept_hash, hash, SYNC_HASH_LEN) == 0;
+    }
+    free(kept.bytes);
+    return rc;
+}
+
+static int accept_ops(struct sync_device *device, enum sync_reason *reason,
+                      const struct sync_record_header *header, const uint8_t *bytes, size_t len)
+{
+    const struct sync_relay_store_ops *ops = device->records.ops;
+    uint64_t author = header->author, head = 0;
+    uint8_t head_hash[SYNC_HASH_LEN], hash[SYNC_HASH_LEN];
+    sync_record_hash(hash, bytes, len);
+    int rc = ops->head(device->records.ctx, &head, head_hash, device->share_id, author);
+    if (rc)
+        return device_fail(device, rc, "%s", ops->errmsg(device->records.ctx));
+    if (header->seq <= head) {
+        bool same;
+        rc = kept_hash_equal(device, &same, author, header->seq, hash);
+        if (rc)
+            return rc;
+        if (!same)
+            return refuse(device, reason, SYNC_REASON_FORK, author, "a record");
+        device->stats.duplicates++;
+        return 0;
+    }
+    if (header->seq > head + 1)
+        return refuse(device, reason, SYNC_REASON_DROPPED, author, "a record");
+    if (head > 0 && memcmp(header->prev, head_hash, SYNC_HASH_LEN) != 0)
+        return refuse(device, reason, SYNC_REASON_FORK, author, "a record");
+    struct sync_share share;
+    share_of(&share, device);
+    struct sync_record record = {0};
+    enum sync_reason why = SYNC_REASON_NONE;
+    rc = sync_record_open(&record, &why, &share, bytes, len);
+    if (rc && why != SYNC_REASON_NONE)
+        return refuse(device, reason, why, author, "a record");
+    if (!rc && author == device->self) {
+        /* Our own record we do not hold: another device cannot sign as us, so we lost it. */
+        sync_record_clear(&record);
+        return device_fail(device, -EUCLEAN,
+                           "a peer holds record %llu of this device, which this device lost",
+                           (unsigned long long)header->seq);
+    }
+    if (!rc)
+        rc = ops->op_put(device->records.ctx, NULL, device->share_id, author, header->seq,
+                         header->prev, hash, header->epoch, bytes, len);
+    if (rc) {
+        sync_record_clear(&record);
+        return device_fail(device, rc, "keeping a record of %016llx: %s",
+                           (unsigned long long)author, ops->errmsg(device->records.ctx));
+    }
+    device->stats.records_kept++;
+    if (pending_find(device, author)) {
+        sync_record_clear(&record);
+        return sync_device_apply_pending(device, NULL);
+    }
+    rc = apply_record(device, &record);
+    sync_record_clear(&record);
+    if (rc == -EAGAIN)
+        rc = pending_add(device, author, header->seq);
+    else if (!rc && device->pending_len)
+        rc = sync_device_apply_pending(device, NULL); /* it may be what others waited for */
+    device->stats.pending = device->pending_len;
+    return rc;
+}
+
+int sync_device_accept(struct sync_device *device, enum sync_reason *reason, const uint8_t *bytes,
+                       size_t len)
+{
+    if (reason)
+        *reason = SYNC_REASON_NONE;
+    device->err[0] = '\0';
+    struct sync_record_header header;
+    int rc = sync_record_peek(&header, bytes, len);
+    if (rc)
+        return refuse(device, reason,
+                      rc == -EPROTONOSUPPORT ? SYNC_REASON_VERSION : SYNC_REASON_MALFORMED, 0,
+                      "a record");
+    if (memcmp(header.share_id, device->share_id, SYNC_SHARE_ID_LEN) != 0)
+        return refuse(device, reason, SYNC_REASON_WRONG_SHARE, header.author, "a record");
+    return header.kind == SYNC_RECORD_CHUNK ? accept_chunk(device, reason, &header, bytes, len)
+                                            : accept_ops(device, reason, &header, bytes, len);
+}
+
+/* ---------- chunks wanted ---------- */
+
+struct wanted {
+    struct sync_device *device;
+    struct id_list list;
+};
+
+/* Lists `id` unless the replica has it or it is listed. */
+static int want(void *ctx, const uint8_t id[SYNC_HASH_LEN])
+{
+    struct wanted *wanted = ctx;
+    bool have = false;
+    hold(wanted->device);
+    int rc = meta_chunk_has(&have, wanted->device->store, id);
+    release(wanted->device);
+    for (size_t i = 0; !rc && !have && i < wanted->list.len; i++)
+        have = memcmp(wanted->list.ids[i], id, SYNC_HASH_LEN) == 0;
+    return rc || have ? rc : ids_push(&wanted->list, id);
+}
+
+static int push_id(void *ctx, const uint8_t id[SYNC_HASH_LEN])
+{
+    return ids_push(ctx, id);
+}
+
+int sync_device_chunks_named(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
+                             size_t *count, const uint8_t *bytes, size_t len)
+{
+    struct sync_share share;
+    share_of(&share, device);
+    struct sync_record record = {0};
+    struct id_list list = {0};
+    int rc = sync_record_open(&record, NULL, &share, bytes, len);
+    if (!rc)
+        rc = each_binary_chunk(record.ops, record.op_count, push_id, &list);
+    sync_record_clear(&record);
+    if (rc) {
+        free(list.ids);
+        list = (struct id_list){0};
+    }
+    *ids = list.ids;
+    *count = list.len;
+    return rc;
+}
+
+int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN], size_t *count)
+{
+    struct wanted wanted = {.device = device};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < device->pending_len; i++) {
+        const struct pending *slot = &device->pending[i];
+        uint64_t head = 0;
+        uint8_t hash[SYNC_HASH_LEN];
+        rc = device->records.ops->head(device->records.ctx, &head, hash, device->share_id,
+                                       slot->author);
+        for (uint64_t seq = slot->from; !rc && seq <= head; seq++) {
+            struct sync_record record = {0};
+            rc = kept_open(device, &record, slot->author, seq);
+            if (!rc)
+                rc = each_binary_chunk(record.ops, record.op_count, want, &wanted);
+            sync_record_clear(&record);
+        }
+    }
+    if (rc) {
+        free(wanted.list.ids);
+        wanted.list = (struct id_list){0};
+    }
+    *ids = wanted.list.ids;
+    *count = wanted.list.len;
+    return rc;
+}
+
+/* ---------- accessors ---------- */
+
+struct sync_relay_store *sync_device_records(struct sync_device *device)
+{
+    return &device->records;
+}
+
+const uint8_t *sync_device_share_id(const struct sync_device *device)
+{
+    return device->share_id;
+}
+
+const char *sync_device_errmsg(const struct sync_device *device)
+{
+    return device->err;
+}
+
+void sync_device_stats(struct sync_device_stats *out, const struct sync_device *device)
+{
+    *out = device->stats;
+}

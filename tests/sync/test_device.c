@@ -1,0 +1,308 @@
+/*
+ * test-sync-device: sync/device between replicas in one process. A seals
+ * its ops (and chunks) into records; B takes them one by one as a peer or
+ * relay would hand them over, asks for the chunks it lacks, and ends equal
+ * to A. Then every record-level attack on B: each refused with its reason,
+ * nothing kept or applied, honest records still going through afterwards.
+ */
+#include "sync/device.h"
+
+#include "meta/store.h"
+#include "sync/record.h"
+#include "unit/replica_peers.h"
+
+#include <sodium.h>
+
+struct node {
+    struct peer peer;
+    struct sync_device *device;
+    char *records_dir;
+};
+
+static void node_init(struct node *node, const char *name)
+{
+    peer_init(&node->peer, name);
+    size_t len = strlen(node->peer.dir) + 16;
+    node->records_dir = malloc(len);
+    snprintf(node->records_dir, len, "%s/records", node->peer.dir);
+    char why[512] = "";
+    int rc = sync_device_open(&node->device, why, sizeof(why), node->peer.replica,
+                              node->records_dir, NULL);
+    if (rc)
+        fprintf(stderr, "sync_device_open: %s\n", why);
+    CHECK_INT(0, rc);
+}
+
+static void node_free(struct node *node)
+{
+    sync_device_close(node->device);
+    free(node->records_dir);
+    peer_free(&node->peer);
+}
+
+struct copied {
+    uint8_t **records;
+    size_t *lens;
+    size_t len, cap;
+};
+
+static int copy_out(void *ctx, const struct sync_relay_record *record)
+{
+    struct copied *out = ctx;
+    if (out->len == out->cap) {
+        out->cap = out->cap ? out->cap * 2 : 16;
+        out->records = realloc(out->records, out->cap * sizeof(*out->records));
+        out->lens = realloc(out->lens, out->cap * sizeof(*out->lens));
+    }
+    out->records[out->len] = malloc(record->len);
+    memcpy(out->records[out->len], record->bytes, record->len);
+    out->lens[out->len++] = record->len;
+    return 0;
+}
+
+static void copied_free(struct copied *copied)
+{
+    for (size_t i = 0; i < copied->len; i++)
+        free(copied->records[i]);
+    free(copied->records);
+    free(copied->lens);
+    memset(copied, 0, sizeof(*copied));
+}
+
+/* Every op record `author` has in `from`'s store from seq `first` on. */
+static void records_of(struct copied *out, struct node *from, uint64_t author, uint64_t first)
+{
+    struct sync_relay_store *store = sync_device_records(from->device);
+    CHECK_INT(0, store->ops->op_read(store->ctx, NULL, sync_device_share_id(from->device), author,
+                                     first, 100000, SIZE_MAX, copy_out, out));
+}
+
+static uint64_t replica_of(struct node *node)
+{
+    return meta_store_replica(meta_replica_store(node->peer.replica));
+}
+
+static int accept(struct node *to, const uint8_t *bytes, size_t len, enum sync_reason *reason)
+{
+    return sync_device_accept(to->device, reason, bytes, len);
+}
+
+/* Hands `to` the chunk records it asked for, from `from`'s store. */
+static size_t give_chunks(struct node *to, struct node *from)
+{
+    struct sync_relay_store *store = sync_device_records(from->device);
+    uint8_t (*ids)[SYNC_HASH_LEN] = NULL;
+    size_t count = 0;
+    CHECK_INT(0, sync_device_wanted(to->device, &ids, &count));
+    for (size_t i = 0; i < count; i++) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        CHECK_INT(0, store->ops->chunk_get(store->ctx, &bytes, &len,
+                                           sync_device_share_id(from->device), ids[i]));
+        enum sync_reason reason;
+        CHECK_INT(0, accept(to, bytes, len, &reason));
+        free(bytes);
+    }
+    free(ids);
+    return count;
+}
+
+/* Everything of `author` that `from` holds and `to` lacks, then the chunks asked for. */
+static void deliver(struct node *to, struct node *from, uint64_t author)
+{
+    struct copied got = {0};
+    records_of(&got, from, author, 1);
+    for (size_t i = 0; i < got.len; i++) {
+        enum sync_reason reason = SYNC_REASON_NONE;
+        int rc = accept(to, got.records[i], got.lens[i], &reason);
+        if (rc)
+            fprintf(stderr, "accept: %s\n", sync_device_errmsg(to->device));
+        CHECK_INT(0, rc);
+    }
+    copied_free(&got);
+    give_chunks(to, from);
+    CHECK_INT(0, sync_device_apply_pending(to->device, NULL));
+}
+
+static void test_converge(void)
+{
+    struct node a, b;
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    introduce(&a.peer, &b.peer);
+
+    CHECK_INT(0, meta_replica_mkdir(&(struct meta_attr){0}, a.peer.replica, META_INO_ROOT, "docs",
+                                    0755, 0, 0));
+    write_text(&a.peer, "docs/notes.txt", "one\ntwo\nthree\n");
+    size_t big_len = 300 * 1024;
+    uint8_t *big = malloc(big_len);
+    randombytes_buf(big, big_len);
+    write_file(&a.peer, "docs/photo.bin", big, big_len);
+
+    size_t sealed = 0;
+    CHECK_INT(0, sync_device_seal(a.device, &sealed));
+    CHECK(sealed >= 1);
+    CHECK_INT(0, sync_device_seal(a.device, &sealed));
+    CHECK_INT(0, sealed); /* nothing new */
+
+    /* Op records first: B keeps them and waits for the photo's chunks. */
+    struct copied got = {0};
+    records_of(&got, &a, replica_of(&a), 1);
+    for (size_t i = 0; i < got.len; i++)
+        CHECK_INT(0, accept(&b, got.records[i], got.lens[i], NULL));
+    struct sync_device_stats stats;
+    sync_device_stats(&stats, b.device);
+    CHECK_INT(1, stats.pending);
+    CHECK(give_chunks(&b, &a) >= 2);
+    sync_device_stats(&stats, b.device);
+    CHECK_INT(0, stats.pending);
+    check_content(&b.peer, "docs/notes.txt", "one\ntwo\nthree\n");
+    size_t len = 0;
+    char *photo = read_file(&b.peer, "docs/photo.bin", &len);
+    CHECK(len == big_len && memcmp(photo, big, big_len) == 0);
+    free(photo);
+
+    /* The same records again (a relay and a peer overlap): duplicates, not attacks. */
+    for (size_t i = 0; i < got.len; i++)
+        CHECK_INT(0, accept(&b, got.records[i], got.lens[i], NULL));
+    sync_device_stats(&stats, b.device);
+    CHECK((size_t)stats.duplicates == got.len);
+    copied_free(&got);
+
+    /* Both edit the text concurrently; records both ways; both see both edits. */
+    write_text(&a.peer, "docs/notes.txt", "one\ntwo (a)\nthree\n");
+    write_text(&b.peer, "docs/notes.txt", "one\ntwo\nthree (b)\n");
+    CHECK_INT(0, sync_device_seal(a.device, NULL));
+    CHECK_INT(0, sync_device_seal(b.device, NULL));
+    deliver(&b, &a, replica_of(&a));
+    deliver(&a, &b, replica_of(&b));
+    check_content(&a.peer, "docs/notes.txt", "one\ntwo (a)\nthree (b)\n");
+    check_content(&b.peer, "docs/notes.txt", "one\ntwo (a)\nthree (b)\n");
+
+    /* B restarts: its chain continues where it was (no fork at the relay). */
+    sync_device_close(b.device);
+    char why[512];
+    CHECK_INT(0, sync_device_open(&b.device, why, sizeof(why), b.peer.replica, b.records_dir, NULL));
+    write_text(&b.peer, "docs/after.txt", "after restart\n");
+    CHECK_INT(0, sync_device_seal(b.device, &sealed));
+    CHECK_INT(1, sealed);
+    deliver(&a, &b, replica_of(&b));
+    check_content(&a.peer, "docs/after.txt", "after restart\n");
+
+    free(big);
+    node_free(&a);
+    node_free(&b);
+}
+
+/* A refused record: the reason, the errno, and nothing kept. */
+static void expect_refused(struct node *to, const uint8_t *bytes, size_t len,
+                           enum sync_reason want)
+{
+    enum sync_reason reason = SYNC_REASON_NONE;
+    int rc = accept(to, bytes, len, &reason);
+    if (reason != want)
+        fprintf(stderr, "wanted %s, got %s (%s)\n", sync_reason_str(want),
+                sync_reason_str(reason), sync_device_errmsg(to->device));
+    CHECK_INT(sync_reason_errno(want), rc);
+    CHECK_INT(want, reason);
+}
+
+static void test_attacks(void)
+{
+    struct node a, b, outsider;
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    introduce(&a.peer, &b.peer);
+    for (int i = 0; i < 3; i++) {
+        char path[32], text[32];
+        snprintf(path, sizeof(path), "f%d.txt", i);
+        snprintf(text, sizeof(text), "version %d\n", i);
+        write_text(&a.peer, path, text);
+        CHECK_INT(0, sync_device_seal(a.device, NULL)); /* one record each */
+    }
+    struct copied got = {0};
+    records_of(&got, &a, replica_of(&a), 1);
+    CHECK_INT(3, got.len);
+
+    /* Dropped: record 2 before record 1. */
+    expect_refused(&b, got.records[1], got.lens[1], SYNC_REASON_DROPPED);
+    /* Altered: a byte of the ciphertext changed. */
+    uint8_t *altered = malloc(got.lens[0]);
+    memcpy(altered, got.records[0], got.lens[0]);
+    altered[SYNC_RECORD_HEADER_LEN + 5] ^= 1;
+    expect_refused(&b, altered, got.lens[0], SYNC_REASON_ALTERED);
+    /* Truncated. */
+    expect_refused(&b, got.records[0], got.lens[0] - 1, SYNC_REASON_MALFORMED);
+    /* Forged: the signature changed. */
+    memcpy(altered, got.records[0], got.lens[0]);
+    altered[got.lens[0] - 1] ^= 1;
+    expect_refused(&b, altered, got.lens[0], SYNC_REASON_FORGED);
+    free(altered);
+    /* Nothing of that was kept or applied: the honest record still goes through. */
+    CHECK_INT(0, accept(&b, got.records[0], got.lens[0], NULL));
+    give_chunks(&b, &a);
+    check_content(&b.peer, "f0.txt", "version 0\n");
+
+    node_init(&outsider, "mallory");
+    write_text(&outsider.peer, "x.txt", "other share\n");
+    CHECK_INT(0, sync_device_seal(outsider.device, NULL));
+    struct copied theirs = {0};
+    records_of(&theirs, &outsider, replica_of(&outsider), 1);
+    /* Not a member of the share: its record is refused (peer_init shares the id and key). */
+    expect_refused(&b, theirs.records[0], theirs.lens[0], SYNC_REASON_UNKNOWN_AUTHOR);
+    /* Another share: the share id differs. */
+    theirs.records[0][2] ^= 0xff;
+    expect_refused(&b, theirs.records[0], theirs.lens[0], SYNC_REASON_WRONG_SHARE);
+    copied_free(&theirs);
+
+    /* Equivocation: A (or whoever holds its key) signs another record 2. */
+    struct sync_seal seal = {0};
+    uint8_t share_id[SYNC_SHARE_ID_LEN], secret[SYNC_SECRET_KEY_LEN], key[SYNC_KEY_LEN];
+    struct meta_store *astore = meta_replica_store(a.peer.replica);
+    meta_store_share_id(share_id, astore);
+    meta_store_secret_key(secret, astore);
+    CHECK_INT(0, meta_store_derive_key(key, astore, "seal epoch 0"));
+    seal.share_id = share_id;
+    seal.key = key;
+    seal.author = replica_of(&a);
+    seal.secret_key = secret;
+    uint8_t prev[SYNC_HASH_LEN];
+    sync_record_hash(prev, got.records[0], got.lens[0]);
+    uint8_t body[] = {1, 2, 3};
+    struct sync_op op = {.replica = seal.author,
+                         .seq = 2,
+                         .counter = 99,
+                         .kind = 2,
+                         .author = seal.author,
+                         .body = body,
+                         .body_len = sizeof(body)};
+    struct crdt_buf fork = {0};
+    uint8_t fork_hash[SYNC_HASH_LEN];
+    CHECK_INT(0, sync_record_seal_ops(&fork, fork_hash, &seal, 2, prev, &op, 1));
+    CHECK_INT(0, accept(&b, got.records[1], got.lens[1], NULL));
+    expect_refused(&b, fork.data, fork.len, SYNC_REASON_FORK);
+    crdt_buf_free(&fork);
+    sodium_memzero(secret, sizeof(secret));
+
+    /* Replayed: an old record again is a harmless duplicate; then the last goes through. */
+    CHECK_INT(0, accept(&b, got.records[0], got.lens[0], NULL));
+    CHECK_INT(0, accept(&b, got.records[2], got.lens[2], NULL));
+    give_chunks(&b, &a);
+    check_content(&b.peer, "f2.txt", "version 2\n");
+    struct sync_device_stats stats;
+    sync_device_stats(&stats, b.device);
+    CHECK_INT(1, stats.refused[SYNC_REASON_FORK]);
+    CHECK_INT(1, stats.refused[SYNC_REASON_DROPPED]);
+    copied_free(&got);
+    node_free(&outsider);
+    node_free(&a);
+    node_free(&b);
+}
+
+int main(void)
+{
+    CHECK_INT(0, sync_init());
+    test_converge();
+    test_attacks();
+    return test_finish("sync-device");
+}
