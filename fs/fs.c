@@ -897,7 +897,10 @@ static int sync_status_json(char **out, size_t *len, struct fs *fs)
         error[at++] = (unsigned char)*c < 0x20 ? ' ' : *c;
     }
     error[at] = '\0';
-    uint64_t refused = 0;
+    uint64_t conflicts = 0;
+    if (meta_replica_count_conflicts(&conflicts, fs->replica) != 0)
+        conflicts = 0; /* a status line is not worth failing over */
+    uint64_t refused = st.undecodable;
     for (int i = 0; i < SYNC_REASON_COUNT; i++)
         refused += st.device.refused[i];
     char *text = NULL;
@@ -906,14 +909,17 @@ static int sync_status_json(char **out, size_t *len, struct fs *fs)
                      "\"records_sealed\": %llu, \"records_applied\": %llu, "
                      "\"records_pending\": %llu, \"records_refused\": %llu, "
                      "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
-                     "\"rollbacks\": %llu, \"last_error\": \"%s\"}",
+                     "\"rollbacks\": %llu, \"records_unacked\": %llu, "
+                     "\"relay_records\": %llu, \"conflicts\": %llu, \"last_error\": \"%s\"}",
                      fs->options->relay ? "\"" : "", fs->options->relay ? fs->options->relay : "null",
                      fs->options->relay ? "\"" : "", st.relay_connected ? "true" : "false",
                      (long long)st.relay_last_seen_ns, (unsigned long long)st.device.records_sealed,
                      (unsigned long long)st.device.records_applied,
                      (unsigned long long)st.device.pending, (unsigned long long)refused,
                      (unsigned long long)st.records_sent, (unsigned long long)st.records_received,
-                     (unsigned long long)st.forks, (unsigned long long)st.rollbacks, error);
+                     (unsigned long long)st.forks, (unsigned long long)st.rollbacks,
+                     (unsigned long long)st.records_unacked, (unsigned long long)st.relay_records,
+                     (unsigned long long)conflicts, error);
     if (n < 0)
         return -ENOMEM;
     *out = text;

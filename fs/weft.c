@@ -687,12 +687,18 @@ static void json_field(char *out, size_t cap, const char *json, const char *key)
 static void print_sync(const char *json)
 {
     char relay[300], connected[8], seen[32], pending[32], refused[32], forks[32], rollbacks[32],
-        error[600];
+        error[600], unacked[32], conflicts[32];
+    json_field(conflicts, sizeof(conflicts), json, "conflicts");
+    if (atoll(conflicts))
+        printf("%-20s %s conflict copies wait for you: names with '(conflict DEVICE)'; keep what "
+               "you want, delete the rest\n",
+               "", conflicts);
     json_field(relay, sizeof(relay), json, "relay");
     if (!strcmp(relay, "null")) {
         printf("%-20s no relay: this device keeps the share alone\n", "");
         return;
     }
+    json_field(unacked, sizeof(unacked), json, "records_unacked");
     json_field(connected, sizeof(connected), json, "relay_connected");
     json_field(seen, sizeof(seen), json, "relay_last_seen_ns");
     json_field(pending, sizeof(pending), json, "records_pending");
@@ -706,8 +712,11 @@ static void print_sync(const char *json)
         time_t t = (time_t)(seen_ns / 1000000000);
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
     }
-    printf("%-20s relay %s: %s, last heard %s; %s records waiting for others\n", "", relay,
-           !strcmp(connected, "true") ? "connected" : "not connected", when, pending);
+    printf("%-20s relay %s: %s, last heard %s\n", "", relay,
+           !strcmp(connected, "true") ? "connected" : "not connected", when);
+    printf("%-20s %s records not yet confirmed by the relay, %s received records waiting for "
+           "others\n",
+           "", unacked, pending);
     if (atoll(refused) || atoll(forks) || atoll(rollbacks))
         printf("%-20s REFUSED %s records, %s forks, %s rollbacks: a peer or the relay "
                "misbehaved (nothing of it was applied)\n",

@@ -3722,6 +3722,27 @@ static int apply_text_batch(struct meta_replica *replica, struct op_ref *refs, s
     return rc;
 }
 
+int meta_replica_count_conflicts(uint64_t *out, struct meta_replica *replica)
+{
+    static const char sql[] = "SELECT count(*) FROM nodes WHERE instr(name, ' (conflict ') > 0 "
+                              "AND parent IS NOT NULL AND parent != ?1;";
+    *out = 0;
+    sqlite3_stmt *stmt = store_stmt(replica->store, sql);
+    if (!stmt)
+        return -ENOMEM;
+    struct meta_id trash = to_meta_id(CRDT_NODE_TRASH);
+    store_bind_id(stmt, 1, &trash);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *out = store_column_u64(stmt, 0);
+        rc = 0;
+    } else {
+        rc = replica_fail(replica, store_errno(rc), "counting conflict copies");
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
 /* ---------- members ---------- */
 
 /* A device row from a membership op; a removal is final, whatever comes after. */

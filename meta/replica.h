@@ -282,6 +282,11 @@ META_MUST_CHECK int meta_replica_ops_since(struct meta_replica *replica, const s
 META_MUST_CHECK int meta_replica_add_device(struct meta_replica *replica,
                                             const uint8_t public_key[META_PUBLIC_KEY_LEN],
                                             const char *name, bool revoked);
+/*
+ * How many shown entries are conflict copies waiting for the user: names
+ * "... (conflict DEVICE...)" (concurrent creates, binary conflicts).
+ */
+META_MUST_CHECK int meta_replica_count_conflicts(uint64_t *out, struct meta_replica *replica);
 /* The replica's version vector into a fresh *out (caller frees). */
 META_MUST_CHECK int meta_replica_version(struct crdt_vv *out, struct meta_replica *replica);
 

@@ -36,8 +36,8 @@ struct session {
     struct sync_agent *agent;
     struct sync_net_conn *conn;
     bool hello_seen;
-    struct crdt_vv remote;  /* what the other side holds: author -> record seq */
-    struct crdt_vv claimed; /* the highest head it ever claimed per author (rollbacks) */
+    struct crdt_vv remote;  /* what the other side holds or was sent: author -> record seq */
+    struct crdt_vv acked;   /* what it said it holds (HELLO, ACK): author -> record seq */
     bool refused_unknown;            /* a record of a member not known yet was refused */
     uint8_t (*asked)[SYNC_HASH_LEN]; /* chunk ids asked for on this session */
     size_t asked_len, asked_cap;
@@ -52,6 +52,11 @@ struct sync_agent {
     struct sync_net_dialer *dialer;
     struct sync_identity identity;
     struct session *sessions;
+    /*
+     * The highest head the relay ever claimed per author, across reconnects:
+     * an honest relay never goes back (rollbacks). Loop thread only.
+     */
+    struct crdt_vv claimed;
     atomic_bool poke_pending;
     pthread_mutex_t status_lock;
     struct sync_agent_status status;
@@ -250,6 +255,15 @@ static int pump(struct session *session)
         if (next <= head)
             break; /* the queue is full: `writable` resumes */
     }
+    /* What the relay has not confirmed yet, for `weft status`. */
+    uint64_t unacked = 0;
+    for (size_t i = 0; i < mine.len; i++) {
+        uint64_t acked = crdt_vv_get(&session->acked, mine.entries[i].replica);
+        unacked += mine.entries[i].seq > acked ? mine.entries[i].seq - acked : 0;
+    }
+    pthread_mutex_lock(&agent->status_lock);
+    agent->status.records_unacked = unacked;
+    pthread_mutex_unlock(&agent->status_lock);
     crdt_vv_free(&mine);
     return rc;
 }
@@ -491,9 +505,22 @@ static int check_heads(struct session *session, const struct sync_msg *msg)
 {
     struct sync_agent *agent = session->agent;
     struct sync_relay_store *store = sync_device_records(agent->device);
+    uint64_t self = sync_replica_id(agent->identity.public_key);
     for (size_t i = 0; i < msg->heads.count; i++) {
         const struct sync_head *head = &msg->heads.entries[i];
-        uint64_t floor = crdt_vv_get(&session->claimed, head->author);
+        uint64_t floor = crdt_vv_get(&agent->claimed, head->author), kept_seq = 0;
+        uint8_t kept_head[SYNC_HASH_LEN];
+        /*
+         * Others' records reach this device only through its relay (there are
+         * no direct sessions yet), so a relay that claims fewer of them than
+         * this device keeps lost them, or was put back to an old state: a
+         * rollback this device notices even after a restart.
+         */
+        if (head->author != self &&
+            store->ops->head(store->ctx, &kept_seq, kept_head, sync_device_share_id(agent->device),
+                             head->author) == 0 &&
+            kept_seq > floor)
+            floor = kept_seq;
         if (head->seq < floor) {
             count(agent, &agent->status.rollbacks);
             agent_log(agent, SYNC_NET_LOG_WARN,
@@ -502,7 +529,7 @@ static int check_heads(struct session *session, const struct sync_msg *msg)
                       (unsigned long long)head->author, (unsigned long long)floor);
             continue;
         }
-        int rc = crdt_vv_raise(&session->claimed, head->author, head->seq);
+        int rc = crdt_vv_raise(&agent->claimed, head->author, head->seq);
         struct kept_hash kept = {.found = false};
         if (!rc)
             rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device),
@@ -529,8 +556,14 @@ static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *byte
         return -EPROTO;
     struct sync_msg msg;
     int rc = sync_wire_decode(&msg, bytes, len);
-    if (rc)
+    if (rc) {
+        /* A truncated or mangled record fails here, before any check of its own. */
+        count(session->agent, &session->agent->status.undecodable);
+        agent_log(session->agent, SYNC_NET_LOG_WARN,
+                  "%s sent a message that does not decode (%zu bytes): refused, the session ends",
+                  sync_net_conn_addr(conn), len);
         return rc;
+    }
     switch (msg.type) {
     case SYNC_MSG_HELLO: {
         uint64_t total = 0;
@@ -541,8 +574,12 @@ static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *byte
         pthread_mutex_unlock(&session->agent->status_lock);
     }
         crdt_vv_free(&session->remote);
+        crdt_vv_free(&session->acked);
+        rc = crdt_vv_copy(&session->acked, &msg.hello.vv);
         session->remote = msg.hello.vv;
         msg.hello.vv = (struct crdt_vv){0};
+        if (rc)
+            break;
         session->hello_seen = true;
         rc = pump(session);
         break;
@@ -561,9 +598,15 @@ static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *byte
         rc = check_heads(session, &msg);
         break;
     case SYNC_MSG_ACK:
-        for (size_t i = 0; !rc && i < msg.ack.records.len; i++)
+        for (size_t i = 0; !rc && i < msg.ack.records.len; i++) {
             rc = crdt_vv_raise(&session->remote, msg.ack.records.entries[i].replica,
                                msg.ack.records.entries[i].seq);
+            if (!rc)
+                rc = crdt_vv_raise(&session->acked, msg.ack.records.entries[i].replica,
+                                   msg.ack.records.entries[i].seq);
+        }
+        if (!rc)
+            rc = pump(session); /* and the count of what waits for an ACK */
         break;
     case SYNC_MSG_MEMBER: {
         char entry[2 * SYNC_PUBLIC_KEY_LEN + 16];
@@ -650,7 +693,7 @@ static void on_closed(void *ctx, struct sync_net_conn *conn, int error, const ch
                 break;
             }
         crdt_vv_free(&session->remote);
-        crdt_vv_free(&session->claimed);
+        crdt_vv_free(&session->acked);
         free(session->asked);
         free(session);
     }
@@ -811,6 +854,7 @@ void sync_agent_stop(struct sync_agent *agent)
         return;
     sync_net_free(agent->net); /* closes every session (on_closed frees them) */
     sync_device_close(agent->device);
+    crdt_vv_free(&agent->claimed);
     sync_identity_wipe(&agent->identity);
     pthread_mutex_destroy(&agent->status_lock);
     free(agent);

@@ -54,8 +54,10 @@ struct sync_agent_status {
     int64_t relay_last_seen_ns; /* CLOCK_REALTIME of the last message from the relay; 0: never */
     uint64_t relay_records;     /* op records the relay held when it last said HELLO */
     uint64_t records_sent;      /* records and chunks this agent sent */
+    uint64_t records_unacked;   /* op records kept here that the relay has not confirmed */
     uint64_t records_received;  /* records and chunks it took in (duplicates too) */
     uint64_t forks, rollbacks;  /* misbehaviour of a source (HEADS) */
+    uint64_t undecodable;       /* messages that did not decode (a cut or mangled record) */
     struct sync_device_stats device;
     char last_error[512]; /* the last refusal or failure, in words ("" if none) */
 };

@@ -183,6 +183,10 @@ status=$(sync_json a)
 assert_contains "$status" '"relay_connected": true' "weft status --json on A"
 assert_contains "$status" '"records_refused": 0' "weft status --json on A"
 assert_contains "$(dev a "$WEFT" status sa)" "relay $relay_addr: connected" "weft status on A"
+assert_contains "$status" '"conflicts": 1' "weft status --json on A: same.txt's conflict copy"
+assert_contains "$(dev a "$WEFT" status sa)" "1 conflict copies wait for you" "weft status on A"
+all_confirmed() { sync_json a | grep -q '"records_unacked": 0'; }
+wait_until 20 all_confirmed || fail "A's records not all confirmed by the relay: $(sync_json a)"
 
 # ---------------------------------------------------------------------------
 # D restores from the relay alone: the others are unmounted.
