@@ -41,7 +41,7 @@
 
 #define SYNC_CHANNEL_VERSION 1
 /* Largest application message: a record of SYNC_RECORD_MAX plus its wire envelope fits. */
-#define SYNC_CHANNEL_MESSAGE_MAX ((1u << 20) + 4096u)
+#define SYNC_CHANNEL_MESSAGE_MAX ((64u << 20) + 4096u)
 /* Per-frame overhead of crypto_secretstream_xchacha20poly1305 (tag byte + MAC). */
 #define SYNC_CHANNEL_FRAME_OVERHEAD 17u
 /* Largest frame payload after the 4-byte length. */

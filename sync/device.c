@@ -23,8 +23,13 @@ _Static_assert(SYNC_HASH_LEN == META_HASH_LEN, "chunk ids travel as they are kep
 _Static_assert(SYNC_NODE_ID_LEN == META_ID_LEN, "node ids travel as they are kept");
 _Static_assert(SYNC_SECRET_KEY_LEN == META_SECRET_KEY_LEN, "one device key");
 
-/* Room left in a record's plaintext for the batch header (README: at most 20 bytes). */
-#define BATCH_ROOM (SYNC_RECORD_PLAIN_MAX - 32)
+/* Room left in a record's plaintext for the batch header and deps (README). */
+#define BATCH_ROOM (SYNC_RECORD_PLAIN_MAX - 4096)
+/*
+ * Where a batch is cut: records of about 1 MiB stream and apply in small
+ * steps; an op bigger than that goes alone, up to BATCH_ROOM.
+ */
+#define BATCH_TARGET (1u << 20)
 
 /* An author whose kept records from seq `from` on are not applied yet. */
 struct pending {
@@ -654,7 +659,7 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
             rc = device_fail(device, -EMSGSIZE,
                              "op %llu of this device is %zu bytes, over the record limit of %u",
                              (unsigned long long)list.ops[i].seq, op_size, BATCH_ROOM);
-        else if (i > start && (i == list.len || size + op_size > BATCH_ROOM)) {
+        else if (i > start && (i == list.len || size + op_size > BATCH_TARGET)) {
             rc = seal_batch(device, &have, &list.ops[start], i - start);
             start = i;
             size = 0;

@@ -37,8 +37,13 @@
 #define SYNC_RECORD_TAG_LEN    16
 #define SYNC_RECORD_SIG_LEN    64
 #define SYNC_RECORD_OVERHEAD   (SYNC_RECORD_HEADER_LEN + SYNC_RECORD_TAG_LEN + SYNC_RECORD_SIG_LEN)
-/* Largest plaintext of a record (an op batch's encoding, or a chunk's bytes). */
-#define SYNC_RECORD_PLAIN_MAX (1u << 20)
+/*
+ * Largest plaintext of a record (an op batch's encoding, or a chunk's bytes).
+ * Batches are cut near 1 MiB (sync/device); the limit is what one op may
+ * need: a text file's op up to meta's 8 MiB text bound, or the chunk list of
+ * a binary version (about 36 bytes per 8 KiB chunk: files up to ~14 GB).
+ */
+#define SYNC_RECORD_PLAIN_MAX (64u << 20)
 /* Largest encoded record. */
 #define SYNC_RECORD_MAX (SYNC_RECORD_PLAIN_MAX + SYNC_RECORD_OVERHEAD)
 

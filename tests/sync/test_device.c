@@ -179,6 +179,19 @@ static void test_converge(void)
     check_content(&a.peer, "docs/notes.txt", "one\ntwo (a)\nthree (b)\n");
     check_content(&b.peer, "docs/notes.txt", "one\ntwo (a)\nthree (b)\n");
 
+    /* A text file of 3 MB: one op bigger than a batch goes in a record of its own. */
+    size_t long_len = 3u << 20;
+    char *long_text = malloc(long_len + 1);
+    for (size_t i = 0; i < long_len; i++)
+        long_text[i] = i % 64 == 63 ? '\n' : (char)('a' + i % 26);
+    long_text[long_len] = '\0';
+    write_text(&a.peer, "docs/long.txt", long_text);
+    CHECK_INT(0, sync_device_seal(a.device, &sealed));
+    CHECK(sealed >= 2); /* the ops around it go in records of their own */
+    deliver(&b, &a, replica_of(&a));
+    check_content(&b.peer, "docs/long.txt", long_text);
+    free(long_text);
+
     /* B restarts: its chain continues where it was (no fork at the relay). */
     sync_device_close(b.device);
     char why[512];
