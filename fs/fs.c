@@ -39,6 +39,7 @@
 #define XATTR_RESTORE "user.weft.restore"
 #define XATTR_SYNC    "user.weft.sync" /* the root's: the syncer's status as JSON */
 #define XATTR_INVITE  "user.weft.invite" /* the root's: set a device name, read its token */
+#define XATTR_PEER    "user.weft.peer"   /* the root's: set "host:port" to sync with it directly */
 #define XATTR_PREFIX  "user.weft."
 
 static bool log_syslog;
@@ -906,6 +907,7 @@ static int sync_status_json(char **out, size_t *len, struct fs *fs)
     char *text = NULL;
     int n = asprintf(&text,
                      "{\"relay\": %s%s%s, \"relay_connected\": %s, \"relay_last_seen_ns\": %lld, "
+                     "\"peers_connected\": %u, \"listen_port\": %u, "
                      "\"records_sealed\": %llu, \"records_applied\": %llu, "
                      "\"records_pending\": %llu, \"records_refused\": %llu, "
                      "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
@@ -913,7 +915,7 @@ static int sync_status_json(char **out, size_t *len, struct fs *fs)
                      "\"relay_records\": %llu, \"conflicts\": %llu, \"last_error\": \"%s\"}",
                      fs->options->relay ? "\"" : "", fs->options->relay ? fs->options->relay : "null",
                      fs->options->relay ? "\"" : "", st.relay_connected ? "true" : "false",
-                     (long long)st.relay_last_seen_ns, (unsigned long long)st.device.records_sealed,
+                     (long long)st.relay_last_seen_ns, st.peers_connected, st.listen_port, (unsigned long long)st.device.records_sealed,
                      (unsigned long long)st.device.records_applied,
                      (unsigned long long)st.device.pending, (unsigned long long)refused,
                      (unsigned long long)st.records_sent, (unsigned long long)st.records_received,
@@ -999,6 +1001,29 @@ static int make_invite(struct fs *fs, const char *device, size_t size)
     return fs->invite ? rc : -ENOMEM;
 }
 
+/*
+ * `weft peer add` on a mounted share: the address joins the share's peers
+ * (setting sync.peers, kept for the next mounts) and the agent dials it now.
+ * Called under lock.
+ */
+static int add_peer(struct fs *fs, const char *value, size_t size)
+{
+    char addr[300], host[256];
+    uint16_t port;
+    if (size == 0 || size >= sizeof(addr))
+        return -EINVAL;
+    memcpy(addr, value, size);
+    addr[size] = '\0';
+    if (sync_net_parse_addr(host, sizeof(host), &port, addr, false) != 0)
+        return -EINVAL;
+    int rc = sync_peer_remember(meta_replica_store(fs->replica), addr);
+    if (!rc && fs->agent)
+        rc = sync_agent_add_peer(fs->agent, addr);
+    else if (!rc)
+        fs_log(LOG_INFO, "peer %s noted; it syncs from the next mount", addr);
+    return rc;
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
@@ -1007,6 +1032,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
     pthread_mutex_lock(&fs->lock);
     if (!strcmp(name, XATTR_INVITE) && ino == FUSE_ROOT_ID) {
         rc = make_invite(fs, value, size);
+    } else if (!strcmp(name, XATTR_PEER) && ino == FUSE_ROOT_ID) {
+        rc = add_peer(fs, value, size);
     } else if (!strcmp(name, XATTR_RESTORE)) {
         /* "COUNTER.REPLICA" as `weft log` prints versions. */
         char text[64];
@@ -1323,10 +1350,12 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
         rc = -EIO;
         goto out_signals;
     }
-    if (options->relay) {
+    if (options->relay || options->listen || options->peers) {
         struct sync_agent_config sync = {.replica = replica,
                                          .records_dir = options->records_dir,
                                          .relay = options->relay,
+                                         .listen = options->listen,
+                                         .peers = options->peers,
                                          .lock = fs_lock,
                                          .unlock = fs_unlock,
                                          .lock_ctx = &fs,
@@ -1335,7 +1364,7 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
         char why[512] = "";
         rc = sync_agent_start(&fs.agent, why, sizeof(why), &sync);
         if (rc) {
-            snprintf(errbuf, errlen, "cannot start syncing with %s: %s", options->relay, why);
+            snprintf(errbuf, errlen, "cannot start syncing: %s", why);
             fuse_session_unmount(fs.session);
             goto out_signals;
         }

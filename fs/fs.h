@@ -26,6 +26,8 @@ struct fs_options {
     int ready_fd;               /* -1, or a pipe: "ok\n" once mounted, else the error text */
     /* Sync (sync/agent): the share's relay "HOST:PORT" (NULL: no sync) and record store. */
     const char *relay;
+    const char *listen; /* "addr:port" to accept the share's devices on (NULL: none) */
+    const char *peers;  /* space-separated "host:port" of devices to sync with directly */
     const char *records_dir;
     unsigned sync_backoff_max_ms; /* 0: sync/net's default; tests shorten reconnects */
 };

@@ -54,6 +54,7 @@ static const char usage_main[] =
     "  restore PATH --version V  make an earlier version the file's content again\n"
     "  invite NAME               print a token that lets a new device join NAME\n"
     "  join TOKEN DIR            restore a share from its relay, then mount it\n"
+    "  peer add NAME HOST:PORT   sync share NAME directly with the device there\n"
     "  relay --listen A --data D run a relay: the mailbox and backup of shares\n"
     "\n"
     "Run 'weft COMMAND --help' for a command's options.\n"
@@ -62,7 +63,7 @@ static const char usage_main[] =
     "Exit status: 0 success, 1 the command failed, 2 the command line was wrong.\n";
 
 static const char usage_init[] =
-    "usage: weft init NAME [--device-name DEVICE] [--relay HOST:PORT]\n"
+    "usage: weft init NAME [--device-name DEVICE] [--relay HOST:PORT] [--listen ADDR:PORT]\n"
     "\n"
     "Creates the share NAME in $XDG_DATA_HOME/weft/NAME: an empty replica, a random\n"
     "share key and this device's Ed25519 identity. NAME may hold letters, digits,\n"
@@ -72,7 +73,9 @@ static const char usage_init[] =
     "                        copies (default: the host name)\n"
     "  --relay HOST:PORT     sync through the weft relay at HOST:PORT while mounted\n"
     "                        (the relay keeps only sealed records: it is the share's\n"
-    "                        mailbox between devices and its backup)\n";
+    "                        mailbox between devices and its backup)\n"
+    "  --listen ADDR:PORT    while mounted, accept the share's devices on ADDR:PORT\n"
+    "                        for direct sync (they run weft peer add NAME HOST:PORT)\n";
 
 static const char usage_mount[] =
     "usage: weft mount NAME DIR [--foreground] [--debug] [-o OPTIONS]\n"
@@ -116,6 +119,9 @@ static const char usage_restore[] =
 
 /* The setting that names the share's relay (sync/agent pins its key on first contact). */
 #define RELAY_SETTING "sync.relay"
+/* Where a mounted share accepts its devices for direct sync, and whom it dials. */
+#define LISTEN_SETTING "sync.listen"
+#define PEERS_SETTING  "sync.peers"
 
 static const char usage_invite[] =
     "usage: weft invite NAME [--device-name DEVICE]\n"
@@ -131,6 +137,15 @@ static const char usage_invite[] =
     "\n"
     "  --device-name DEVICE  the new device's name in history and conflict copies\n"
     "                        (default: new-device)\n";
+
+static const char usage_peer[] =
+    "usage: weft peer add NAME HOST:PORT\n"
+    "\n"
+    "Syncs share NAME directly with the device of the same share listening on\n"
+    "HOST:PORT (weft init --listen there), besides the relay if there is one:\n"
+    "changes flow over the LAN when both are up. Only members of the share are\n"
+    "accepted, each side checking the other's key. Kept for later mounts; a\n"
+    "mounted share starts at once.\n";
 
 static const char usage_join[] =
     "usage: weft join TOKEN DIR [--name NAME] [--quiet]\n"
@@ -238,16 +253,19 @@ static int cmd_init(int argc, char **argv)
     static const struct option options[] = {
         {"device-name", required_argument, NULL, 'n'},
         {"relay", required_argument, NULL, 'r'},
+        {"listen", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    const char *device = NULL, *relay = NULL;
+    const char *device = NULL, *relay = NULL, *listen = NULL;
     int opt;
-    while ((opt = getopt_long(argc, argv, "n:r:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:r:l:h", options, NULL)) != -1) {
         if (opt == 'n')
             device = optarg;
         else if (opt == 'r')
             relay = optarg;
+        else if (opt == 'l')
+            listen = optarg;
         else if (opt == 'h')
             return fputs(usage_init, stdout), 0;
         else
@@ -265,6 +283,9 @@ static int cmd_init(int argc, char **argv)
     uint16_t relay_port;
     if (relay && sync_net_parse_addr(relay_host, sizeof(relay_host), &relay_port, relay, false))
         return usage_error(usage_init, "init: '%s' is not a relay address HOST:PORT", relay);
+    if (listen && sync_net_parse_addr(relay_host, sizeof(relay_host), &relay_port, listen, false))
+        return usage_error(usage_init, "init: '%s' is not a numeric ADDR:PORT to listen on",
+                           listen);
     char host[256] = "device";
     if (!device) {
         if (gethostname(host, sizeof(host)) != 0 || !host[0])
@@ -287,6 +308,11 @@ static int cmd_init(int argc, char **argv)
     if (relay && (rc = meta_setting_set(meta_replica_store(replica), RELAY_SETTING, relay)) != 0) {
         meta_replica_close(replica);
         return fail("cannot record the relay of share '%s': %s", name, strerror(-rc));
+    }
+    if (listen &&
+        (rc = meta_setting_set(meta_replica_store(replica), LISTEN_SETTING, listen)) != 0) {
+        meta_replica_close(replica);
+        return fail("cannot record where share '%s' listens: %s", name, strerror(-rc));
     }
     meta_replica_close(replica);
     printf("created share '%s' in %s (this device: %s)\n", name, dir, device);
@@ -514,10 +540,20 @@ static int cmd_mount(int argc, char **argv)
         }
         _exit(1);
     }
-    char *relay = NULL, records_dir[PATH_MAX + 16];
-    rc = meta_setting_get(&relay, meta_replica_store(replica), RELAY_SETTING);
-    if (rc && rc != -ENOENT)
-        fs_log(LOG_WARNING, "cannot read the share's relay setting: %s", strerror(-rc));
+    char *relay = NULL, *listen = NULL, *peers = NULL, records_dir[PATH_MAX + 16];
+    struct {
+        const char *key;
+        char **value;
+    } sync_settings[] = {{RELAY_SETTING, &relay}, {LISTEN_SETTING, &listen}, {PEERS_SETTING, &peers}};
+    for (size_t i = 0; i < sizeof(sync_settings) / sizeof(sync_settings[0]); i++) {
+        rc = meta_setting_get(sync_settings[i].value, meta_replica_store(replica),
+                              sync_settings[i].key);
+        if (rc && rc != -ENOENT)
+            fs_log(LOG_WARNING, "cannot read the share's setting %s: %s", sync_settings[i].key,
+                   strerror(-rc));
+    }
+    fs_options.listen = listen;
+    fs_options.peers = peers;
     snprintf(records_dir, sizeof(records_dir), "%s/records", dir);
     fs_options.relay = relay;
     fs_options.records_dir = records_dir;
@@ -525,9 +561,10 @@ static int cmd_mount(int argc, char **argv)
     const char *backoff = getenv("WEFT_SYNC_BACKOFF_MAX_MS");
     if (backoff && atoi(backoff) > 0)
         fs_options.sync_backoff_max_ms = (unsigned)atoi(backoff);
+    /* The pid, then the mount point: how commands find this share's mount (see share_mount). */
     FILE *pid_file = fopen(pid_path, "w");
     if (pid_file) {
-        fprintf(pid_file, "%d\n", (int)getpid());
+        fprintf(pid_file, "%d\n%s\n", (int)getpid(), mountpoint);
         fclose(pid_file);
     }
     if (!foreground) {
@@ -556,6 +593,8 @@ static int cmd_mount(int argc, char **argv)
         close(ready[1]);
     meta_replica_close(replica);
     free(relay);
+    free(listen);
+    free(peers);
     unlink(pid_path);
     fs_log(LOG_INFO, "share '%s' unmounted from %s", name, mountpoint);
     return rc ? 1 : 0;
@@ -630,6 +669,32 @@ struct share_state {
     int pid;
 };
 
+/*
+ * Where the share in `dir` is mounted, from its daemon's mount.pid (the pid,
+ * then the mount point) checked against the kernel's mount table. Share
+ * names are not unique across users or data directories, so the "weft:NAME"
+ * source mount(8) shows cannot say whose mount it is. 1 found, 0 not mounted.
+ */
+static int share_mount(const char *dir, char *out, size_t cap)
+{
+    char pid_path[PATH_MAX + 16], line[PATH_MAX + 2];
+    snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", dir);
+    if (!read_pid(pid_path))
+        return 0;
+    FILE *file = fopen(pid_path, "r");
+    int found = 0;
+    if (file && fgets(line, sizeof(line), file) && fgets(line, sizeof(line), file)) {
+        line[strcspn(line, "\n")] = '\0';
+        size_t len = strlen(line);
+        found = line[0] == '/' && len < cap && find_weft_mount(line, NULL, NULL, 0, NULL, 0) == 1;
+        if (found)
+            memcpy(out, line, len + 1);
+    }
+    if (file)
+        fclose(file);
+    return found;
+}
+
 static void share_state_read(struct share_state *state, const char *root, const char *name)
 {
     memset(state, 0, sizeof(*state));
@@ -638,9 +703,7 @@ static void share_state_read(struct share_state *state, const char *root, const 
     char pid_path[PATH_MAX + 16];
     snprintf(pid_path, sizeof(pid_path), "%s/mount.pid", state->dir);
     state->pid = read_pid(pid_path);
-    char want[160];
-    snprintf(want, sizeof(want), "weft:%s", name);
-    if (find_weft_mount(NULL, want, state->mountpoint, sizeof(state->mountpoint), NULL, 0) != 1)
+    if (share_mount(state->dir, state->mountpoint, sizeof(state->mountpoint)) != 1)
         state->mountpoint[0] = '\0';
 }
 
@@ -693,9 +756,17 @@ static void print_sync(const char *json)
         printf("%-20s %s conflict copies wait for you: names with '(conflict DEVICE)'; keep what "
                "you want, delete the rest\n",
                "", conflicts);
+    char peers[16], listen_port[16];
+    json_field(peers, sizeof(peers), json, "peers_connected");
+    json_field(listen_port, sizeof(listen_port), json, "listen_port");
+    if (atoi(listen_port) || atoi(peers))
+        printf("%-20s direct: %s devices connected%s%s\n", "", peers,
+               atoi(listen_port) ? ", listening on port " : "",
+               atoi(listen_port) ? listen_port : "");
     json_field(relay, sizeof(relay), json, "relay");
     if (!strcmp(relay, "null")) {
-        printf("%-20s no relay: this device keeps the share alone\n", "");
+        if (!atoi(listen_port) && !atoi(peers))
+            printf("%-20s no relay and no peers: this device keeps the share alone\n", "");
         return;
     }
     json_field(unacked, sizeof(unacked), json, "records_unacked");
@@ -886,6 +957,46 @@ static int cmd_restore(int argc, char **argv)
     return 0;
 }
 
+/* ---------- peers ---------- */
+
+static int cmd_peer(int argc, char **argv)
+{
+    if (wants_help(argc, argv))
+        return fputs(usage_peer, stdout), 0;
+    if (argc != 4 || strcmp(argv[1], "add") != 0)
+        return usage_error(usage_peer, "peer: expected: add NAME HOST:PORT");
+    const char *name = argv[2], *addr = argv[3];
+    char host[256], dir[PATH_MAX], store_db[PATH_MAX + 16], mountpoint[PATH_MAX];
+    uint16_t port;
+    if (!share_name_valid(name))
+        return usage_error(usage_peer, "peer: '%s' is not a valid share name", name);
+    if (sync_net_parse_addr(host, sizeof(host), &port, addr, false) != 0)
+        return usage_error(usage_peer, "peer: '%s' is not a device address HOST:PORT", addr);
+    if (share_dir(dir, sizeof(dir), name))
+        return 1;
+    snprintf(store_db, sizeof(store_db), "%s/store.db", dir);
+    if (access(store_db, F_OK) != 0)
+        return fail("there is no share called '%s' (looked in %s)", name, dir);
+    int rc;
+    if (share_mount(dir, mountpoint, sizeof(mountpoint)) == 1) {
+        if (setxattr(mountpoint, "user.weft.peer", addr, strlen(addr), 0) != 0)
+            return fail("cannot add the peer through the mount on %s: %s", mountpoint,
+                        strerror(errno));
+        printf("share '%s' now syncs directly with %s\n", name, addr);
+        return 0;
+    }
+    struct meta_replica *replica = NULL;
+    struct meta_err err = {{0}};
+    if ((rc = meta_replica_open(&replica, &err, dir)) != 0)
+        return fail("cannot open share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
+    rc = sync_peer_remember(meta_replica_store(replica), addr);
+    meta_replica_close(replica);
+    if (rc)
+        return fail("cannot record the peer: %s", strerror(-rc));
+    printf("share '%s' will sync directly with %s once mounted\n", name, addr);
+    return 0;
+}
+
 /* ---------- invite and join ---------- */
 
 static int cmd_invite(int argc, char **argv)
@@ -915,7 +1026,7 @@ static int cmd_invite(int argc, char **argv)
                            "invite: '%s' is not a valid device name (letters, digits, '.', '_', "
                            "'-')",
                            device);
-    char dir[PATH_MAX], store_db[PATH_MAX + 16], source[128], mountpoint[PATH_MAX];
+    char dir[PATH_MAX], store_db[PATH_MAX + 16], mountpoint[PATH_MAX];
     if (share_dir(dir, sizeof(dir), name))
         return 1;
     snprintf(store_db, sizeof(store_db), "%s/store.db", dir);
@@ -923,8 +1034,7 @@ static int cmd_invite(int argc, char **argv)
         return fail("there is no share called '%s' (looked in %s)", name, dir);
     char token[SYNC_INVITE_TEXT_MAX], why[512] = "";
     int rc;
-    snprintf(source, sizeof(source), "weft:%s", name);
-    if (find_weft_mount(NULL, source, mountpoint, sizeof(mountpoint), NULL, 0) == 1) {
+    if (share_mount(dir, mountpoint, sizeof(mountpoint)) == 1) {
         /* Mounted: its daemon holds the store, so it makes the invite. */
         char *value = NULL;
         if (setxattr(mountpoint, "user.weft.invite", device, strlen(device), 0) != 0) {
@@ -1194,7 +1304,8 @@ int main(int argc, char **argv)
             const char *usages[][2] = {{"init", usage_init},     {"mount", usage_mount},
                                        {"umount", usage_umount}, {"status", usage_status},
                                        {"log", usage_log},       {"restore", usage_restore},
-                                       {"invite", usage_invite}, {"join", usage_join}};
+                                       {"invite", usage_invite}, {"join", usage_join},
+                                       {"peer", usage_peer}};
             for (size_t i = 0; i < sizeof(usages) / sizeof(usages[0]); i++)
                 if (!strcmp(command, usages[i][0]))
                     return fputs(usages[i][1], stdout), 0;
@@ -1225,6 +1336,8 @@ int main(int argc, char **argv)
         return cmd_invite(argc, argv);
     if (!strcmp(command, "join"))
         return cmd_join(argc, argv);
+    if (!strcmp(command, "peer"))
+        return cmd_peer(argc, argv);
     if (!strcmp(command, "relay"))
         return sync_relay_main(argc, argv);
     return usage_error(usage_main, "unknown command '%s'", command);

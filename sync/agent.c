@@ -25,6 +25,8 @@
 /* The settings that name the share's relay and pin its key on first contact. */
 #define RELAY_SETTING     "sync.relay"
 #define RELAY_KEY_SETTING "sync.relay_key"
+/* The devices this share syncs with directly (weft peer add): space-separated HOST:PORT. */
+#define PEERS_SETTING "sync.peers"
 /*
  * Membership changes the relay has not confirmed yet, kept until it echoes
  * them (so an invite made offline, or before a restart, still reaches it):
@@ -35,6 +37,7 @@
 struct session {
     struct sync_agent *agent;
     struct sync_net_conn *conn;
+    bool relay; /* the share's relay, else a device of the share (a peer) */
     bool hello_seen;
     struct crdt_vv remote;  /* what the other side holds or was sent: author -> record seq */
     struct crdt_vv acked;   /* what it said it holds (HELLO, ACK): author -> record seq */
@@ -50,6 +53,7 @@ struct sync_agent {
     struct sync_net *net;
     struct sync_device *device;
     struct sync_net_dialer *dialer;
+    atomic_bool direct; /* peers configured: records may come from elsewhere than the relay */
     struct sync_identity identity;
     struct session *sessions;
     /*
@@ -354,7 +358,7 @@ static void flush_members(void *ctx)
 {
     struct sync_agent *agent = ctx;
     for (struct session *session = agent->sessions; session; session = session->next)
-        if (send_members(session) != 0)
+        if (session->relay && send_members(session) != 0)
             sync_net_conn_close(session->conn, -EIO, "cannot send a membership change");
 }
 
@@ -516,7 +520,7 @@ static int check_heads(struct session *session, const struct sync_msg *msg)
          * this device keeps lost them, or was put back to an old state: a
          * rollback this device notices even after a restart.
          */
-        if (head->author != self &&
+        if (head->author != self && !atomic_load(&agent->direct) && session->relay &&
             store->ops->head(store->ctx, &kept_seq, kept_head, sync_device_share_id(agent->device),
                              head->author) == 0 &&
             kept_seq > floor)
@@ -652,9 +656,22 @@ static int relay_peer(void *ctx, const uint8_t share_id[SYNC_SHARE_ID_LEN],
     return rc;
 }
 
-static void on_open(void *ctx, struct sync_net_conn *conn)
+static void update_connected(struct sync_agent *agent)
 {
-    struct sync_agent *agent = ctx;
+    bool relay = false;
+    unsigned peers = 0;
+    for (struct session *session = agent->sessions; session; session = session->next) {
+        relay = relay || session->relay;
+        peers += !session->relay;
+    }
+    pthread_mutex_lock(&agent->status_lock);
+    agent->status.relay_connected = relay;
+    agent->status.peers_connected = peers;
+    pthread_mutex_unlock(&agent->status_lock);
+}
+
+static void open_session(struct sync_agent *agent, struct sync_net_conn *conn, bool relay)
+{
     struct session *session = calloc(1, sizeof(*session));
     if (!session) {
         sync_net_conn_close(conn, -ENOMEM, "out of memory");
@@ -662,16 +679,53 @@ static void on_open(void *ctx, struct sync_net_conn *conn)
     }
     session->agent = agent;
     session->conn = conn;
+    session->relay = relay;
     session->next = agent->sessions;
     agent->sessions = session;
     sync_net_conn_set_data(conn, session);
-    pthread_mutex_lock(&agent->status_lock);
-    agent->status.relay_connected = true;
-    agent->status.relay_last_seen_ns = now_ns();
-    pthread_mutex_unlock(&agent->status_lock);
-    agent_log(agent, SYNC_NET_LOG_INFO, "connected to the relay at %s", sync_net_conn_addr(conn));
-    if (send_hello(session) != 0 || send_members(session) != 0)
+    update_connected(agent);
+    if (relay) {
+        pthread_mutex_lock(&agent->status_lock);
+        agent->status.relay_last_seen_ns = now_ns();
+        pthread_mutex_unlock(&agent->status_lock);
+    }
+    agent_log(agent, SYNC_NET_LOG_INFO, "connected to %s at %s", relay ? "the relay" : "a device",
+              sync_net_conn_addr(conn));
+    if (send_hello(session) != 0 || (relay && send_members(session) != 0))
         sync_net_conn_close(conn, -EIO, "cannot say hello");
+}
+
+static void on_open(void *ctx, struct sync_net_conn *conn)
+{
+    open_session(ctx, conn, true);
+}
+
+static void on_open_peer(void *ctx, struct sync_net_conn *conn)
+{
+    open_session(ctx, conn, false);
+}
+
+/* A device may sync directly if its key is a member's (not revoked) and not ours. */
+static int member_peer(void *ctx, const uint8_t share_id[SYNC_SHARE_ID_LEN],
+                       const uint8_t public_key[SYNC_PUBLIC_KEY_LEN], char *why, size_t why_len)
+{
+    struct sync_agent *agent = ctx;
+    if (memcmp(share_id, sync_device_share_id(agent->device), SYNC_SHARE_ID_LEN) != 0) {
+        snprintf(why, why_len, "it asked for another share");
+        return -EXDEV;
+    }
+    struct meta_device device;
+    lock(agent);
+    int rc = meta_device_get(&device, meta_replica_store(agent->config.replica),
+                             sync_replica_id(public_key));
+    unlock(agent);
+    if (rc || device.revoked || memcmp(device.public_key, public_key, SYNC_PUBLIC_KEY_LEN) != 0 ||
+        memcmp(public_key, agent->identity.public_key, SYNC_PUBLIC_KEY_LEN) == 0) {
+        snprintf(why, why_len, "%s", rc == -ENOENT || rc == 0 ? "not a member of the share"
+                                                              : "cannot check its membership");
+        return -EACCES;
+    }
+    return 0;
 }
 
 static void on_writable(void *ctx, struct sync_net_conn *conn)
@@ -697,11 +751,10 @@ static void on_closed(void *ctx, struct sync_net_conn *conn, int error, const ch
         free(session->asked);
         free(session);
     }
-    pthread_mutex_lock(&agent->status_lock);
-    agent->status.relay_connected = agent->sessions != NULL;
-    pthread_mutex_unlock(&agent->status_lock);
+    update_connected(agent);
     if (error && error != -ESHUTDOWN)
-        agent_log(agent, SYNC_NET_LOG_WARN, "relay connection: %s", why ? why : strerror(-error));
+        agent_log(agent, SYNC_NET_LOG_WARN, "connection to %s: %s",
+                  conn ? sync_net_conn_addr(conn) : "a peer", why ? why : strerror(-error));
 }
 
 /* ---------- poking ---------- */
@@ -786,6 +839,87 @@ int sync_invite_make(char *token, size_t cap, char *why, size_t why_len,
     return rc;
 }
 
+/* ---------- direct sessions ---------- */
+
+/* What listeners and dialers of devices do with their sessions (the net copies it). */
+static struct sync_net_handler peer_handler(struct sync_agent *agent)
+{
+    return (struct sync_net_handler){.peer = member_peer,
+                                     .open = on_open_peer,
+                                     .message = on_message,
+                                     .writable = on_writable,
+                                     .closed = on_closed,
+                                     .ctx = agent};
+}
+
+/* Dials a device at "host:port" and keeps the session (reconnecting) until stop. */
+static int dial_peer(struct sync_agent *agent, const char *addr)
+{
+    char host[256];
+    uint16_t port = 0;
+    int rc = sync_net_parse_addr(host, sizeof(host), &port, addr, false);
+    if (rc)
+        return rc;
+    struct sync_net_dialer *dialer;
+    struct sync_net_handler handler = peer_handler(agent);
+    atomic_store(&agent->direct, true);
+    return sync_net_dial(agent->net, &dialer, host, port, sync_device_share_id(agent->device),
+                         &handler);
+}
+
+int sync_peer_remember(struct meta_store *store, const char *addr)
+{
+    char *list = NULL;
+    int rc = meta_setting_get(&list, store, PEERS_SETTING);
+    if (rc == -ENOENT)
+        rc = 0;
+    bool known = false;
+    char *copy = list ? strdup(list) : NULL, *save = NULL;
+    for (char *item = copy ? strtok_r(copy, " ", &save) : NULL; item && !known;
+         item = strtok_r(NULL, " ", &save))
+        known = strcmp(item, addr) == 0;
+    free(copy);
+    char *next = NULL;
+    if (!rc && !known && asprintf(&next, "%s%s%s", list ? list : "", list ? " " : "", addr) < 0)
+        rc = -ENOMEM;
+    if (!rc && next)
+        rc = meta_setting_set(store, PEERS_SETTING, next);
+    free(next);
+    free(list);
+    return rc;
+}
+
+int sync_agent_add_peer(struct sync_agent *agent, const char *addr)
+{
+    return dial_peer(agent, addr);
+}
+
+static int start_direct(struct sync_agent *agent, const struct sync_agent_config *config,
+                        char *why, size_t why_len)
+{
+    int rc = 0;
+    if (config->listen) {
+        char host[256];
+        uint16_t port = 0, bound = 0;
+        rc = sync_net_parse_addr(host, sizeof(host), &port, config->listen, true);
+        struct sync_net_handler handler = peer_handler(agent);
+        if (!rc)
+            rc = sync_net_listen(agent->net, &bound, host, port, &handler);
+        if (rc)
+            snprintf(why, why_len, "cannot listen for devices on %s: %s", config->listen,
+                     strerror(-rc));
+        atomic_store(&agent->direct, true);
+        agent->status.listen_port = bound;
+    }
+    char *list = config->peers ? strdup(config->peers) : NULL, *save = NULL;
+    for (char *addr = list ? strtok_r(list, " ", &save) : NULL; !rc && addr;
+         addr = strtok_r(NULL, " ", &save))
+        if ((rc = dial_peer(agent, addr)) != 0)
+            snprintf(why, why_len, "'%s' is not a device address (HOST:PORT)", addr);
+    free(list);
+    return rc;
+}
+
 /* ---------- start / stop ---------- */
 
 int sync_agent_start(struct sync_agent **out, char *why, size_t why_len,
@@ -832,6 +966,8 @@ int sync_agent_start(struct sync_agent **out, char *why, size_t why_len,
             snprintf(why, why_len, "cannot connect to the relay at %s: %s", config->relay,
                      strerror(-rc));
     }
+    if (!rc)
+        rc = start_direct(agent, config, why, why_len);
     if (rc) {
         sync_agent_stop(agent);
         return rc;

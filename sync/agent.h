@@ -15,6 +15,9 @@
  *   - checks HEADS claims against what it holds and what the same source
  *     claimed before: a fork or a rollback is reported, nothing applied.
  *
+ * Devices may also sync directly (weft peer add): the same session, with a
+ * device whose key is a member of the share, listened for or dialed.
+ *
  * A local commit calls sync_agent_poke: the agent seals the new ops into
  * records on its thread and pushes them to every connection at once (no
  * polling). The replica is shared with the mount's threads: the agent takes
@@ -37,6 +40,8 @@ struct sync_agent_config {
     struct meta_replica *replica; /* borrowed; used only under lock */
     const char *records_dir;      /* the device's record store (sync_device_open) */
     const char *relay;            /* "host:port" of the share's relay; NULL: none */
+    const char *listen;           /* "addr:port" to accept this share's devices on; NULL: none */
+    const char *peers;            /* space-separated "host:port" of devices to sync with directly */
     void (*lock)(void *ctx);      /* serialize with the replica's other users */
     void (*unlock)(void *ctx);
     void *lock_ctx;
@@ -51,6 +56,8 @@ struct sync_agent_config {
 /* What `weft status` shows of a share's sync. */
 struct sync_agent_status {
     bool relay_connected;
+    unsigned peers_connected;   /* direct sessions with other devices */
+    uint16_t listen_port;       /* the port peers reach this device on (0: not listening) */
     int64_t relay_last_seen_ns; /* CLOCK_REALTIME of the last message from the relay; 0: never */
     uint64_t relay_records;     /* op records the relay held when it last said HELLO */
     uint64_t records_sent;      /* records and chunks this agent sent */
@@ -96,6 +103,13 @@ SYNC_MUST_CHECK int sync_invite_make(char *token, size_t cap, char *why, size_t 
                                      struct meta_replica *replica, const char *share_name,
                                      const char *device_name,
                                      uint8_t new_key[SYNC_PUBLIC_KEY_LEN]);
+/*
+ * Adds "host:port" to the share's peers in `store` (setting sync.peers, read
+ * by the next agent); the caller holds the store's lock. 0 if already there.
+ */
+SYNC_MUST_CHECK int sync_peer_remember(struct meta_store *store, const char *addr);
+/* Syncs directly with the device at "host:port" from now on (weft peer add). Any thread. */
+SYNC_MUST_CHECK int sync_agent_add_peer(struct sync_agent *agent, const char *addr);
 /* Copies the status (thread-safe). */
 void sync_agent_status(struct sync_agent_status *out, struct sync_agent *agent);
 /* Closes every connection, stops the thread, closes the device, frees. NULL is fine. */

@@ -35,7 +35,7 @@ _weft()
     local cur prev words cword
     _init_completion || return
 
-    local commands='init mount umount status log restore invite join relay'
+    local commands='init mount umount status log restore invite join peer relay'
     if ((cword == 1)); then
         mapfile -t COMPREPLY < <(compgen -W "$commands --help" -- "$cur")
         return
@@ -71,7 +71,7 @@ _weft()
 
     local options
     case $command in
-    init) options='--device-name --relay --help' ;;
+    init) options='--device-name --relay --listen --help' ;;
     mount) options='-f --foreground -d --debug -o --help' ;;
     umount) options='--help' ;;
     status) options='--json --help' ;;
@@ -79,6 +79,7 @@ _weft()
     restore) options='--version --help' ;;
     invite) options='--device-name --help' ;;
     join) options='--name --quiet --help' ;;
+    peer) options='--help' ;;
     relay) options='--listen --data -v --verbose --help' ;;
     *) return ;;
     esac
@@ -99,8 +100,11 @@ _weft()
     done
 
     case $command:$position in
-    mount:0 | status:0 | invite:0)
+    mount:0 | status:0 | invite:0 | peer:1)
         mapfile -t COMPREPLY < <(compgen -W "$(_weft_shares)" -- "$cur")
+        ;;
+    peer:0)
+        mapfile -t COMPREPLY < <(compgen -W "add" -- "$cur")
         ;;
     mount:1 | join:1)
         _filedir -d

@@ -305,7 +305,7 @@ fuse_track_daemon() {
 fuse_daemon_pid() {
     local file=$XDG_DATA_HOME/weft/$1/mount.pid pid
     [ -r "$file" ] || fail "no $file while share '$1' is mounted (the daemon must write its pid there)"
-    pid=$(tr -d '[:space:]' <"$file")
+    pid=$(head -n 1 "$file" | tr -d '[:space:]')
     [[ $pid =~ ^[0-9]+$ ]] || fail "$file holds '$pid', expected a pid"
     printf '%s' "$pid"
 }

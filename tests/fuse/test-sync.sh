@@ -11,14 +11,16 @@
 #     mounts converge to the same tree, with both edits in the text;
 #   - B's daemon is killed with SIGKILL in the middle of a sync, remounted,
 #     and converges with nothing lost or duplicated;
+#   - B syncs with A directly (weft peer add) while the relay is down;
 #   - D joins from the relay alone (A, B and C unmounted) and its mount equals
 #     theirs, history included.
 source "$(dirname "$0")/lib.sh"
 fuse_begin sync
 need_weft "sync between weft mounts"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-relay_addr=127.0.0.1:$port
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+relay_addr=127.0.0.1:$(free_port)
+a_listen=127.0.0.1:$(free_port)
 export WEFT_SYNC_BACKOFF_MAX_MS=1000
 relay_pid= relay_runs=0
 start_relay() {
@@ -86,7 +88,7 @@ wait_converged() {
 # ---------------------------------------------------------------------------
 # A creates the share; B and C join by token from the relay.
 start_relay
-dev a "$WEFT" init sa --relay "$relay_addr" --device-name alpha >/dev/null
+dev a "$WEFT" init sa --relay "$relay_addr" --listen "$a_listen" --device-name alpha >/dev/null
 mount_dev a
 A=$FUSE_TMP/mnt-a B=$FUSE_TMP/mnt-b C=$FUSE_TMP/mnt-c
 wait_until 20 relay_connected a || fail "device A did not connect to the relay"
@@ -187,6 +189,18 @@ assert_contains "$status" '"conflicts": 1' "weft status --json on A: same.txt's 
 assert_contains "$(dev a "$WEFT" status sa)" "1 conflict copies wait for you" "weft status on A"
 all_confirmed() { sync_json a | grep -q '"records_unacked": 0'; }
 wait_until 20 all_confirmed || fail "A's records not all confirmed by the relay: $(sync_json a)"
+
+# ---------------------------------------------------------------------------
+# Direct sync: B adds A as a peer (A listens); with the relay down, A's change
+# reaches B over the direct session.
+assert_status 0 "weft peer add on B" dev b "$WEFT" peer add sb "$a_listen"
+peer_up() { sync_json b | grep -q '"peers_connected": 1'; }
+wait_until 20 peer_up || fail "B did not connect to A directly: $(sync_json b)"
+stop_relay
+printf 'direct\n' >"$A/direct.txt"
+wait_until 10 has b direct.txt "direct" || fail "A's change did not reach B directly"
+start_relay
+wait_converged 60 "after the direct session"
 
 # ---------------------------------------------------------------------------
 # D restores from the relay alone: the others are unmounted.

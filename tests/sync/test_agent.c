@@ -246,10 +246,72 @@ static void test_through_relay(void)
     relay_stop(&relay);
 }
 
+/* Two devices with no relay: A listens, B dials A (weft peer add); both ways, no polling. */
+static void test_direct(void)
+{
+    struct side a, b;
+    side_init(&a, "alpha");
+    side_init(&b, "beta");
+    introduce(&a.peer, &b.peer);
+    struct sync_agent_config config = {.replica = a.peer.replica,
+                                       .records_dir = a.records,
+                                       .listen = "127.0.0.1:0",
+                                       .lock = side_lock,
+                                       .unlock = side_unlock,
+                                       .lock_ctx = &a,
+                                       .log = quiet,
+                                       .backoff_min_ms = 50,
+                                       .backoff_max_ms = 200};
+    char why[512] = "", addr[64];
+    CHECK_INT(0, sync_agent_start(&a.agent, why, sizeof(why), &config));
+    struct sync_agent_status status;
+    sync_agent_status(&status, a.agent);
+    CHECK(status.listen_port != 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", status.listen_port);
+    config = (struct sync_agent_config){.replica = b.peer.replica,
+                                        .records_dir = b.records,
+                                        .lock = side_lock,
+                                        .unlock = side_unlock,
+                                        .lock_ctx = &b,
+                                        .log = quiet,
+                                        .backoff_min_ms = 50,
+                                        .backoff_max_ms = 200};
+    CHECK_INT(0, sync_agent_start(&b.agent, why, sizeof(why), &config));
+    side_write_text(&a, "before.txt", "written before B dialed\n");
+    CHECK_INT(0, sync_agent_add_peer(b.agent, addr));
+    CHECK(wait_content(&b, "before.txt", "written before B dialed\n", 24));
+    side_write_text(&b, "from-b.txt", "direct\n");
+    CHECK(wait_content(&a, "from-b.txt", "direct\n", 7));
+    sync_agent_status(&status, a.agent);
+    CHECK_INT(1, status.peers_connected);
+    CHECK(!status.relay_connected);
+
+    /* A device that is not a member is refused, with the reason on A's side. */
+    struct side c;
+    side_init(&c, "gamma");
+    config.replica = c.peer.replica;
+    config.records_dir = c.records;
+    config.lock_ctx = &c;
+    CHECK_INT(0, sync_agent_start(&c.agent, why, sizeof(why), &config));
+    CHECK_INT(0, sync_agent_add_peer(c.agent, addr));
+    side_write_text(&c, "intruder.txt", "no\n");
+    usleep(300000);
+    side_lock(&a);
+    uint64_t ino;
+    CHECK(meta_replica_resolve(&ino, a.peer.replica, "intruder.txt") != 0);
+    side_unlock(&a);
+    sync_agent_status(&status, a.agent);
+    CHECK_INT(1, status.peers_connected);
+    side_free(&c);
+    side_free(&a);
+    side_free(&b);
+}
+
 int main(void)
 {
     alarm(120);
     CHECK_INT(0, sync_init());
     test_through_relay();
+    test_direct();
     return test_finish("sync-agent");
 }
