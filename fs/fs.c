@@ -40,6 +40,8 @@
 #define XATTR_SYNC    "user.weft.sync" /* the root's: the syncer's status as JSON */
 #define XATTR_INVITE  "user.weft.invite" /* the root's: set a device name, read its token */
 #define XATTR_PEER    "user.weft.peer"   /* the root's: set "host:port" to sync with it directly */
+#define XATTR_DEVICES "user.weft.devices" /* the root's: the share's devices, a line each */
+#define XATTR_REMOVE  "user.weft.remove"  /* the root's: set a device's name to remove it */
 #define XATTR_PREFIX  "user.weft."
 
 static bool log_syslog;
@@ -948,6 +950,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         }
     } else if (!strcmp(name, XATTR_SYNC) && ino == FUSE_ROOT_ID) {
         rc = sync_status_json((char **)&value, &len, fs);
+    } else if (!strcmp(name, XATTR_DEVICES) && ino == FUSE_ROOT_ID) {
+        rc = sync_devices_text((char **)&value, meta_replica_store(fs->replica));
+        len = value ? strlen((char *)value) : 0;
     } else if (!strcmp(name, XATTR_INVITE) && ino == FUSE_ROOT_ID) {
         rc = fs->invite ? 0 : -ENODATA;
         if (!rc && !(value = (uint8_t *)strdup(fs->invite)))
@@ -1024,6 +1029,29 @@ static int add_peer(struct fs *fs, const char *value, size_t size)
     return rc;
 }
 
+/* `weft device remove` on a mounted share (under lock): new key epoch, relay told, pushed. */
+static int remove_device(struct fs *fs, const char *value, size_t size)
+{
+    char name[META_NAME_MAX + 1], why[256] = "";
+    if (size == 0 || size > META_NAME_MAX)
+        return -EINVAL;
+    memcpy(name, value, size);
+    name[size] = '\0';
+    uint8_t key[SYNC_PUBLIC_KEY_LEN];
+    int rc = sync_device_remove(key, why, sizeof(why), fs->replica, name);
+    if (rc) {
+        fs_log(LOG_WARNING, "device remove: %s", why);
+        return rc;
+    }
+    if (fs->agent) {
+        pthread_mutex_unlock(&fs->lock);
+        rc = sync_agent_member(fs->agent, SYNC_MEMBER_REVOKE, key);
+        pthread_mutex_lock(&fs->lock);
+        sync_agent_poke(fs->agent);
+    }
+    return rc;
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
@@ -1034,6 +1062,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
         rc = make_invite(fs, value, size);
     } else if (!strcmp(name, XATTR_PEER) && ino == FUSE_ROOT_ID) {
         rc = add_peer(fs, value, size);
+    } else if (!strcmp(name, XATTR_REMOVE) && ino == FUSE_ROOT_ID) {
+        rc = remove_device(fs, value, size);
     } else if (!strcmp(name, XATTR_RESTORE)) {
         /* "COUNTER.REPLICA" as `weft log` prints versions. */
         char text[64];

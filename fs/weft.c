@@ -55,6 +55,7 @@ static const char usage_main[] =
     "  invite NAME               print a token that lets a new device join NAME\n"
     "  join TOKEN DIR            restore a share from its relay, then mount it\n"
     "  peer add NAME HOST:PORT   sync share NAME directly with the device there\n"
+    "  device list|remove NAME   the share's devices; remove one for good\n"
     "  relay --listen A --data D run a relay: the mailbox and backup of shares\n"
     "\n"
     "Run 'weft COMMAND --help' for a command's options.\n"
@@ -146,6 +147,16 @@ static const char usage_peer[] =
     "changes flow over the LAN when both are up. Only members of the share are\n"
     "accepted, each side checking the other's key. Kept for later mounts; a\n"
     "mounted share starts at once.\n";
+
+static const char usage_device[] =
+    "usage: weft device list|remove NAME [DEVICE]\n"
+    "\n"
+    "'weft device list NAME' prints the devices of share NAME: name, replica id,\n"
+    "and whether it is this device or was removed. 'weft device remove NAME\n"
+    "DEVICE' removes the device named DEVICE for good: the share gets a new key,\n"
+    "sealed to every other device, so the removed one reads nothing written\n"
+    "after; the relay and the other devices refuse it from now on. What it wrote\n"
+    "before stays in the share's history.\n";
 
 static const char usage_join[] =
     "usage: weft join TOKEN DIR [--name NAME] [--quiet]\n"
@@ -997,6 +1008,57 @@ static int cmd_peer(int argc, char **argv)
     return 0;
 }
 
+/* ---------- devices ---------- */
+
+static int cmd_device(int argc, char **argv)
+{
+    if (wants_help(argc, argv))
+        return fputs(usage_device, stdout), 0;
+    bool list = argc == 3 && !strcmp(argv[1], "list");
+    bool remove = argc == 4 && !strcmp(argv[1], "remove");
+    if (!list && !remove)
+        return usage_error(usage_device, "device: expected: list NAME, or remove NAME DEVICE");
+    const char *name = argv[2];
+    char dir[PATH_MAX], store_db[PATH_MAX + 16], mountpoint[PATH_MAX], why[256] = "";
+    if (!share_name_valid(name))
+        return usage_error(usage_device, "device: '%s' is not a valid share name", name);
+    if (share_dir(dir, sizeof(dir), name))
+        return 1;
+    snprintf(store_db, sizeof(store_db), "%s/store.db", dir);
+    if (access(store_db, F_OK) != 0)
+        return fail("there is no share called '%s' (looked in %s)", name, dir);
+    int rc;
+    char *text = NULL;
+    if (share_mount(dir, mountpoint, sizeof(mountpoint)) == 1) {
+        if (list && (rc = read_virtual(&text, mountpoint, "user.weft.devices")) != 0)
+            return fail("cannot list devices through the mount on %s: %s", mountpoint,
+                        strerror(-rc));
+        if (remove &&
+            setxattr(mountpoint, "user.weft.remove", argv[3], strlen(argv[3]), 0) != 0)
+            return fail("cannot remove device '%s': %s", argv[3],
+                        errno == ENOENT ? "no such device in this share (weft device list)"
+                                        : strerror(errno));
+    } else {
+        struct meta_replica *replica = NULL;
+        struct meta_err err = {{0}};
+        if ((rc = meta_replica_open(&replica, &err, dir)) != 0)
+            return fail("cannot open share '%s': %s", name,
+                        err.msg[0] ? err.msg : strerror(-rc));
+        uint8_t key[SYNC_PUBLIC_KEY_LEN];
+        rc = list ? sync_devices_text(&text, meta_replica_store(replica))
+                  : sync_device_remove(key, why, sizeof(why), replica, argv[3]);
+        meta_replica_close(replica);
+        if (rc)
+            return fail("%s", why[0] ? why : strerror(-rc));
+    }
+    if (list)
+        printf("%s", text);
+    else
+        printf("removed device '%s' from share '%s'; the share has a new key\n", argv[3], name);
+    free(text);
+    return 0;
+}
+
 /* ---------- invite and join ---------- */
 
 static int cmd_invite(int argc, char **argv)
@@ -1305,7 +1367,7 @@ int main(int argc, char **argv)
                                        {"umount", usage_umount}, {"status", usage_status},
                                        {"log", usage_log},       {"restore", usage_restore},
                                        {"invite", usage_invite}, {"join", usage_join},
-                                       {"peer", usage_peer}};
+                                       {"peer", usage_peer},     {"device", usage_device}};
             for (size_t i = 0; i < sizeof(usages) / sizeof(usages[0]); i++)
                 if (!strcmp(command, usages[i][0]))
                     return fputs(usages[i][1], stdout), 0;
@@ -1338,6 +1400,8 @@ int main(int argc, char **argv)
         return cmd_join(argc, argv);
     if (!strcmp(command, "peer"))
         return cmd_peer(argc, argv);
+    if (!strcmp(command, "device"))
+        return cmd_device(argc, argv);
     if (!strcmp(command, "relay"))
         return sync_relay_main(argc, argv);
     return usage_error(usage_main, "unknown command '%s'", command);

@@ -51,6 +51,29 @@ int meta_crypto_sign_seed_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
     return crypto_sign_seed_keypair(public_key, secret_key, seed) == 0 ? 0 : -EIO;
 }
 
+int meta_crypto_seal_key(uint8_t out[META_SEALED_KEY_LEN], const uint8_t key[32],
+                         const uint8_t public_key[META_PUBLIC_KEY_LEN])
+{
+    _Static_assert(META_SEALED_KEY_LEN == 32 + crypto_box_SEALBYTES, "sealed key size");
+    uint8_t x25519[crypto_box_PUBLICKEYBYTES];
+    if (crypto_sign_ed25519_pk_to_curve25519(x25519, public_key) != 0)
+        return -EINVAL;
+    return crypto_box_seal(out, key, 32, x25519) == 0 ? 0 : -EINVAL;
+}
+
+int meta_crypto_open_key(uint8_t key[32], const uint8_t sealed[META_SEALED_KEY_LEN],
+                         const uint8_t secret_key[META_SECRET_KEY_LEN])
+{
+    uint8_t x_secret[crypto_box_SECRETKEYBYTES], x_public[crypto_box_PUBLICKEYBYTES];
+    int rc = crypto_sign_ed25519_sk_to_curve25519(x_secret, secret_key) == 0 &&
+                     crypto_scalarmult_base(x_public, x_secret) == 0 &&
+                     crypto_box_seal_open(key, sealed, META_SEALED_KEY_LEN, x_public, x_secret) == 0
+                 ? 0
+                 : -EBADMSG;
+    sodium_memzero(x_secret, sizeof(x_secret));
+    return rc;
+}
+
 void meta_crypto_wipe(void *bytes, size_t len)
 {
     sodium_memzero(bytes, len);

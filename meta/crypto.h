@@ -43,6 +43,17 @@ META_MUST_CHECK int meta_crypto_sign_seed_keypair(uint8_t public_key[META_PUBLIC
 META_MUST_CHECK int meta_crypto_sign_keypair(uint8_t public_key[META_PUBLIC_KEY_LEN],
                                              uint8_t secret_key[META_SECRET_KEY_LEN]);
 /* Zeroes secret bytes in a way the compiler cannot drop. */
+/* Bytes of a key sealed to one device (crypto_box_seal of META_KEY_LEN bytes). */
+#define META_SEALED_KEY_LEN (32 + 48)
+/*
+ * Seals a 32-byte key to the device whose Ed25519 public key is given (its
+ * X25519 form), so only that device opens it. 0 or -EINVAL (a bad key).
+ */
+META_MUST_CHECK int meta_crypto_seal_key(uint8_t out[META_SEALED_KEY_LEN], const uint8_t key[32],
+                                         const uint8_t public_key[META_PUBLIC_KEY_LEN]);
+/* Opens a key sealed to this device (its Ed25519 secret key). 0 or -EBADMSG. */
+META_MUST_CHECK int meta_crypto_open_key(uint8_t key[32], const uint8_t sealed[META_SEALED_KEY_LEN],
+                                         const uint8_t secret_key[META_SECRET_KEY_LEN]);
 void meta_crypto_wipe(void *bytes, size_t len);
 /* Constant-time equality of two byte strings of length len: 1 if equal, else 0. */
 int meta_crypto_equal(const void *a, const void *b, size_t len);

@@ -3745,6 +3745,18 @@ int meta_replica_count_conflicts(uint64_t *out, struct meta_replica *replica)
 
 /* ---------- members ---------- */
 
+/* The replica id of a device key: the first 8 bytes of its BLAKE2b-256, little-endian. */
+static uint64_t replica_of_key(const uint8_t public_key[META_PUBLIC_KEY_LEN])
+{
+    uint8_t digest[32];
+    uint64_t id = 0;
+    if (meta_crypto_hash(digest, sizeof(digest), NULL, public_key, META_PUBLIC_KEY_LEN) != 0)
+        return 0;
+    for (int i = 7; i >= 0; i--)
+        id = id << 8 | digest[i];
+    return id;
+}
+
 /* A device row from a membership op; a removal is final, whatever comes after. */
 static int put_member(struct meta_replica *replica, const struct meta_member_body *body,
                       int64_t now_ns)
@@ -3752,10 +3764,8 @@ static int put_member(struct meta_replica *replica, const struct meta_member_bod
     struct meta_device device = {.added_at_ns = now_ns, .revoked = body->revoked};
     memcpy(device.public_key, body->public_key, META_PUBLIC_KEY_LEN);
     snprintf(device.name, sizeof(device.name), "%s", body->name);
-    uint8_t digest[32];
-    int rc = meta_crypto_hash(digest, sizeof(digest), NULL, body->public_key, META_PUBLIC_KEY_LEN);
-    for (int i = 7; !rc && i >= 0; i--)
-        device.replica = device.replica << 8 | digest[i];
+    device.replica = replica_of_key(body->public_key);
+    int rc = device.replica ? 0 : -EIO;
     struct meta_device known;
     if (!rc && meta_device_get(&known, replica->store, device.replica) == 0) {
         device.revoked = device.revoked || known.revoked;
@@ -3795,14 +3805,113 @@ int meta_replica_add_device(struct meta_replica *replica,
     return txn_end(replica, rc, &saved);
 }
 
+/*
+ * What a removal that starts epoch `epoch` leaves here: the epoch from which
+ * the removed device may author nothing, and this device's key of the new
+ * epoch if the op sealed one to it.
+ */
+static int note_epoch(struct meta_replica *replica, const struct meta_member_body *body)
+{
+    char key[64], value[16];
+    snprintf(key, sizeof(key), "member.revoked_epoch.%016" PRIx64,
+             replica_of_key(body->public_key));
+    snprintf(value, sizeof(value), "%u", body->epoch);
+    int rc = meta_setting_set(replica->store, key, value);
+    uint64_t self = meta_store_replica(replica->store);
+    for (size_t i = 0; !rc && i < body->key_count; i++) {
+        if (body->keys[i].replica != self)
+            continue;
+        uint8_t secret[META_SECRET_KEY_LEN], epoch_key[META_KEY_LEN];
+        meta_store_secret_key(secret, replica->store);
+        rc = meta_crypto_open_key(epoch_key, body->keys[i].sealed, secret);
+        meta_crypto_wipe(secret, sizeof(secret));
+        if (!rc)
+            rc = meta_store_epoch_key_put(replica->store, body->epoch, epoch_key);
+        meta_crypto_wipe(epoch_key, sizeof(epoch_key));
+        if (rc == -EBADMSG)
+            return replica_fail(replica, rc, "the key of epoch %u sealed to this device does "
+                                             "not open",
+                                body->epoch);
+    }
+    return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
+}
+
 static int apply_member_op(struct meta_replica *replica, const struct meta_op *op)
 {
     struct meta_member_body body;
-    if (meta_member_body_decode(&body, op->body, op->body_len) != 0)
-        return replica_fail(replica, -EBADMSG,
+    int rc = meta_member_body_decode(&body, op->body, op->body_len);
+    if (rc)
+        return replica_fail(replica, rc == -ENOMEM ? rc : -EBADMSG,
                             "membership op (%016" PRIx64 ", %" PRIu64 ") is malformed",
                             op->replica, op->seq);
-    return put_member(replica, &body, realtime_ns());
+    rc = put_member(replica, &body, realtime_ns());
+    if (!rc && body.epoch)
+        rc = note_epoch(replica, &body);
+    meta_member_body_clear(&body);
+    return rc;
+}
+
+int meta_replica_remove_device(struct meta_replica *replica,
+                               const uint8_t public_key[META_PUBLIC_KEY_LEN])
+{
+    struct meta_device *devices = NULL, *target = NULL;
+    size_t count = 0;
+    int rc = meta_device_list(&devices, &count, replica->store);
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    for (size_t i = 0; i < count; i++)
+        if (memcmp(devices[i].public_key, public_key, META_PUBLIC_KEY_LEN) == 0)
+            target = &devices[i];
+    struct meta_member_body body = {.revoked = true,
+                                    .epoch = meta_store_epoch(replica->store) + 1};
+    struct meta_sealed_key *keys = calloc(count ? count : 1, sizeof(*keys));
+    uint8_t epoch_key[META_KEY_LEN];
+    meta_crypto_random(epoch_key, sizeof(epoch_key));
+    if (!keys)
+        rc = -ENOMEM;
+    else if (!target)
+        rc = replica_fail(replica, -ENOENT, "no such device in this share");
+    else if (target->replica == meta_store_replica(replica->store))
+        rc = replica_fail(replica, -EINVAL, "a device cannot remove itself");
+    else if (target->revoked)
+        rc = replica_fail(replica, -EALREADY, "device '%s' was removed already", target->name);
+    /* The new key, sealed to every member that stays (this device too). */
+    for (size_t i = 0; !rc && i < count; i++) {
+        if (devices[i].revoked || &devices[i] == target)
+            continue;
+        keys[body.key_count].replica = devices[i].replica;
+        rc = meta_crypto_seal_key(keys[body.key_count].sealed, epoch_key, devices[i].public_key);
+        body.key_count++;
+    }
+    if (!rc) {
+        memcpy(body.public_key, public_key, META_PUBLIC_KEY_LEN);
+        snprintf(body.name, sizeof(body.name), "%s", target->name);
+        body.keys = keys;
+        /* The key first: an op that names an epoch this device lost would be worse. */
+        rc = meta_store_epoch_key_put(replica->store, body.epoch, epoch_key);
+        if (rc)
+            replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    }
+    meta_crypto_wipe(epoch_key, sizeof(epoch_key));
+    struct crdt_clock saved;
+    if (!rc && !(rc = txn_begin(replica, &saved))) {
+        uint64_t seq;
+        struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
+        struct crdt_buf buf = {0};
+        meta_member_body_encode(&buf, &body);
+        rc = log_op(replica, META_OP_MEMBER, ts, seq, (struct crdt_node_id){0, 0}, &buf);
+        crdt_buf_free(&buf);
+        if (!rc)
+            rc = put_member(replica, &body, realtime_ns());
+        if (!rc) {
+            body.key_count = 0; /* this device keeps its key already */
+            rc = note_epoch(replica, &body);
+        }
+        rc = txn_end(replica, rc, &saved);
+    }
+    free(keys);
+    free(devices);
+    return rc;
 }
 
 int meta_replica_apply_remote(size_t *applied, struct meta_replica *replica,

@@ -283,6 +283,17 @@ META_MUST_CHECK int meta_replica_add_device(struct meta_replica *replica,
                                             const uint8_t public_key[META_PUBLIC_KEY_LEN],
                                             const char *name, bool revoked);
 /*
+ * Removes a device from the share for good and starts a new key epoch: a
+ * fresh share key, sealed to every remaining member in the membership op
+ * (meta/member format 2), kept here (meta_store_epoch_key_put). Records
+ * sealed from then on use it, so the removed device reads nothing written
+ * after; its own records of the new epoch or later are refused
+ * (setting member.revoked_epoch.REPLICA). -ENOENT (no such member), -EINVAL
+ * (this device itself), -EALREADY (removed already), -EIO.
+ */
+META_MUST_CHECK int meta_replica_remove_device(struct meta_replica *replica,
+                                               const uint8_t public_key[META_PUBLIC_KEY_LEN]);
+/*
  * How many shown entries are conflict copies waiting for the user: names
  * "... (conflict DEVICE...)" (concurrent creates, binary conflicts).
  */

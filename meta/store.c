@@ -1036,6 +1036,40 @@ void meta_store_export_share_key(uint8_t out[META_KEY_LEN], const struct meta_st
     memcpy(out, store->share_key, META_KEY_LEN);
 }
 
+int meta_store_epoch_key_put(struct meta_store *store, uint32_t epoch,
+                             const uint8_t key[META_KEY_LEN])
+{
+    if (epoch == 0)
+        return store_fail(store, -EINVAL, "epoch 0's key is the share key's");
+    char name[32], value[16];
+    snprintf(name, sizeof(name), "epoch-%u.key", epoch);
+    int rc = write_key_file(store, name, key, META_KEY_LEN);
+    if (!rc && epoch > meta_store_epoch(store)) {
+        snprintf(value, sizeof(value), "%u", epoch);
+        rc = meta_setting_set(store, "keys.epoch", value);
+    }
+    return rc;
+}
+
+int meta_store_epoch_key_get(uint8_t key[META_KEY_LEN], struct meta_store *store, uint32_t epoch)
+{
+    char name[32], path[4200];
+    snprintf(name, sizeof(name), "epoch-%u.key", epoch);
+    snprintf(path, sizeof(path), "%s/keys/%s", store->dir, name);
+    if (epoch == 0 || access(path, F_OK) != 0)
+        return -ENOENT;
+    return read_key_file(store, name, key, META_KEY_LEN);
+}
+
+uint32_t meta_store_epoch(struct meta_store *store)
+{
+    int64_t epoch = 0;
+    if (meta_setting_get_int(&epoch, store, "keys.epoch", 0) != 0 || epoch < 0 ||
+        epoch > UINT32_MAX)
+        return 0;
+    return (uint32_t)epoch;
+}
+
 void meta_store_secret_key(uint8_t out[META_SECRET_KEY_LEN], const struct meta_store *store)
 {
     memcpy(out, store->secret_key, META_SECRET_KEY_LEN);

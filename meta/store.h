@@ -114,6 +114,18 @@ META_MUST_CHECK int meta_store_derive_key(uint8_t out[META_KEY_LEN], const struc
  * whole share. The caller wipes it.
  */
 void meta_store_export_share_key(uint8_t out[META_KEY_LEN], const struct meta_store *store);
+/*
+ * Keeps the share key of key epoch `epoch` (>= 1; a device removal starts
+ * one) in DIR/keys/epoch-N.key, 0600, durably; and notes the highest epoch
+ * held (setting keys.epoch). -EINVAL, -EIO.
+ */
+META_MUST_CHECK int meta_store_epoch_key_put(struct meta_store *store, uint32_t epoch,
+                                             const uint8_t key[META_KEY_LEN]);
+/* Reads the key of epoch `epoch` (>= 1); the caller wipes it. -ENOENT if not held. */
+META_MUST_CHECK int meta_store_epoch_key_get(uint8_t key[META_KEY_LEN], struct meta_store *store,
+                                             uint32_t epoch);
+/* The highest key epoch this device holds a key of (0: only the share key's). */
+uint32_t meta_store_epoch(struct meta_store *store);
 /* Copies this device's Ed25519 secret key (64 bytes) for signing; the caller wipes it. */
 void meta_store_secret_key(uint8_t out[META_SECRET_KEY_LEN], const struct meta_store *store);
 /* Replaces the working-copy I/O functions (NULL restores pwrite/fdatasync). Not copied. */

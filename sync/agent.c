@@ -445,10 +445,13 @@ static int take_record(struct session *session, const uint8_t *record, size_t le
     agent->status.device = stats;
     agent->status.relay_last_seen_ns = now_ns();
     pthread_mutex_unlock(&agent->status_lock);
-    if (reason == SYNC_REASON_UNKNOWN_AUTHOR) {
+    if (reason == SYNC_REASON_UNKNOWN_AUTHOR || reason == SYNC_REASON_UNKNOWN_EPOCH ||
+        (reason == SYNC_REASON_DROPPED && session->refused_unknown)) {
         /*
-         * A device this one does not know yet: the member op that vouches for
-         * it may be in a record still to come. Ask again once something applies.
+         * A device, or a key epoch, this one does not know yet: the membership
+         * op that vouches for it, or seals the key to it, may be in a record
+         * still to come (the relay streams author by author), and the records
+         * after a refused one leave a gap. Ask again once something applies.
          */
         session->refused_unknown = true;
         return 0;
@@ -917,6 +920,61 @@ static int start_direct(struct sync_agent *agent, const struct sync_agent_config
         if ((rc = dial_peer(agent, addr)) != 0)
             snprintf(why, why_len, "'%s' is not a device address (HOST:PORT)", addr);
     free(list);
+    return rc;
+}
+
+/* ---------- devices ---------- */
+
+int sync_device_remove(uint8_t key[SYNC_PUBLIC_KEY_LEN], char *why, size_t why_len,
+                       struct meta_replica *replica, const char *name)
+{
+    struct meta_store *store = meta_replica_store(replica);
+    struct meta_device *devices = NULL;
+    size_t count = 0, found = 0;
+    int rc = meta_device_list(&devices, &count, store);
+    for (size_t i = 0; !rc && i < count; i++)
+        if (strcmp(devices[i].name, name) == 0 && !devices[i].revoked && found++ == 0)
+            memcpy(key, devices[i].public_key, SYNC_PUBLIC_KEY_LEN);
+    free(devices);
+    if (rc)
+        snprintf(why, why_len, "cannot list the share's devices: %s", strerror(-rc));
+    else if (found == 0)
+        rc = -ENOENT;
+    else if (found > 1)
+        rc = -ENOTUNIQ;
+    if (rc == -ENOENT || rc == -ENOTUNIQ)
+        snprintf(why, why_len, "%s device called '%s' in this share (weft device list shows them)",
+                 rc == -ENOENT ? "no" : "more than one", name);
+    if (!rc && (rc = meta_replica_remove_device(replica, key)) != 0)
+        snprintf(why, why_len, "%s", meta_replica_errmsg(replica));
+    if (!rc && (rc = sync_member_queue(store, SYNC_MEMBER_REVOKE, key)) != 0)
+        snprintf(why, why_len, "cannot note the removal for the relay: %s", strerror(-rc));
+    return rc;
+}
+
+int sync_devices_text(char **out, struct meta_store *store)
+{
+    struct meta_device *devices = NULL;
+    size_t count = 0;
+    *out = NULL;
+    int rc = meta_device_list(&devices, &count, store);
+    size_t cap = 64 + count * (META_NAME_MAX + 64), len = 0;
+    char *text = rc ? NULL : malloc(cap);
+    if (!rc && !text)
+        rc = -ENOMEM;
+    uint64_t self = meta_store_replica(store);
+    for (size_t i = 0; !rc && i < count; i++)
+        len += (size_t)snprintf(text + len, cap - len, "%-24s %016llx%s%s\n", devices[i].name,
+                                (unsigned long long)devices[i].replica,
+                                devices[i].replica == self ? "  (this device)" : "",
+                                devices[i].revoked ? "  removed" : "");
+    if (!rc && count == 0)
+        snprintf(text, cap, "(no devices)\n");
+    free(devices);
+    if (rc)
+        free(text);
+    else
+        *out = text;
     return rc;
 }
 

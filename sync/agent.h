@@ -110,6 +110,17 @@ SYNC_MUST_CHECK int sync_invite_make(char *token, size_t cap, char *why, size_t 
 SYNC_MUST_CHECK int sync_peer_remember(struct meta_store *store, const char *addr);
 /* Syncs directly with the device at "host:port" from now on (weft peer add). Any thread. */
 SYNC_MUST_CHECK int sync_agent_add_peer(struct sync_agent *agent, const char *addr);
+/*
+ * Removes the device named `name` from `replica`'s share for good: a new key
+ * epoch for the others (meta_replica_remove_device) and a note for the relay
+ * (tell a running agent: sync_agent_member with *key). The caller holds the
+ * replica's lock. On failure `why` says what went wrong. -ENOENT (no such
+ * device), -EINVAL (this device), -EALREADY.
+ */
+SYNC_MUST_CHECK int sync_device_remove(uint8_t key[SYNC_PUBLIC_KEY_LEN], char *why, size_t why_len,
+                                       struct meta_replica *replica, const char *name);
+/* The share's devices as text, a line each (malloc'ed); the caller holds the lock. */
+SYNC_MUST_CHECK int sync_devices_text(char **out, struct meta_store *store);
 /* Copies the status (thread-safe). */
 void sync_agent_status(struct sync_agent_status *out, struct sync_agent *agent);
 /* Closes every connection, stops the thread, closes the device, frees. NULL is fine. */

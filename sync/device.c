@@ -4,6 +4,7 @@
  */
 #include "sync/device.h"
 
+#include "meta/member.h"
 #include "meta/opbody.h"
 #include "meta/store.h"
 #include "meta/version.h"
@@ -43,7 +44,10 @@ struct sync_device {
     struct sync_device_lock lock; /* held around every use of replica and store */
     struct sync_relay_store records;
     uint8_t share_id[SYNC_SHARE_ID_LEN];
-    struct sync_epoch_key key; /* epoch 0: the only one until devices can be removed */
+    /* Every key epoch's key held, epoch order: 0 derived from the share key, then removals'. */
+    struct sync_epoch_key *keys;
+    size_t key_count;
+    uint32_t seal_epoch; /* the epoch the batch being sealed goes under */
     uint8_t secret_key[SYNC_SECRET_KEY_LEN];
     uint64_t self;
     /* This device's chain: its head record, and the last op seq a record holds. */
@@ -101,27 +105,66 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Membership is the replica store's device list; revoked devices author nothing. */
+/*
+ * Membership is the replica store's device list. A removed device's records
+ * of the epochs before its removal are history every member keeps; from the
+ * epoch its removal started, it authors nothing.
+ */
 static int member_key(void *ctx, uint8_t public_key[SYNC_PUBLIC_KEY_LEN], uint64_t replica,
                       uint32_t epoch)
 {
-    (void)epoch;
     struct sync_device *device = ctx;
     struct meta_device member;
+    char setting[64];
+    int64_t revoked_at = 0;
+    snprintf(setting, sizeof(setting), "member.revoked_epoch.%016llx", (unsigned long long)replica);
     hold(device);
     int rc = meta_device_get(&member, device->store, replica);
+    if (!rc && member.revoked)
+        rc = meta_setting_get_int(&revoked_at, device->store, setting, 0);
     release(device);
-    if (rc != 0 || member.revoked)
+    if (rc != 0 || (member.revoked && epoch >= revoked_at))
         return -EACCES;
     memcpy(public_key, member.public_key, SYNC_PUBLIC_KEY_LEN);
     return 0;
 }
 
+/*
+ * Takes in the keys of epochs this device learned since (a removal's op it
+ * applied, or made). Cheap when nothing changed: one setting read.
+ */
+static int refresh_keys(struct sync_device *device)
+{
+    hold(device);
+    uint32_t newest = meta_store_epoch(device->store);
+    int rc = 0;
+    if (newest + 1 > device->key_count) {
+        struct sync_epoch_key *grown = realloc(device->keys, (newest + 1) * sizeof(*grown));
+        if (!grown)
+            rc = -ENOMEM;
+        else
+            device->keys = grown;
+        for (uint32_t epoch = (uint32_t)device->key_count; !rc && epoch <= newest; epoch++) {
+            struct sync_epoch_key *key = &device->keys[epoch];
+            key->epoch = epoch;
+            rc = epoch == 0 ? meta_store_derive_key(key->key, device->store, "seal epoch 0")
+                            : meta_store_epoch_key_get(key->key, device->store, epoch);
+            if (!rc)
+                device->key_count = epoch + 1;
+        }
+        if (rc)
+            device_fail(device, rc, "cannot read the key of a key epoch: %s",
+                        meta_store_errmsg(device->store));
+    }
+    release(device);
+    return rc;
+}
+
 static void share_of(struct sync_share *share, struct sync_device *device)
 {
     memcpy(share->id, device->share_id, SYNC_SHARE_ID_LEN);
-    share->keys = &device->key;
-    share->key_count = 1;
+    share->keys = device->keys;
+    share->key_count = device->key_count;
     share->member = member_key;
     share->member_ctx = device;
 }
@@ -421,9 +464,8 @@ int sync_device_open(struct sync_device **out, char *why, size_t why_len,
     meta_store_secret_key(device->secret_key, device->store);
     uint8_t public_key[SYNC_PUBLIC_KEY_LEN];
     meta_store_public_key(public_key, device->store);
-    device->key.epoch = 0;
-    rc = meta_store_derive_key(device->key.key, device->store, "seal epoch 0");
     release(device);
+    rc = refresh_keys(device);
     if (!rc && mkdir(records_dir, 0700) != 0 && errno != EEXIST)
         rc = device_fail(device, -errno, "cannot make %s: %s", records_dir, strerror(errno));
     if (!rc)
@@ -461,7 +503,9 @@ void sync_device_close(struct sync_device *device)
         return;
     sync_relay_store_close(&device->records);
     sodium_memzero(device->secret_key, sizeof(device->secret_key));
-    sodium_memzero(device->key.key, sizeof(device->key.key));
+    if (device->keys)
+        sodium_memzero(device->keys, device->key_count * sizeof(*device->keys));
+    free(device->keys);
     free(device->pending);
     free(device);
 }
@@ -508,6 +552,19 @@ static int ids_push(struct id_list *list, const uint8_t id[SYNC_HASH_LEN])
 
 /* ---------- sealing ---------- */
 
+/* The key epoch a membership op of this device starts (a removal), or 0. */
+static uint32_t starts_epoch(const struct sync_op *op)
+{
+    if (op->kind != META_OP_MEMBER)
+        return 0;
+    struct meta_member_body body;
+    if (meta_member_body_decode(&body, op->body, op->body_len) != 0)
+        return 0;
+    uint32_t epoch = body.epoch;
+    meta_member_body_clear(&body);
+    return epoch;
+}
+
 /* This device's ops that no record holds yet, copied (bodies owned). */
 struct unsealed {
     uint64_t self;
@@ -548,11 +605,12 @@ static void unsealed_free(struct unsealed *list)
     free(list->ops);
 }
 
-static void seal_of(struct sync_seal *seal, const struct sync_device *device)
+/* Sealing under key epoch `epoch` (held: refresh_keys). */
+static void seal_of(struct sync_seal *seal, const struct sync_device *device, uint32_t epoch)
 {
     *seal = (struct sync_seal){.share_id = device->share_id,
-                               .epoch = device->key.epoch,
-                               .key = device->key.key,
+                               .epoch = epoch,
+                               .key = device->keys[epoch].key,
                                .author = device->self,
                                .secret_key = device->secret_key};
 }
@@ -577,7 +635,7 @@ static int seal_chunk(void *ctx, const uint8_t id[SYNC_HASH_LEN])
     if (rc)
         return rc;
     struct sync_seal seal;
-    seal_of(&seal, device);
+    seal_of(&seal, device, device->seal_epoch);
     struct crdt_buf buf = {0};
     uint8_t hash[SYNC_HASH_LEN];
     rc = sync_record_seal_chunk(&buf, hash, &seal, id, data, len);
@@ -600,7 +658,7 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
     if (rc)
         return rc;
     struct sync_seal seal;
-    seal_of(&seal, device);
+    seal_of(&seal, device, device->seal_epoch);
     struct crdt_buf buf = {0};
     uint8_t hash[SYNC_HASH_LEN];
     uint64_t seq = device->head_seq + 1;
@@ -609,7 +667,7 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
     if (!rc)
         rc = device->records.ops->op_put(device->records.ctx, NULL, device->share_id,
                                          device->self, seq, device->head_hash, hash,
-                                         device->key.epoch, buf.data, buf.len);
+                                         device->seal_epoch, buf.data, buf.len);
     crdt_buf_free(&buf);
     if (rc)
         return rc;
@@ -650,17 +708,33 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
     if (rc && !device->err[0])
         device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
     release(device);
+    if (!rc)
+        rc = refresh_keys(device);
+    /*
+     * Epochs: ops made before this device removed a member go under the old
+     * epoch, and so does the removal's own op (the others learn the new key
+     * from it); what follows goes under the new one.
+     */
+    device->seal_epoch = (uint32_t)(device->key_count - 1);
+    for (size_t i = list.len; i-- > 0;) {
+        uint32_t starts = starts_epoch(&list.ops[i]);
+        if (starts && starts <= device->seal_epoch + 1)
+            device->seal_epoch = starts - 1;
+    }
     const struct sync_relay_store_ops *ops = device->records.ops;
     bool group = !rc && list.len > 0 && ops->begin(device->records.ctx) == 0;
     size_t start = 0, size = 0;
     for (size_t i = 0; !rc && i <= list.len; i++) {
         size_t op_size = i < list.len ? sync_record_op_size(&list.ops[i]) : 0;
+        uint32_t starts = i > start ? starts_epoch(&list.ops[i - 1]) : 0;
         if (i < list.len && op_size > BATCH_ROOM)
             rc = device_fail(device, -EMSGSIZE,
                              "op %llu of this device is %zu bytes, over the record limit of %u",
                              (unsigned long long)list.ops[i].seq, op_size, BATCH_ROOM);
-        else if (i > start && (i == list.len || size + op_size > BATCH_TARGET)) {
+        else if (i > start && (i == list.len || starts || size + op_size > BATCH_TARGET)) {
             rc = seal_batch(device, &have, &list.ops[start], i - start);
+            if (starts && starts < device->key_count)
+                device->seal_epoch = starts;
             start = i;
             size = 0;
         }
@@ -836,6 +910,9 @@ int sync_device_accept(struct sync_device *device, enum sync_reason *reason, con
                       "a record");
     if (memcmp(header.share_id, device->share_id, SYNC_SHARE_ID_LEN) != 0)
         return refuse(device, reason, SYNC_REASON_WRONG_SHARE, header.author, "a record");
+    /* A removal applied since may have given this device the key it names. */
+    if (header.epoch >= device->key_count && (rc = refresh_keys(device)) != 0)
+        return rc;
     return header.kind == SYNC_RECORD_CHUNK ? accept_chunk(device, reason, &header, bytes, len)
                                             : accept_ops(device, reason, &header, bytes, len);
 }

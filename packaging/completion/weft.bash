@@ -35,7 +35,7 @@ _weft()
     local cur prev words cword
     _init_completion || return
 
-    local commands='init mount umount status log restore invite join peer relay'
+    local commands='init mount umount status log restore invite join peer device relay'
     if ((cword == 1)); then
         mapfile -t COMPREPLY < <(compgen -W "$commands --help" -- "$cur")
         return
@@ -80,6 +80,7 @@ _weft()
     invite) options='--device-name --help' ;;
     join) options='--name --quiet --help' ;;
     peer) options='--help' ;;
+    device) options='--help' ;;
     relay) options='--listen --data -v --verbose --help' ;;
     *) return ;;
     esac
@@ -100,11 +101,14 @@ _weft()
     done
 
     case $command:$position in
-    mount:0 | status:0 | invite:0 | peer:1)
+    mount:0 | status:0 | invite:0 | peer:1 | device:1)
         mapfile -t COMPREPLY < <(compgen -W "$(_weft_shares)" -- "$cur")
         ;;
     peer:0)
         mapfile -t COMPREPLY < <(compgen -W "add" -- "$cur")
+        ;;
+    device:0)
+        mapfile -t COMPREPLY < <(compgen -W "list remove" -- "$cur")
         ;;
     mount:1 | join:1)
         _filedir -d

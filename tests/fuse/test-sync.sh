@@ -12,8 +12,10 @@
 #   - B's daemon is killed with SIGKILL in the middle of a sync, remounted,
 #     and converges with nothing lost or duplicated;
 #   - B syncs with A directly (weft peer add) while the relay is down;
+#   - A removes C (weft device remove): B keeps reading A's changes, C reads
+#     nothing written after;
 #   - D joins from the relay alone (A, B and C unmounted) and its mount equals
-#     theirs, history included.
+#     theirs, history included (D learns the new key from the removal).
 source "$(dirname "$0")/lib.sh"
 fuse_begin sync
 need_weft "sync between weft mounts"
@@ -203,12 +205,22 @@ start_relay
 wait_converged 60 "after the direct session"
 
 # ---------------------------------------------------------------------------
+# A removes C: a new key epoch; what A writes after reaches B, never C.
+assert_contains "$(dev a "$WEFT" device list sa)" "gamma" "weft device list on A"
+assert_status 0 "weft device remove gamma" dev a "$WEFT" device remove sa gamma
+assert_contains "$(dev a "$WEFT" device list sa)" "removed" "weft device list after the removal"
+printf 'not for gamma\n' >"$A/after-removal.txt"
+wait_until 20 has b after-removal.txt "not for gamma" || fail "B did not get A's change after the removal"
+sleep 1
+[ ! -e "$C/after-removal.txt" ] || fail "the removed device C got a change made after its removal"
+umount_dev c
+
+# ---------------------------------------------------------------------------
 # D restores from the relay alone: the others are unmounted.
 versions_a=$(weft_versions "$A/target.txt")
 manifest a >"$FUSE_TMP/manifest-a"
 umount_dev a
 umount_dev b
-umount_dev c
 join_dev d "$token_d"
 D=$FUSE_TMP/mnt-d
 diff "$FUSE_TMP/manifest-a" <(manifest d) >&2 || fail "D's restored mount differs from A's"

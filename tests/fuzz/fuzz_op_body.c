@@ -1,9 +1,11 @@
 /*
  * Fuzz target: the op-body decoders of meta/opbody on arbitrary bytes (op
  * bodies come from peers), as an attribute or content op, a text op's
- * wrapper and a tree op. Whatever decodes re-encodes to the same bytes.
+ * wrapper, a tree op and a membership op (meta/member). Whatever decodes
+ * re-encodes to the same bytes.
  */
 #include "crdt/text.h"
+#include "meta/member.h"
 #include "meta/opbody.h"
 
 #include <errno.h>
@@ -66,10 +68,25 @@ static void tree(const uint8_t *data, size_t size)
     crdt_buf_free(&buf);
 }
 
+static void member(const uint8_t *data, size_t size)
+{
+    struct meta_member_body body;
+    if (meta_member_body_decode(&body, data, size) != 0)
+        return;
+    if ((body.epoch != 0) != (body.key_count != 0) || (body.epoch && !body.revoked))
+        abort();
+    struct crdt_buf buf = {0};
+    meta_member_body_encode(&buf, &body);
+    same_bytes(&buf, data, size);
+    crdt_buf_free(&buf);
+    meta_member_body_clear(&body);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     attr(data, size);
     text(data, size);
     tree(data, size);
+    member(data, size);
     return 0;
 }

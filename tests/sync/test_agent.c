@@ -239,6 +239,29 @@ static void test_through_relay(void)
     side_unlock(&a);
     free(pending);
 
+    /*
+     * A removes C: a new key epoch sealed to A and B only, the relay told. What
+     * A and B write after reaches each other, never C, which the relay refuses.
+     */
+    side_lock(&a);
+    CHECK_INT(0, meta_replica_remove_device(a.peer.replica, c_key));
+    side_unlock(&a);
+    CHECK_INT(0, sync_agent_member(a.agent, SYNC_MEMBER_REVOKE, c_key));
+    side_write_text(&a, "after-removal.txt", "not for c\n");
+    CHECK(wait_content(&b, "after-removal.txt", "not for c\n", 10));
+    side_write_text(&b, "from-b-epoch1.txt", "sealed under the new key\n");
+    CHECK(wait_content(&a, "from-b-epoch1.txt", "sealed under the new key\n", 25));
+    side_lock(&b);
+    CHECK_INT(1, meta_store_epoch(meta_replica_store(b.peer.replica)));
+    side_unlock(&b);
+    usleep(300000);
+    side_lock(&c);
+    uint64_t ino;
+    CHECK(meta_replica_resolve(&ino, c.peer.replica, "after-removal.txt") != 0);
+    CHECK(meta_replica_resolve(&ino, c.peer.replica, "from-b-epoch1.txt") != 0);
+    CHECK_INT(0, meta_store_epoch(meta_replica_store(c.peer.replica)));
+    side_unlock(&c);
+
     free(big);
     side_free(&c);
     side_free(&a);

@@ -312,10 +312,61 @@ static void test_attacks(void)
     node_free(&b);
 }
 
+/* Removal with key rotation: the removed device opens nothing sealed after. */
+static void test_removal(void)
+{
+    struct node a, b, c;
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    node_init(&c, "gamma");
+    introduce(&a.peer, &b.peer);
+    introduce(&a.peer, &c.peer);
+    introduce(&b.peer, &c.peer);
+    write_text(&a.peer, "before.txt", "everyone reads this\n");
+    CHECK_INT(0, sync_device_seal(a.device, NULL));
+    deliver(&c, &a, replica_of(&a));
+    check_content(&c.peer, "before.txt", "everyone reads this\n");
+
+    uint8_t c_key[SYNC_PUBLIC_KEY_LEN];
+    meta_store_public_key(c_key, meta_replica_store(c.peer.replica));
+    CHECK_INT(0, meta_replica_remove_device(a.peer.replica, c_key));
+    CHECK_INT(-EALREADY, meta_replica_remove_device(a.peer.replica, c_key));
+    write_text(&a.peer, "after.txt", "not for c\n");
+    CHECK_INT(0, sync_device_seal(a.device, NULL));
+
+    /* B learns the new key from the removal and reads on. */
+    deliver(&b, &a, replica_of(&a));
+    check_content(&b.peer, "after.txt", "not for c\n");
+    CHECK_INT(1, meta_store_epoch(meta_replica_store(b.peer.replica)));
+    write_text(&b.peer, "b-after.txt", "epoch 1\n");
+    CHECK_INT(0, sync_device_seal(b.device, NULL));
+    deliver(&a, &b, replica_of(&b));
+    check_content(&a.peer, "b-after.txt", "epoch 1\n");
+
+    /* C takes the removal (sealed under the old key) but opens nothing after it. */
+    struct copied got = {0};
+    records_of(&got, &a, replica_of(&a), 2);
+    CHECK(got.len >= 2);
+    CHECK_INT(0, accept(&c, got.records[0], got.lens[0], NULL));
+    expect_refused(&c, got.records[1], got.lens[1], SYNC_REASON_UNKNOWN_EPOCH);
+    copied_free(&got);
+    records_of(&got, &b, replica_of(&b), 1);
+    for (size_t i = 0; i < got.len; i++)
+        expect_refused(&c, got.records[i], got.lens[i], SYNC_REASON_UNKNOWN_EPOCH);
+    copied_free(&got);
+    uint64_t ino;
+    CHECK(meta_replica_resolve(&ino, c.peer.replica, "after.txt") != 0);
+    CHECK_INT(0, meta_store_epoch(meta_replica_store(c.peer.replica)));
+    node_free(&a);
+    node_free(&b);
+    node_free(&c);
+}
+
 int main(void)
 {
     CHECK_INT(0, sync_init());
     test_converge();
     test_attacks();
+    test_removal();
     return test_finish("sync-device");
 }
