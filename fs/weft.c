@@ -54,7 +54,7 @@ static const char usage_main[] =
     "  restore PATH --version V  make an earlier version the file's content again\n"
     "  invite NAME               print a token that lets a new device join NAME\n"
     "  join TOKEN DIR            restore a share from its relay, then mount it\n"
-    "  peer add NAME HOST:PORT   sync share NAME directly with the device there\n"
+    "  peer add|listen NAME ADDR sync directly with a device / accept devices on ADDR\n"
     "  device list|remove NAME   the share's devices; remove one for good\n"
     "  relay --listen A --data D run a relay: the mailbox and backup of shares\n"
     "\n"
@@ -140,13 +140,16 @@ static const char usage_invite[] =
     "                        (default: new-device)\n";
 
 static const char usage_peer[] =
-    "usage: weft peer add NAME HOST:PORT\n"
+    "usage: weft peer add|listen NAME ADDR:PORT\n"
     "\n"
-    "Syncs share NAME directly with the device of the same share listening on\n"
-    "HOST:PORT (weft init --listen there), besides the relay if there is one:\n"
-    "changes flow over the LAN when both are up. Only members of the share are\n"
-    "accepted, each side checking the other's key. Kept for later mounts; a\n"
-    "mounted share starts at once.\n";
+    "'weft peer add NAME HOST:PORT' syncs share NAME directly with the device of\n"
+    "the same share listening on HOST:PORT, besides the relay if there is one:\n"
+    "changes flow over the LAN when both are up. Kept for later mounts; a mounted\n"
+    "share starts at once. 'weft peer listen NAME ADDR:PORT' makes the share\n"
+    "accept its devices on ADDR:PORT (numeric; 0.0.0.0 for every interface) from\n"
+    "its next mount; the relay then tells the share's other devices where it\n"
+    "listens, so they connect by themselves. Only members of the share are\n"
+    "accepted, each side checking the other's key.\n";
 
 static const char usage_device[] =
     "usage: weft device list|remove NAME [DEVICE]\n"
@@ -974,8 +977,9 @@ static int cmd_peer(int argc, char **argv)
 {
     if (wants_help(argc, argv))
         return fputs(usage_peer, stdout), 0;
-    if (argc != 4 || strcmp(argv[1], "add") != 0)
-        return usage_error(usage_peer, "peer: expected: add NAME HOST:PORT");
+    bool listen = argc == 4 && strcmp(argv[1], "listen") == 0;
+    if (argc != 4 || (strcmp(argv[1], "add") != 0 && !listen))
+        return usage_error(usage_peer, "peer: expected: add NAME HOST:PORT, or listen NAME ADDR:PORT");
     const char *name = argv[2], *addr = argv[3];
     char host[256], dir[PATH_MAX], store_db[PATH_MAX + 16], mountpoint[PATH_MAX];
     uint16_t port;
@@ -989,6 +993,23 @@ static int cmd_peer(int argc, char **argv)
     if (access(store_db, F_OK) != 0)
         return fail("there is no share called '%s' (looked in %s)", name, dir);
     int rc;
+    if (listen && share_mount(dir, mountpoint, sizeof(mountpoint)) == 1)
+        return fail("share '%s' is mounted on %s: unmount it, set where it listens, mount it "
+                    "again",
+                    name, mountpoint);
+    if (listen) {
+        struct meta_replica *replica = NULL;
+        struct meta_err err = {{0}};
+        if ((rc = meta_replica_open(&replica, &err, dir)) != 0)
+            return fail("cannot open share '%s': %s", name,
+                        err.msg[0] ? err.msg : strerror(-rc));
+        rc = meta_setting_set(meta_replica_store(replica), LISTEN_SETTING, addr);
+        meta_replica_close(replica);
+        if (rc)
+            return fail("cannot record where share '%s' listens: %s", name, strerror(-rc));
+        printf("share '%s' accepts its devices on %s from its next mount\n", name, addr);
+        return 0;
+    }
     if (share_mount(dir, mountpoint, sizeof(mountpoint)) == 1) {
         if (setxattr(mountpoint, "user.weft.peer", addr, strlen(addr), 0) != 0)
             return fail("cannot add the peer through the mount on %s: %s", mountpoint,

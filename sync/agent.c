@@ -54,6 +54,9 @@ struct sync_agent {
     struct sync_device *device;
     struct sync_net_dialer *dialer;
     atomic_bool direct; /* peers configured: records may come from elsewhere than the relay */
+    char listen_host[256]; /* where this device listens for peers ("" if not), as configured */
+    char **dialed;         /* addresses dialed as peers, under status_lock */
+    size_t dialed_len;
     struct sync_identity identity;
     struct session *sessions;
     /*
@@ -65,6 +68,9 @@ struct sync_agent {
     pthread_mutex_t status_lock;
     struct sync_agent_status status;
 };
+
+static int dial_peer(struct sync_agent *agent, const char *addr);
+static void learn_peers(struct session *session, const struct sync_msg *msg);
 
 static int64_t now_ns(void)
 {
@@ -615,6 +621,9 @@ static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *byte
         if (!rc)
             rc = pump(session); /* and the count of what waits for an ACK */
         break;
+    case SYNC_MSG_PEERS:
+        learn_peers(session, &msg);
+        break;
     case SYNC_MSG_MEMBER: {
         char entry[2 * SYNC_PUBLIC_KEY_LEN + 16];
         member_entry(entry, sizeof(entry), msg.member.action, msg.member.public_key);
@@ -659,6 +668,45 @@ static int relay_peer(void *ctx, const uint8_t share_id[SYNC_SHARE_ID_LEN],
     return rc;
 }
 
+/*
+ * Tells the relay where this device listens (nothing if it does not), which
+ * also asks where the share's other devices listen (discovery).
+ */
+static int send_own_addr(struct session *session)
+{
+    struct sync_agent *agent = session->agent;
+    char addr[300];
+    struct sync_peer_addr self = {.replica = sync_replica_id(agent->identity.public_key)};
+    struct sync_msg msg = {.type = SYNC_MSG_PEERS};
+    if (agent->listen_host[0] && agent->status.listen_port) {
+        snprintf(addr, sizeof(addr), strchr(agent->listen_host, ':') ? "[%s]:%u" : "%s:%u",
+                 agent->listen_host, agent->status.listen_port);
+        self.addr = addr;
+        self.len = strlen(addr);
+        msg.peers.entries = &self;
+        msg.peers.count = 1;
+    }
+    return send_msg(session, &msg);
+}
+
+/* The relay says where the share's other devices listen: dial those not dialed yet. */
+static void learn_peers(struct session *session, const struct sync_msg *msg)
+{
+    struct sync_agent *agent = session->agent;
+    uint64_t self = sync_replica_id(agent->identity.public_key);
+    for (size_t i = 0; session->relay && i < msg->peers.count; i++) {
+        const struct sync_peer_addr *entry = &msg->peers.entries[i];
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%.*s", (int)entry->len, entry->addr);
+        if (entry->replica == self)
+            continue;
+        int rc = dial_peer(agent, addr);
+        if (rc)
+            agent_log(agent, SYNC_NET_LOG_WARN, "the relay named %s for a device: %s", addr,
+                      strerror(-rc));
+    }
+}
+
 static void update_connected(struct sync_agent *agent)
 {
     bool relay = false;
@@ -694,7 +742,8 @@ static void open_session(struct sync_agent *agent, struct sync_net_conn *conn, b
     }
     agent_log(agent, SYNC_NET_LOG_INFO, "connected to %s at %s", relay ? "the relay" : "a device",
               sync_net_conn_addr(conn));
-    if (send_hello(session) != 0 || (relay && send_members(session) != 0))
+    if (send_hello(session) != 0 || (relay && (send_members(session) != 0 ||
+                                               send_own_addr(session) != 0)))
         sync_net_conn_close(conn, -EIO, "cannot say hello");
 }
 
@@ -863,6 +912,21 @@ static int dial_peer(struct sync_agent *agent, const char *addr)
     int rc = sync_net_parse_addr(host, sizeof(host), &port, addr, false);
     if (rc)
         return rc;
+    /* One session per address: config, weft peer add and the relay may all name it. */
+    pthread_mutex_lock(&agent->status_lock);
+    bool known = false;
+    for (size_t i = 0; i < agent->dialed_len && !known; i++)
+        known = strcmp(agent->dialed[i], addr) == 0;
+    char **grown = known ? NULL : realloc(agent->dialed, (agent->dialed_len + 1) * sizeof(*grown));
+    if (grown) {
+        agent->dialed = grown;
+        agent->dialed[agent->dialed_len] = strdup(addr);
+        if (agent->dialed[agent->dialed_len])
+            agent->dialed_len++;
+    }
+    pthread_mutex_unlock(&agent->status_lock);
+    if (known)
+        return 0;
     struct sync_net_dialer *dialer;
     struct sync_net_handler handler = peer_handler(agent);
     atomic_store(&agent->direct, true);
@@ -905,6 +969,7 @@ static int start_direct(struct sync_agent *agent, const struct sync_agent_config
         char host[256];
         uint16_t port = 0, bound = 0;
         rc = sync_net_parse_addr(host, sizeof(host), &port, config->listen, true);
+        snprintf(agent->listen_host, sizeof(agent->listen_host), "%s", host);
         struct sync_net_handler handler = peer_handler(agent);
         if (!rc)
             rc = sync_net_listen(agent->net, &bound, host, port, &handler);
@@ -912,7 +977,9 @@ static int start_direct(struct sync_agent *agent, const struct sync_agent_config
             snprintf(why, why_len, "cannot listen for devices on %s: %s", config->listen,
                      strerror(-rc));
         atomic_store(&agent->direct, true);
+        pthread_mutex_lock(&agent->status_lock);
         agent->status.listen_port = bound;
+        pthread_mutex_unlock(&agent->status_lock);
     }
     char *list = config->peers ? strdup(config->peers) : NULL, *save = NULL;
     for (char *addr = list ? strtok_r(list, " ", &save) : NULL; !rc && addr;
@@ -1007,6 +1074,9 @@ int sync_agent_start(struct sync_agent **out, char *why, size_t why_len,
     if (!rc && (rc = sync_net_new(&agent->net, &net_config)) == 0 &&
         (rc = sync_net_start(agent->net)) != 0)
         snprintf(why, why_len, "cannot start the sync thread");
+    /* Listen first: the relay connection announces where this device listens. */
+    if (!rc)
+        rc = start_direct(agent, config, why, why_len);
     if (!rc && config->relay) {
         char host[256];
         uint16_t port = 0;
@@ -1024,8 +1094,6 @@ int sync_agent_start(struct sync_agent **out, char *why, size_t why_len,
             snprintf(why, why_len, "cannot connect to the relay at %s: %s", config->relay,
                      strerror(-rc));
     }
-    if (!rc)
-        rc = start_direct(agent, config, why, why_len);
     if (rc) {
         sync_agent_stop(agent);
         return rc;
@@ -1049,6 +1117,9 @@ void sync_agent_stop(struct sync_agent *agent)
     sync_net_free(agent->net); /* closes every session (on_closed frees them) */
     sync_device_close(agent->device);
     crdt_vv_free(&agent->claimed);
+    for (size_t i = 0; i < agent->dialed_len; i++)
+        free(agent->dialed[i]);
+    free(agent->dialed);
     sync_identity_wipe(&agent->identity);
     pthread_mutex_destroy(&agent->status_lock);
     free(agent);

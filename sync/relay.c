@@ -660,6 +660,90 @@ static int on_member(struct session *session, const struct sync_msg *msg)
     return send_msg(session, msg);
 }
 
+/* ---------- discovery ---------- */
+
+struct addr_list {
+    struct sync_relay *relay;
+    const uint8_t *share;
+    uint64_t skip; /* the asking device's own */
+    struct sync_peer_addr entries[SYNC_WIRE_PEERS_MAX];
+    char texts[SYNC_WIRE_PEERS_MAX][SYNC_RELAY_ADDR_MAX + 1];
+    size_t count;
+};
+
+static int collect_addr(void *ctx, uint64_t replica, const char *addr, int64_t seen_ns)
+{
+    (void)seen_ns;
+    struct addr_list *list = ctx;
+    struct sync_relay_member member;
+    if (replica == list->skip || list->count == SYNC_WIRE_PEERS_MAX ||
+        list->relay->store->ops->member_get(list->relay->store->ctx, &member, list->share,
+                                            replica) != 0 ||
+        member.revoked)
+        return 0;
+    snprintf(list->texts[list->count], sizeof(list->texts[0]), "%s", addr);
+    list->entries[list->count] = (struct sync_peer_addr){
+        .replica = replica, .addr = list->texts[list->count], .len = strlen(addr)};
+    list->count++;
+    return 0;
+}
+
+/*
+ * A device says where it listens (its own entry only; a wildcard host is the
+ * address it connects from). The relay keeps it, tells the share's other
+ * connected members, and answers with theirs: devices that can reach each
+ * other then sync directly, and the relay only bridges the rest. A relay that
+ * lies here costs nothing but a connection: devices check each other's keys.
+ */
+static int on_peers(struct session *session, const struct sync_msg *msg)
+{
+    struct sync_relay *relay = session->relay;
+    uint64_t self = sync_replica_id(session->key);
+    for (size_t i = 0; i < msg->peers.count; i++) {
+        const struct sync_peer_addr *entry = &msg->peers.entries[i];
+        char addr[SYNC_RELAY_ADDR_MAX + 1], host[256];
+        uint16_t port;
+        snprintf(addr, sizeof(addr), "%.*s", (int)entry->len, entry->addr);
+        if (entry->replica != self || sync_net_parse_addr(host, sizeof(host), &port, addr, false))
+            continue;
+        if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::")) {
+            char from[256];
+            uint16_t from_port;
+            if (sync_net_parse_addr(from, sizeof(from), &from_port,
+                                    sync_net_conn_addr(session->conn), true) != 0)
+                continue;
+            snprintf(addr, sizeof(addr), strchr(from, ':') ? "[%s]:%u" : "%s:%u", from, port);
+        }
+        int rc = relay->store->ops->addr_put(relay->store->ctx, session->share, self, addr,
+                                             now_ns());
+        if (rc)
+            return rc;
+        struct sync_peer_addr told = {.replica = self, .addr = addr, .len = strlen(addr)};
+        struct sync_msg tell = {.type = SYNC_MSG_PEERS};
+        tell.peers.entries = &told;
+        tell.peers.count = 1;
+        for (struct session *other = relay->sessions; other; other = other->next)
+            if (other != session && other->ready && !other->dead &&
+                memcmp(other->share, session->share, SYNC_SHARE_ID_LEN) == 0)
+                (void)send_msg(other, &tell); /* a closing one learns it at its next HELLO */
+    }
+    struct addr_list *list = calloc(1, sizeof(*list));
+    if (!list)
+        return -ENOMEM;
+    list->relay = relay;
+    list->share = session->share;
+    list->skip = self;
+    int rc = relay->store->ops->addrs(relay->store->ctx, session->share, collect_addr, list);
+    if (!rc && list->count) {
+        struct sync_msg reply = {.type = SYNC_MSG_PEERS};
+        reply.peers.entries = list->entries;
+        reply.peers.count = list->count;
+        rc = send_msg(session, &reply);
+    }
+    free(list);
+    return rc;
+}
+
 static int on_want(struct session *session, const uint8_t *ids, size_t count)
 {
     if (session->want_head + session->want_len + count > session->want_cap) {
@@ -836,12 +920,6 @@ static void relay_open(void *ctx, struct sync_net_conn *conn)
     } else {
         session->ready = true;
         STAT_ADD(relay, sessions, 1);
-        int addr_rc = relay->store->ops->addr_put(relay->store->ctx, session->share,
-                                                  sync_replica_id(session->key),
-                                                  sync_net_conn_addr(conn), now_ns());
-        if (addr_rc)
-            relay_log(relay, SYNC_NET_LOG_WARN, "cannot record the address of device %s: %s",
-                      session->key_hex, store_msg(relay));
     }
     session_leave(session);
 }
@@ -878,6 +956,9 @@ static int relay_message(void *ctx, struct sync_net_conn *conn, const uint8_t *b
     case SYNC_MSG_HEADS:
     case SYNC_MSG_ACK:
         break; /* the device's view: the relay streams from HELLO and keeps no floors */
+    case SYNC_MSG_PEERS:
+        rc = on_peers(session, &msg);
+        break;
     case SYNC_MSG_MEMBER:
         rc = on_member(session, &msg);
         if (rc == 1)

@@ -11,6 +11,20 @@
 _Static_assert(SYNC_WIRE_MESSAGE_MAX <= SYNC_CHANNEL_MESSAGE_MAX,
                "every wire message fits one channel message");
 
+/* A "host:port" a device listens on: 1..255 bytes of printable ASCII, no spaces. */
+static bool addr_valid(const uint8_t *addr, size_t len)
+{
+    if (len == 0 || len > SYNC_WIRE_ADDR_MAX || !addr)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (addr[i] <= 0x20 || addr[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* The smallest PEERS entry: replica (8), address length (1), one byte. */
+#define PEER_MIN_LEN (8 + 1 + 1)
+
 /* The smallest HEADS entry: author delta, seq, hash. */
 #define HEAD_MIN_LEN (1 + 1 + SYNC_HASH_LEN)
 
@@ -33,6 +47,8 @@ const char *sync_msg_type_str(enum sync_msg_type type)
         return "ERROR";
     case SYNC_MSG_MEMBER:
         return "MEMBER";
+    case SYNC_MSG_PEERS:
+        return "PEERS";
     }
     return "?";
 }
@@ -182,6 +198,22 @@ int sync_wire_encode(struct crdt_buf *out, const struct sync_msg *msg)
         crdt_buf_put_u8(out, (uint8_t)msg->member.action);
         crdt_buf_put(out, msg->member.public_key, SYNC_PUBLIC_KEY_LEN);
         break;
+    case SYNC_MSG_PEERS:
+        if (msg->peers.count > SYNC_WIRE_PEERS_MAX || (msg->peers.count && !msg->peers.entries))
+            return -EINVAL;
+        for (size_t i = 0; i < msg->peers.count; i++)
+            if (!addr_valid((const uint8_t *)msg->peers.entries[i].addr, msg->peers.entries[i].len))
+                return -EINVAL;
+        crdt_buf_put_u8(out, SYNC_MSG_PEERS);
+        crdt_buf_put_varint(out, msg->peers.count);
+        for (size_t i = 0; i < msg->peers.count; i++) {
+            uint8_t replica[8];
+            for (int b = 0; b < 8; b++)
+                replica[b] = (uint8_t)(msg->peers.entries[i].replica >> (8 * b));
+            crdt_buf_put(out, replica, sizeof(replica));
+            crdt_buf_put_bytes(out, msg->peers.entries[i].addr, msg->peers.entries[i].len);
+        }
+        break;
     default:
         return -EINVAL;
     }
@@ -219,6 +251,34 @@ static int decode_heads(struct sync_msg *out, struct crdt_reader *reader)
             crdt_reader_raw(reader, SYNC_HASH_LEN, &hash))
             return -EBADMSG;
         memcpy(entries[i].hash, hash, SYNC_HASH_LEN);
+    }
+    return 0;
+}
+
+static int decode_peers(struct sync_msg *out, struct crdt_reader *reader)
+{
+    uint64_t count;
+    if (crdt_reader_varint_max(reader, crdt_reader_left(reader) / PEER_MIN_LEN, &count) ||
+        count > SYNC_WIRE_PEERS_MAX)
+        return -EBADMSG;
+    out->peers.count = (size_t)count;
+    if (count == 0)
+        return 0;
+    struct sync_peer_addr *entries = calloc((size_t)count, sizeof(*entries));
+    if (!entries)
+        return -ENOMEM;
+    out->owned_peers = entries;
+    out->peers.entries = entries;
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *raw, *addr;
+        size_t len;
+        if (crdt_reader_raw(reader, 8, &raw) ||
+            crdt_reader_bytes(reader, SYNC_WIRE_ADDR_MAX, &addr, &len) || !addr_valid(addr, len))
+            return -EBADMSG;
+        for (int b = 7; b >= 0; b--)
+            entries[i].replica = entries[i].replica << 8 | raw[b];
+        entries[i].addr = (const char *)addr;
+        entries[i].len = len;
     }
     return 0;
 }
@@ -279,6 +339,8 @@ static int decode_body(struct sync_msg *out, struct crdt_reader *reader)
         out->error.len = len;
         return 0;
     }
+    case SYNC_MSG_PEERS:
+        return decode_peers(out, reader);
     case SYNC_MSG_MEMBER: {
         uint8_t action;
         if (crdt_reader_u8(reader, &action) ||
@@ -319,5 +381,6 @@ void sync_msg_clear(struct sync_msg *msg)
     else if (msg->type == SYNC_MSG_ACK)
         crdt_vv_free(&msg->ack.records);
     free(msg->owned_heads);
+    free(msg->owned_peers);
     memset(msg, 0, sizeof(*msg));
 }

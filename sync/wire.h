@@ -11,6 +11,8 @@
  *   ERROR        a code and a line of text for the log
  *   MEMBER       a member vouches for a device (add) or removes one (revoke);
  *                the other side echoes it once done
+ *   PEERS        where devices of the share listen: a device tells the relay
+ *                its own, the relay tells members the others' (discovery)
  *
  * The decoder is strict: exact lengths, canonical varints, sorted entries,
  * counts bounded by the bytes present, no trailing bytes; whatever decodes
@@ -43,6 +45,17 @@ enum sync_msg_type {
     SYNC_MSG_ACK = 6,
     SYNC_MSG_ERROR = 7,
     SYNC_MSG_MEMBER = 8,
+    SYNC_MSG_PEERS = 9,
+};
+
+#define SYNC_WIRE_PEERS_MAX 256 /* entries in one PEERS */
+#define SYNC_WIRE_ADDR_MAX  255 /* bytes of one "host:port" */
+
+/* One device's listening address. */
+struct sync_peer_addr {
+    uint64_t replica;
+    const char *addr; /* printable ASCII, not NUL-terminated */
+    size_t len;       /* 1..SYNC_WIRE_ADDR_MAX */
 };
 
 /* What a MEMBER message does. */
@@ -87,6 +100,10 @@ struct sync_msg {
             struct crdt_vv records; /* author -> highest record seq accepted */
         } ack;
         struct {
+            const struct sync_peer_addr *entries;
+            size_t count; /* 0..SYNC_WIRE_PEERS_MAX */
+        } peers;
+        struct {
             enum sync_member_action action;
             uint8_t public_key[SYNC_PUBLIC_KEY_LEN]; /* the device added or revoked */
         } member;
@@ -96,7 +113,8 @@ struct sync_msg {
             size_t len;       /* <= SYNC_WIRE_ERROR_TEXT_MAX */
         } error;
     };
-    struct sync_head *owned_heads; /* decode's allocation; NULL otherwise */
+    struct sync_head *owned_heads;      /* decode's allocation; NULL otherwise */
+    struct sync_peer_addr *owned_peers; /* decode's allocation; NULL otherwise */
 };
 
 /*

@@ -105,7 +105,7 @@ _weft()
         mapfile -t COMPREPLY < <(compgen -W "$(_weft_shares)" -- "$cur")
         ;;
     peer:0)
-        mapfile -t COMPREPLY < <(compgen -W "add" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "add listen" -- "$cur")
         ;;
     device:0)
         mapfile -t COMPREPLY < <(compgen -W "list remove" -- "$cur")

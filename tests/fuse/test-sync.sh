@@ -90,7 +90,7 @@ wait_converged() {
 # ---------------------------------------------------------------------------
 # A creates the share; B and C join by token from the relay.
 start_relay
-dev a "$WEFT" init sa --relay "$relay_addr" --listen "$a_listen" --device-name alpha >/dev/null
+dev a "$WEFT" init sa --relay "$relay_addr" --device-name alpha >/dev/null
 mount_dev a
 A=$FUSE_TMP/mnt-a B=$FUSE_TMP/mnt-b C=$FUSE_TMP/mnt-c
 wait_until 20 relay_connected a || fail "device A did not connect to the relay"
@@ -193,14 +193,21 @@ all_confirmed() { sync_json a | grep -q '"records_unacked": 0'; }
 wait_until 20 all_confirmed || fail "A's records not all confirmed by the relay: $(sync_json a)"
 
 # ---------------------------------------------------------------------------
-# Direct sync: B adds A as a peer (A listens); with the relay down, A's change
-# reaches B over the direct session.
+# Direct sync: A listens from now on (weft peer listen, then a remount); C
+# finds A through the relay by itself, B is also told by hand (weft peer add);
+# with the relay down, A's change reaches both over direct sessions.
+umount_dev a
+assert_status 0 "weft peer listen on A" dev a "$WEFT" peer listen sa "$a_listen"
+mount_dev a
 assert_status 0 "weft peer add on B" dev b "$WEFT" peer add sb "$a_listen"
 peer_up() { sync_json b | grep -q '"peers_connected": 1'; }
+found_by_relay() { sync_json c | grep -q '"peers_connected": 1'; }
+wait_until 20 found_by_relay || fail "C did not find A through the relay: $(sync_json c)"
 wait_until 20 peer_up || fail "B did not connect to A directly: $(sync_json b)"
 stop_relay
 printf 'direct\n' >"$A/direct.txt"
 wait_until 10 has b direct.txt "direct" || fail "A's change did not reach B directly"
+wait_until 10 has c direct.txt "direct" || fail "A's change did not reach C directly"
 start_relay
 wait_converged 60 "after the direct session"
 

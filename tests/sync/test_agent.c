@@ -330,11 +330,58 @@ static void test_direct(void)
     side_free(&b);
 }
 
+/*
+ * Discovery: two devices that listen, with a relay; each learns where the
+ * other listens from the relay and dials it, so with the relay gone their
+ * changes still flow.
+ */
+static void test_discovery(void)
+{
+    struct side a, b;
+    side_init(&a, "alpha");
+    side_init(&b, "beta");
+    introduce(&a.peer, &b.peer);
+    struct relay relay;
+    relay_start(&relay, &a, &b);
+    struct side *sides[2] = {&a, &b};
+    for (int i = 0; i < 2; i++) {
+        struct sync_agent_config config = {.replica = sides[i]->peer.replica,
+                                           .records_dir = sides[i]->records,
+                                           .relay = relay.addr,
+                                           .listen = "127.0.0.1:0",
+                                           .lock = side_lock,
+                                           .unlock = side_unlock,
+                                           .lock_ctx = sides[i],
+                                           .log = quiet,
+                                           .backoff_min_ms = 50,
+                                           .backoff_max_ms = 200};
+        char why[512] = "";
+        CHECK_INT(0, sync_agent_start(&sides[i]->agent, why, sizeof(why), &config));
+    }
+    struct sync_agent_status status = {0};
+    for (int i = 0; i < 500; i++) {
+        sync_agent_status(&status, b.agent);
+        if (status.peers_connected >= 1)
+            break;
+        usleep(10000);
+    }
+    CHECK(status.peers_connected >= 1);
+    sync_relay_free(relay.relay);
+    relay.relay = NULL;
+    side_write_text(&a, "direct.txt", "found through the relay\n");
+    CHECK(wait_content(&b, "direct.txt", "found through the relay\n", 24));
+    side_free(&a);
+    side_free(&b);
+    sync_relay_store_close(&relay.store);
+    tu_rmtree(relay.tmp);
+}
+
 int main(void)
 {
     alarm(120);
     CHECK_INT(0, sync_init());
     test_through_relay();
     test_direct();
+    test_discovery();
     return test_finish("sync-agent");
 }

@@ -210,7 +210,8 @@ static int device_message(void *ctx, struct sync_net_conn *conn, const uint8_t *
                  msg.error.text);
         break;
     case SYNC_MSG_WANT_CHUNKS:
-    case SYNC_MSG_MEMBER: /* test-sync-agent covers membership through the relay */
+    case SYNC_MSG_MEMBER: /* test-sync-agent covers membership and discovery through the relay */
+    case SYNC_MSG_PEERS:
         break;
     }
     pthread_mutex_unlock(&g_lock);

@@ -271,6 +271,35 @@ static void test_member(void)
     crdt_buf_free(&buf);
 }
 
+static void test_peers(void)
+{
+    struct sync_peer_addr entries[2] = {{.replica = 0x0102030405060708ull, .addr = "10.0.0.1:7421",
+                                         .len = 13},
+                                        {.replica = 9, .addr = "[::1]:1", .len = 7}};
+    struct sync_msg msg = {.type = SYNC_MSG_PEERS};
+    msg.peers.entries = entries;
+    msg.peers.count = 2;
+    struct crdt_buf buf = {0};
+    CHECK_INT(0, sync_wire_encode(&buf, &msg));
+    check_decode(buf.data, buf.len, 0, "PEERS");
+    struct sync_msg back;
+    CHECK_INT(0, sync_wire_decode(&back, buf.data, buf.len));
+    CHECK_INT(2, back.peers.count);
+    CHECK(back.peers.entries[0].replica == entries[0].replica);
+    CHECK(back.peers.entries[1].len == 7 && !memcmp(back.peers.entries[1].addr, "[::1]:1", 7));
+    sync_msg_clear(&back);
+    /* No spaces or control characters in an address; none empty. */
+    buf.data[buf.len - 3] = ' ';
+    check_decode(buf.data, buf.len, -EBADMSG, "PEERS with a space in an address");
+    crdt_buf_free(&buf);
+    entries[0].len = 0;
+    CHECK_INT(-EINVAL, sync_wire_encode(&buf, &msg));
+    msg.peers.count = 0; /* asking only */
+    CHECK_INT(0, sync_wire_encode(&buf, &msg));
+    check_decode(buf.data, buf.len, 0, "an empty PEERS");
+    crdt_buf_free(&buf);
+}
+
 static void test_records(void)
 {
     struct util_rng nonce = {3};
@@ -347,8 +376,8 @@ static void test_types_and_sizes(void)
 {
     uint8_t unknown[] = {0x00};
     check_decode(unknown, 1, -EBADMSG, "type 0");
-    unknown[0] = 9;
-    check_decode(unknown, 1, -EBADMSG, "type 9");
+    unknown[0] = 10;
+    check_decode(unknown, 1, -EBADMSG, "type 10");
     unknown[0] = 0xff;
     check_decode(unknown, 1, -EBADMSG, "type 255");
     check_decode(NULL, 0, -EBADMSG, "nothing");
@@ -356,10 +385,10 @@ static void test_types_and_sizes(void)
     huge[0] = SYNC_MSG_OPS;
     check_decode(huge, SYNC_WIRE_MESSAGE_MAX + 1, -EBADMSG, "over the message limit");
     free(huge);
-    struct sync_msg msg = {.type = (enum sync_msg_type)10};
+    struct sync_msg msg = {.type = (enum sync_msg_type)11};
     struct crdt_buf buf = {0};
     CHECK_INT(-EINVAL, sync_wire_encode(&buf, &msg));
-    for (int type = 1; type <= 8; type++)
+    for (int type = 1; type <= 9; type++)
         CHECK(strcmp(sync_msg_type_str((enum sync_msg_type)type), "?") != 0);
     CHECK_STR("?", sync_msg_type_str((enum sync_msg_type)0));
     CHECK_STR("HEADS", sync_msg_type_str(SYNC_MSG_HEADS));
@@ -376,6 +405,7 @@ int main(void)
     test_want_heads_ack();
     test_error();
     test_member();
+    test_peers();
     test_records();
     test_types_and_sizes();
     return test_finish("sync-wire");
