@@ -1344,7 +1344,7 @@ static int cmd_join(int argc, char **argv)
     struct meta_store *store = meta_replica_store(replica);
     struct meta_device inviter = {.replica = sync_replica_id(invite.inviter_key)};
     memcpy(inviter.public_key, invite.inviter_key, SYNC_PUBLIC_KEY_LEN);
-    snprintf(inviter.name, sizeof(inviter.name), "inviter");
+    snprintf(inviter.name, sizeof(inviter.name), "%s", invite.inviter_name);
     char relay_key[2 * SYNC_PUBLIC_KEY_LEN + 1];
     sodium_bin2hex(relay_key, sizeof(relay_key), invite.relay_key, SYNC_PUBLIC_KEY_LEN);
     rc = meta_device_put(store, &inviter);

@@ -442,6 +442,9 @@ static int take_record(struct session *session, const uint8_t *record, size_t le
     char why[512];
     snprintf(why, sizeof(why), "%s", sync_device_errmsg(agent->device));
     int ask = rc == 0 && stats.pending ? ask_chunks(session) : 0;
+    /* Applying may log ops of this device's own (a conflict copy): they go out too. */
+    if (rc == 0 && stats.records_applied > applied_before)
+        sync_agent_poke(agent);
     if (!ask && rc == 0 && session->refused_unknown && stats.records_applied > applied_before) {
         session->refused_unknown = false;
         ask = send_hello(session); /* the relay streams again what was refused */
@@ -872,6 +875,11 @@ int sync_invite_make(char *token, size_t cap, char *why, size_t why_len,
         meta_store_share_id(invite.share_id, store);
         meta_store_export_share_key(invite.share_key, store);
         meta_store_public_key(invite.inviter_key, store);
+        struct meta_device self;
+        if (meta_device_get(&self, store, meta_store_replica(store)) == 0)
+            snprintf(invite.inviter_name, sizeof(invite.inviter_name), "%s", self.name);
+        else
+            snprintf(invite.inviter_name, sizeof(invite.inviter_name), "inviter");
         snprintf(invite.share_name, sizeof(invite.share_name), "%s", share_name);
         snprintf(invite.device_name, sizeof(invite.device_name), "%s", device_name);
         rc = sync_invite_encode(token, cap, &invite);

@@ -11,8 +11,8 @@
 #define CHECKSUM_LEN   4
 /* version, ids and keys, three length bytes, the longest texts, the checksum */
 #define RAW_MAX                                                                                    \
-    (1 + SYNC_SHARE_ID_LEN + SYNC_KEY_LEN + SYNC_SEED_LEN + 2 * SYNC_PUBLIC_KEY_LEN + 3 +          \
-     SYNC_INVITE_ADDR_MAX + 2 * SYNC_INVITE_NAME_MAX + CHECKSUM_LEN)
+    (1 + SYNC_SHARE_ID_LEN + SYNC_KEY_LEN + SYNC_SEED_LEN + 2 * SYNC_PUBLIC_KEY_LEN + 4 +          \
+     2 * SYNC_INVITE_ADDR_MAX + 2 * SYNC_INVITE_NAME_MAX + CHECKSUM_LEN)
 
 _Static_assert(sizeof(SYNC_INVITE_PREFIX) - 1 + (RAW_MAX + 2) / 3 * 4 < SYNC_INVITE_TEXT_MAX,
                "the longest token fits its text");
@@ -40,7 +40,8 @@ int sync_invite_encode(char *out, size_t cap, const struct sync_invite *invite)
 {
     if (!text_ok(invite->relay_addr, SYNC_INVITE_ADDR_MAX) ||
         !text_ok(invite->share_name, SYNC_INVITE_NAME_MAX) ||
-        !text_ok(invite->device_name, SYNC_INVITE_NAME_MAX))
+        !text_ok(invite->device_name, SYNC_INVITE_NAME_MAX) ||
+        !text_ok(invite->inviter_name, SYNC_INVITE_ADDR_MAX))
         return -EINVAL;
     uint8_t raw[RAW_MAX];
     size_t at = 0;
@@ -58,6 +59,7 @@ int sync_invite_encode(char *out, size_t cap, const struct sync_invite *invite)
     put_text(raw, &at, invite->relay_addr);
     put_text(raw, &at, invite->share_name);
     put_text(raw, &at, invite->device_name);
+    put_text(raw, &at, invite->inviter_name);
     uint8_t sum[32];
     crypto_generichash(sum, sizeof(sum), raw, at, NULL, 0);
     memcpy(raw + at, sum, CHECKSUM_LEN);
@@ -141,6 +143,8 @@ int sync_invite_decode(struct sync_invite *out, const char *text)
         rc = get_text(out->share_name, SYNC_INVITE_NAME_MAX, raw, body, &at);
     if (!rc)
         rc = get_text(out->device_name, SYNC_INVITE_NAME_MAX, raw, body, &at);
+    if (!rc)
+        rc = get_text(out->inviter_name, SYNC_INVITE_ADDR_MAX, raw, body, &at);
     if (!rc && at != body)
         rc = -EBADMSG;
     sodium_memzero(raw, sizeof(raw));

@@ -16,6 +16,8 @@
  *     inviter's public key (32), relay's public key (32),
  *     u8 length + relay address (HOST:PORT, 1..255 bytes),
  *     u8 length + share name (1..64), u8 length + device name (1..64),
+ *     u8 length + the inviter's device name (1..255: every device shows the
+ *     same names in conflict copies, so the new one must learn it exactly),
  *     checksum (4): the first 4 bytes of BLAKE2b-256 of everything before
  *
  * so it survives copy and paste (one word, no characters a shell or a
@@ -34,7 +36,7 @@
 #define SYNC_INVITE_NAME_MAX 64
 #define SYNC_INVITE_ADDR_MAX 255
 /* Longest token text, NUL included. */
-#define SYNC_INVITE_TEXT_MAX 1024
+#define SYNC_INVITE_TEXT_MAX 2048
 
 struct sync_invite {
     uint8_t share_id[SYNC_SHARE_ID_LEN];
@@ -45,6 +47,7 @@ struct sync_invite {
     char relay_addr[SYNC_INVITE_ADDR_MAX + 1];
     char share_name[SYNC_INVITE_NAME_MAX + 1];
     char device_name[SYNC_INVITE_NAME_MAX + 1];
+    char inviter_name[SYNC_INVITE_ADDR_MAX + 1];
 };
 
 /*

@@ -6,6 +6,7 @@ one JSON object) and its progress on stderr. Run by sync-bench, not by hand.
   free-ports N                          N free TCP ports on 127.0.0.1
   proxy CONTROL ROUTE...                TCP forwarders that count bytes (below)
   wire CONTROL                          the proxy's counters: {label: {up, down, conns}}
+  wire-quiet CONTROL LABELS QUIET MAX   until the labels' links carried nothing for QUIET s
   small SRC DST N TIMEOUT               N small files written in SRC one at a time,
                                         each waited for in DST (1 ms polls):
                                         {"ms": [...], "p50": x, "p95": y}
@@ -443,9 +444,15 @@ def wait_quiet(control, labels, quiet_s=2.0, max_s=30.0):
     return last
 
 
+def cmd_wire_quiet(control, labels, quiet_s, max_s):
+    t0 = now()
+    wait_quiet(control, labels.split(","), float(quiet_s), float(max_s))
+    print(round(now() - t0, 3))
+
+
 def cmd_edit(kind, src, dst, offset, control, labels, timeout):
     offset, timeout, labels = int(offset), float(timeout), labels.split(",")
-    before = wire_bytes(wire(control), labels)
+    before_detail = wire(control)
     if kind == "byte":
         with open(src, "rb") as f:
             f.seek(offset)
@@ -479,10 +486,15 @@ def cmd_edit(kind, src, dst, offset, control, labels, timeout):
         except OSError:
             pass
         time.sleep(0.001)
-    after = wait_quiet(control, labels) if got is not None else wire_bytes(wire(control), labels)
+    if got is not None:
+        wait_quiet(control, labels)
+    after = wire(control)
     equal = got is not None and wait_same_file(src, dst, now(), 30) is not None
+    detail = {l: {d: after.get(l, {}).get(d, 0) - before_detail.get(l, {}).get(d, 0) for d in ("up", "down")}
+              for l in labels}
     print(json.dumps({"s": None if got is None else round(got, 4),
-                      "wire": {l: after[l] - before[l] for l in labels}, "equal": equal}))
+                      "wire": {l: detail[l]["up"] + detail[l]["down"] for l in labels},
+                      "detail": detail, "equal": equal}))
 
 
 def cmd_fill(d, total, seed):
@@ -675,7 +687,8 @@ def cmd_st_wait_synced(url, key, folder, nbytes, nfiles, timeout):
 COMMANDS = {
     "free-ports": cmd_free_ports, "proxy": cmd_proxy, "wire": cmd_wire, "small": cmd_small,
     "many": cmd_many, "put-big": cmd_put_big, "put-text": cmd_put_text, "edit": cmd_edit,
-    "wire-total": cmd_wire_total, "fill": cmd_fill, "du": cmd_du, "manifest": cmd_manifest, "wait-manifest": cmd_wait_manifest,
+    "wire-total": cmd_wire_total, "wire-quiet": cmd_wire_quiet, "fill": cmd_fill, "du": cmd_du,
+    "manifest": cmd_manifest, "wait-manifest": cmd_wait_manifest,
     "st-config": cmd_st_config, "st": cmd_st, "st-wait-up": cmd_st_wait_up,
     "st-wait-connected": cmd_st_wait_connected, "st-wait-synced": cmd_st_wait_synced,
 }

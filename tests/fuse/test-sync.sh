@@ -120,6 +120,7 @@ printf 'rename me\n' >"$A/r.txt"
 printf 'delete me\n' >"$A/d.txt"
 printf 'replace me\n' >"$A/target.txt"
 printf 'new version\n' >"$A/source.txt"
+head -c 50000 /dev/urandom >"$A/pic.bin"
 wait_converged 30 "before the partition"
 
 stop_relay
@@ -145,6 +146,10 @@ rmdir "$A/doomed"
 printf 'not lost\n' >"$B/doomed/inside.txt"
 # Row 7 (one device): rename over an existing file keeps the old content in history.
 mv "$A/source.txt" "$A/target.txt"
+# Binary conflict: both write their own version of one binary file.
+head -c 60000 /dev/urandom >"$A/pic.bin"
+head -c 70000 /dev/urandom >"$B/pic.bin"
+sha_a=$(sha256sum <"$A/pic.bin" | cut -c1-64) sha_b=$(sha256sum <"$B/pic.bin" | cut -c1-64)
 # Editors' saves of one text file, on both sides: sed -i on A, temp-and-rename on B.
 sed -i 's/^line 1$/line 1 (sed on a)/' "$A/notes.txt"
 sed 's/^line 5$/line 5 (temp+rename on b)/' "$B/notes.txt" >"$B/.notes.tmp"
@@ -165,6 +170,9 @@ assert_file_content "$A/renamed.txt" $'rename me\nedited on b\n' "row 4: the ren
 assert_file_content "$A/d.txt" $'delete me\nkept by the edit\n' "row 5: the edit survives the delete"
 assert_file_content "$A/doomed/inside.txt" $'not lost\n' "row 6: B's file in A's deleted directory"
 assert_file_content "$A/target.txt" $'new version\n' "row 7: the replaced file"
+pics=$(cd "$A" && for f in pic.bin pic\ \(conflict\ *\).bin; do [ -f "$f" ] && sha256sum <"$f" | cut -c1-64; done | sort | tr '\n' ' ')
+assert_eq "$(printf '%s\n' "$sha_a" "$sha_b" | sort | tr '\n' ' ')" "$pics" \
+    "binary conflict: both versions kept, one as a conflict copy"
 [ "$(weft_versions "$A/target.txt")" -ge 2 ] || fail "row 7: target.txt keeps its old content in history"
 expected_notes=$'line 1 (sed on a)\nline 2\nline 3\nline 4\nline 5 (temp+rename on b)\n'
 for x in a b c; do
@@ -187,8 +195,8 @@ status=$(sync_json a)
 assert_contains "$status" '"relay_connected": true' "weft status --json on A"
 assert_contains "$status" '"records_refused": 0' "weft status --json on A"
 assert_contains "$(dev a "$WEFT" status sa)" "relay $relay_addr: connected" "weft status on A"
-assert_contains "$status" '"conflicts": 1' "weft status --json on A: same.txt's conflict copy"
-assert_contains "$(dev a "$WEFT" status sa)" "1 conflict copies wait for you" "weft status on A"
+assert_contains "$status" '"conflicts": 2' "weft status --json on A: same.txt's and pic.bin's conflict copies"
+assert_contains "$(dev a "$WEFT" status sa)" "2 conflict copies wait for you" "weft status on A"
 all_confirmed() { sync_json a | grep -q '"records_unacked": 0'; }
 wait_until 20 all_confirmed || fail "A's records not all confirmed by the relay: $(sync_json a)"
 

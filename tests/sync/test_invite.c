@@ -28,6 +28,7 @@ static struct sync_invite sample(void)
     snprintf(invite.relay_addr, sizeof(invite.relay_addr), "relay.example.org:7420");
     snprintf(invite.share_name, sizeof(invite.share_name), "notes");
     snprintf(invite.device_name, sizeof(invite.device_name), "laptop");
+    snprintf(invite.inviter_name, sizeof(invite.inviter_name), "desktop");
     return invite;
 }
 
