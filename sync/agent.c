@@ -55,6 +55,7 @@ struct sync_agent {
     struct sync_net_dialer *dialer;
     atomic_bool direct; /* peers configured: records may come from elsewhere than the relay */
     char listen_host[256]; /* where this device listens for peers ("" if not), as configured */
+    bool group_open;       /* records taken in since the last commit of the record store */
     char **dialed;         /* addresses dialed as peers, under status_lock */
     size_t dialed_len;
     struct sync_identity identity;
@@ -429,10 +430,40 @@ static int ask_chunks(struct session *session)
     return rc;
 }
 
+/*
+ * Records that arrive together are kept in one transaction of the device's
+ * record store, committed once the loop has handled what it read: one fsync
+ * per burst, not per record (a restore brings hundreds of thousands). Losing
+ * an uncommitted group costs nothing but a second download: the replica
+ * skips ops it has, and the relay sends again what the store lacks.
+ */
+static void commit_group(void *ctx)
+{
+    struct sync_agent *agent = ctx;
+    if (!agent->group_open)
+        return;
+    agent->group_open = false;
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    if (store->ops->commit(store->ctx) != 0)
+        agent_log(agent, SYNC_NET_LOG_ERROR, "keeping received records failed: %s",
+                  store->ops->errmsg(store->ctx));
+}
+
+static void open_group(struct sync_agent *agent)
+{
+    struct sync_relay_store *store = sync_device_records(agent->device);
+    if (agent->group_open || store->ops->begin(store->ctx) != 0)
+        return;
+    agent->group_open = true;
+    if (sync_net_post(agent->net, commit_group, agent) != 0)
+        commit_group(agent);
+}
+
 static int take_record(struct session *session, const uint8_t *record, size_t len)
 {
     struct sync_agent *agent = session->agent;
     enum sync_reason reason = SYNC_REASON_NONE;
+    open_group(agent);
     struct sync_device_stats before;
     sync_device_stats(&before, agent->device);
     uint64_t applied_before = before.records_applied;
@@ -818,6 +849,7 @@ static void seal_and_push(void *ctx)
 {
     struct sync_agent *agent = ctx;
     atomic_store(&agent->poke_pending, false);
+    commit_group(agent); /* this device's own records go out only once durable */
     int rc = sync_device_seal(agent->device, NULL);
     char why[512];
     snprintf(why, sizeof(why), "%s", sync_device_errmsg(agent->device));
@@ -1122,7 +1154,9 @@ void sync_agent_stop(struct sync_agent *agent)
 {
     if (!agent)
         return;
-    sync_net_free(agent->net); /* closes every session (on_closed frees them) */
+    sync_net_free(agent->net); /* closes every session (on_closed frees them), runs posts */
+    if (agent->group_open)
+        commit_group(agent);
     sync_device_close(agent->device);
     crdt_vv_free(&agent->claimed);
     for (size_t i = 0; i < agent->dialed_len; i++)
