@@ -1255,8 +1255,12 @@ static int join_restore(struct meta_replica *replica, const char *dir, bool quie
             if (tty)
                 fputc('\n', stderr);
             sync_agent_stop(agent);
-            rc = fail("restoring stalled: nothing came from the relay at %s for %.0f s%s%s", relay,
-                      give_up, st.last_error[0] ? "; last problem: " : "", st.last_error);
+            rc = fail("restoring stalled: nothing came from the relay at %s for %.0f s%s%s%s",
+                      relay, give_up, st.last_error[0] ? "; last problem: " : "", st.last_error,
+                      strstr(st.last_error, "not a member")
+                          ? " (the relay learns of a new device from the inviting one: mount the "
+                            "share there while the relay runs; this share goes on syncing once mounted)"
+                          : "");
             free(relay);
             return rc;
         }
