@@ -250,20 +250,26 @@ static void pending_remove(struct sync_device *device, struct pending *slot)
 
 /* ---------- applying ---------- */
 
+/* The replica's version vector into *out (the caller frees it). */
+static int replica_version(struct sync_device *device, struct crdt_vv *out)
+{
+    hold(device);
+    int rc = meta_replica_version(out, device->replica);
+    if (rc)
+        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
+    release(device);
+    return rc;
+}
+
 /* The replica's op seq held from `author` (0 if none). */
 static int applied_seq(struct sync_device *device, uint64_t *out, uint64_t author)
 {
     struct crdt_vv vv = {0};
-    hold(device);
-    int rc = meta_replica_version(&vv, device->replica);
-    if (rc)
-        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
-    release(device);
-    if (rc)
-        return rc;
-    *out = crdt_vv_get(&vv, author);
+    int rc = replica_version(device, &vv);
+    if (!rc)
+        *out = crdt_vv_get(&vv, author);
     crdt_vv_free(&vv);
-    return 0;
+    return rc;
 }
 
 /*
@@ -274,11 +280,7 @@ static int apply_record(struct sync_device *device, const struct sync_record *re
 {
     /* Causal delivery: what its author held when sealing comes first. */
     struct crdt_vv have = {0};
-    hold(device);
-    int rc = meta_replica_version(&have, device->replica);
-    if (rc)
-        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
-    release(device);
+    int rc = replica_version(device, &have);
     bool ready = !rc;
     for (size_t i = 0; ready && i < record->deps.len; i++) {
         const struct crdt_vv_entry *dep = &record->deps.entries[i];
@@ -683,9 +685,7 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
 static int unsealed_since(struct sync_device *device, struct crdt_vv *out)
 {
     struct crdt_vv now = {0};
-    hold(device);
-    int rc = meta_replica_version(&now, device->replica);
-    release(device);
+    int rc = replica_version(device, &now);
     for (size_t i = 0; !rc && i < now.len; i++) {
         uint64_t seq = now.entries[i].replica == device->self ? device->sealed_op_seq
                                                               : now.entries[i].seq;
