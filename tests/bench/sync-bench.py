@@ -328,6 +328,10 @@ def cmd_many(src, dst, n, timeout):
     for i in range(n):
         if i % 100 == 0:
             os.mkdir(os.path.join(src, "d%03d" % (i // 100)))
+            if now() - t0 > timeout:
+                log("many: only %d files written in %g s: giving up" % (i, timeout))
+                print(json.dumps({"write_s": None, "total_s": None, "arrived": 0}))
+                return
         write_file(os.path.join(src, names[i]), contents[i])
     write_s = now() - t0
     log("many: %d files written in %.2f s; waiting for them in %s" % (n, write_s, dst))
@@ -355,7 +359,7 @@ def cmd_many(src, dst, n, timeout):
             log("many: %d of %d arrived after %.1f s" % (n - left, n, now() - t0))
             last_log = now()
         if remaining:
-            time.sleep(0.02)
+            time.sleep(0.1)  # B's daemon serves these listings too: do not crowd it
     total = now() - t0
     left = sum(len(s) for s in remaining.values())
     if left:
@@ -486,8 +490,7 @@ def cmd_edit(kind, src, dst, offset, control, labels, timeout):
         except OSError:
             pass
         time.sleep(0.001)
-    if got is not None:
-        wait_quiet(control, labels)
+    wait_quiet(control, labels)
     after = wire(control)
     equal = got is not None and wait_same_file(src, dst, now(), 30) is not None
     detail = {l: {d: after.get(l, {}).get(d, 0) - before_detail.get(l, {}).get(d, 0) for d in ("up", "down")}
