@@ -403,7 +403,8 @@ static int recover_stale(const char *dir)
     struct statvfs st;
     if (statvfs(dir, &st) == 0)
         return 0;
-    if (errno != ENOTCONN)
+    /* ECONNABORTED: the kernel aborted the connection (the daemon died mid-request). */
+    if (errno != ENOTCONN && errno != ECONNABORTED)
         return -errno;
     if (umount2(dir, MNT_DETACH) != 0) {
         pid_t pid = fork();
