@@ -37,9 +37,9 @@
 #define XATTR_LOG     "user.weft.log"
 #define XATTR_HISTORY "user.weft.history"
 #define XATTR_RESTORE "user.weft.restore"
-#define XATTR_SYNC    "user.weft.sync" /* the root's: the syncer's status as JSON */
-#define XATTR_INVITE  "user.weft.invite" /* the root's: set a device name, read its token */
-#define XATTR_PEER    "user.weft.peer"   /* the root's: set "host:port" to sync with it directly */
+#define XATTR_SYNC    "user.weft.sync"    /* the root's: the syncer's status as JSON */
+#define XATTR_INVITE  "user.weft.invite"  /* the root's: set a device name, read its token */
+#define XATTR_PEER    "user.weft.peer"    /* the root's: set "host:port" to sync with it directly */
 #define XATTR_DEVICES "user.weft.devices" /* the root's: the share's devices, a line each */
 #define XATTR_REMOVE  "user.weft.remove"  /* the root's: set a device's name to remove it */
 #define XATTR_PREFIX  "user.weft."
@@ -907,23 +907,24 @@ static int sync_status_json(char **out, size_t *len, struct fs *fs)
     for (int i = 0; i < SYNC_REASON_COUNT; i++)
         refused += st.device.refused[i];
     char *text = NULL;
-    int n = asprintf(&text,
-                     "{\"relay\": %s%s%s, \"relay_connected\": %s, \"relay_last_seen_ns\": %lld, "
-                     "\"peers_connected\": %u, \"listen_port\": %u, "
-                     "\"records_sealed\": %llu, \"records_applied\": %llu, "
-                     "\"records_pending\": %llu, \"records_refused\": %llu, "
-                     "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
-                     "\"rollbacks\": %llu, \"records_unacked\": %llu, "
-                     "\"relay_records\": %llu, \"conflicts\": %llu, \"last_error\": \"%s\"}",
-                     fs->options->relay ? "\"" : "", fs->options->relay ? fs->options->relay : "null",
-                     fs->options->relay ? "\"" : "", st.relay_connected ? "true" : "false",
-                     (long long)st.relay_last_seen_ns, st.peers_connected, st.listen_port, (unsigned long long)st.device.records_sealed,
-                     (unsigned long long)st.device.records_applied,
-                     (unsigned long long)st.device.pending, (unsigned long long)refused,
-                     (unsigned long long)st.records_sent, (unsigned long long)st.records_received,
-                     (unsigned long long)st.forks, (unsigned long long)st.rollbacks,
-                     (unsigned long long)st.records_unacked, (unsigned long long)st.relay_records,
-                     (unsigned long long)conflicts, error);
+    int n = asprintf(
+        &text,
+        "{\"relay\": %s%s%s, \"relay_connected\": %s, \"relay_last_seen_ns\": %lld, "
+        "\"peers_connected\": %u, \"listen_port\": %u, "
+        "\"records_sealed\": %llu, \"records_applied\": %llu, "
+        "\"records_pending\": %llu, \"records_refused\": %llu, "
+        "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
+        "\"rollbacks\": %llu, \"records_unacked\": %llu, "
+        "\"relay_records\": %llu, \"conflicts\": %llu, \"last_error\": \"%s\"}",
+        fs->options->relay ? "\"" : "", fs->options->relay ? fs->options->relay : "null",
+        fs->options->relay ? "\"" : "", st.relay_connected ? "true" : "false",
+        (long long)st.relay_last_seen_ns, st.peers_connected, st.listen_port,
+        (unsigned long long)st.device.records_sealed, (unsigned long long)st.device.records_applied,
+        (unsigned long long)st.device.pending, (unsigned long long)refused,
+        (unsigned long long)st.records_sent, (unsigned long long)st.records_received,
+        (unsigned long long)st.forks, (unsigned long long)st.rollbacks,
+        (unsigned long long)st.records_unacked, (unsigned long long)st.relay_records,
+        (unsigned long long)conflicts, error);
     if (n < 0)
         return -ENOMEM;
     *out = text;

@@ -15,9 +15,9 @@
 
 struct fs_options {
     const char *mountpoint;
-    const char *fsname; /* shown as the source in mount(8), e.g. "weft:NAME" */
+    const char *fsname;     /* shown as the source in mount(8), e.g. "weft:NAME" */
     const char *share_name; /* the share's local name (invites carry it) */
-    bool allow_other;   /* let other users in (needs root or user_allow_other) */
+    bool allow_other;       /* let other users in (needs root or user_allow_other) */
     bool read_only;
     bool debug;                 /* libfuse's request trace on stderr */
     double entry_timeout;       /* seconds the kernel may cache names (remote changes invalidate) */

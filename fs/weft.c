@@ -16,13 +16,13 @@
 #include "sync/relay.h"
 
 #include <dirent.h>
-#include <pthread.h>
-#include <sodium.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -559,7 +559,8 @@ static int cmd_mount(int argc, char **argv)
     struct {
         const char *key;
         char **value;
-    } sync_settings[] = {{RELAY_SETTING, &relay}, {LISTEN_SETTING, &listen}, {PEERS_SETTING, &peers}};
+    } sync_settings[] = {
+        {RELAY_SETTING, &relay}, {LISTEN_SETTING, &listen}, {PEERS_SETTING, &peers}};
     for (size_t i = 0; i < sizeof(sync_settings) / sizeof(sync_settings[0]); i++) {
         rc = meta_setting_get(sync_settings[i].value, meta_replica_store(replica),
                               sync_settings[i].key);
@@ -980,7 +981,8 @@ static int cmd_peer(int argc, char **argv)
         return fputs(usage_peer, stdout), 0;
     bool listen = argc == 4 && strcmp(argv[1], "listen") == 0;
     if (argc != 4 || (strcmp(argv[1], "add") != 0 && !listen))
-        return usage_error(usage_peer, "peer: expected: add NAME HOST:PORT, or listen NAME ADDR:PORT");
+        return usage_error(usage_peer,
+                           "peer: expected: add NAME HOST:PORT, or listen NAME ADDR:PORT");
     const char *name = argv[2], *addr = argv[3];
     char host[256], dir[PATH_MAX], store_db[PATH_MAX + 16], mountpoint[PATH_MAX];
     uint16_t port;
@@ -1002,8 +1004,7 @@ static int cmd_peer(int argc, char **argv)
         struct meta_replica *replica = NULL;
         struct meta_err err = {{0}};
         if ((rc = meta_replica_open(&replica, &err, dir)) != 0)
-            return fail("cannot open share '%s': %s", name,
-                        err.msg[0] ? err.msg : strerror(-rc));
+            return fail("cannot open share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
         rc = meta_setting_set(meta_replica_store(replica), LISTEN_SETTING, addr);
         meta_replica_close(replica);
         if (rc)
@@ -1055,8 +1056,7 @@ static int cmd_device(int argc, char **argv)
         if (list && (rc = read_virtual(&text, mountpoint, "user.weft.devices")) != 0)
             return fail("cannot list devices through the mount on %s: %s", mountpoint,
                         strerror(-rc));
-        if (remove &&
-            setxattr(mountpoint, "user.weft.remove", argv[3], strlen(argv[3]), 0) != 0)
+        if (remove && setxattr(mountpoint, "user.weft.remove", argv[3], strlen(argv[3]), 0) != 0)
             return fail("cannot remove device '%s': %s", argv[3],
                         errno == ENOENT ? "no such device in this share (weft device list)"
                                         : strerror(errno));
@@ -1064,8 +1064,7 @@ static int cmd_device(int argc, char **argv)
         struct meta_replica *replica = NULL;
         struct meta_err err = {{0}};
         if ((rc = meta_replica_open(&replica, &err, dir)) != 0)
-            return fail("cannot open share '%s': %s", name,
-                        err.msg[0] ? err.msg : strerror(-rc));
+            return fail("cannot open share '%s': %s", name, err.msg[0] ? err.msg : strerror(-rc));
         uint8_t key[SYNC_PUBLIC_KEY_LEN];
         rc = list ? sync_devices_text(&text, meta_replica_store(replica))
                   : sync_device_remove(key, why, sizeof(why), replica, argv[3]);
@@ -1256,12 +1255,13 @@ static int join_restore(struct meta_replica *replica, const char *dir, bool quie
             if (tty)
                 fputc('\n', stderr);
             sync_agent_stop(agent);
-            rc = fail("restoring stalled: nothing came from the relay at %s for %.0f s%s%s%s",
-                      relay, give_up, st.last_error[0] ? "; last problem: " : "", st.last_error,
-                      strstr(st.last_error, "not a member")
-                          ? " (the relay learns of a new device from the inviting one: mount the "
-                            "share there while the relay runs; this share goes on syncing once mounted)"
-                          : "");
+            rc = fail(
+                "restoring stalled: nothing came from the relay at %s for %.0f s%s%s%s", relay,
+                give_up, st.last_error[0] ? "; last problem: " : "", st.last_error,
+                strstr(st.last_error, "not a member")
+                    ? " (the relay learns of a new device from the inviting one: mount the "
+                      "share there while the relay runs; this share goes on syncing once mounted)"
+                    : "");
             free(relay);
             return rc;
         }

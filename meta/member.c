@@ -71,9 +71,8 @@ int meta_member_body_decode(struct meta_member_body *out, const void *body, size
     size_t name_len;
     if (crdt_reader_u8(&reader, &format) || (format != MEMBER_FORMAT && format != MEMBER_EPOCH) ||
         crdt_reader_raw(&reader, META_PUBLIC_KEY_LEN, &key) || crdt_reader_u8(&reader, &flags) ||
-        (flags & ~MEMBER_REVOKED) ||
-        crdt_reader_bytes(&reader, META_NAME_MAX, &name, &name_len) || name_len == 0 ||
-        memchr(name, '\0', name_len)) {
+        (flags & ~MEMBER_REVOKED) || crdt_reader_bytes(&reader, META_NAME_MAX, &name, &name_len) ||
+        name_len == 0 || memchr(name, '\0', name_len)) {
         memset(out, 0, sizeof(*out));
         return -EBADMSG;
     }

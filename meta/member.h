@@ -33,7 +33,7 @@ struct meta_member_body {
     uint8_t public_key[META_PUBLIC_KEY_LEN];
     bool revoked;
     char name[META_NAME_MAX + 1];
-    uint32_t epoch;                   /* format 2: the key epoch it starts; 0: format 1 */
+    uint32_t epoch;                     /* format 2: the key epoch it starts; 0: format 1 */
     const struct meta_sealed_key *keys; /* format 2: borrowed to encode; owned after decode */
     size_t key_count;
 };

@@ -15,9 +15,9 @@
 
 /* What an op changes; decides which crdt/ module decodes its body. */
 enum meta_op_kind {
-    META_OP_TREE = 1, /* a move (create, rename, move, delete) */
-    META_OP_TEXT = 2, /* text-CRDT inserts/deletes of one file */
-    META_OP_ATTR = 3, /* an LWW attribute or xattr write */
+    META_OP_TREE = 1,   /* a move (create, rename, move, delete) */
+    META_OP_TEXT = 2,   /* text-CRDT inserts/deletes of one file */
+    META_OP_ATTR = 3,   /* an LWW attribute or xattr write */
     META_OP_MEMBER = 4, /* a device added to the share or removed (meta/member) */
 };
 

@@ -3785,8 +3785,7 @@ int meta_replica_add_device(struct meta_replica *replica,
     struct meta_member_body body = {.revoked = revoked};
     size_t name_len = strlen(name);
     if (name_len == 0 || name_len > META_NAME_MAX)
-        return replica_fail(replica, -EINVAL, "a device name must be 1 to %d bytes",
-                            META_NAME_MAX);
+        return replica_fail(replica, -EINVAL, "a device name must be 1 to %d bytes", META_NAME_MAX);
     memcpy(body.public_key, public_key, META_PUBLIC_KEY_LEN);
     memcpy(body.name, name, name_len);
     struct crdt_clock saved;
@@ -3829,8 +3828,9 @@ static int note_epoch(struct meta_replica *replica, const struct meta_member_bod
             rc = meta_store_epoch_key_put(replica->store, body->epoch, epoch_key);
         meta_crypto_wipe(epoch_key, sizeof(epoch_key));
         if (rc == -EBADMSG)
-            return replica_fail(replica, rc, "the key of epoch %u sealed to this device does "
-                                             "not open",
+            return replica_fail(replica, rc,
+                                "the key of epoch %u sealed to this device does "
+                                "not open",
                                 body->epoch);
     }
     return rc ? replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store)) : 0;
@@ -3842,8 +3842,8 @@ static int apply_member_op(struct meta_replica *replica, const struct meta_op *o
     int rc = meta_member_body_decode(&body, op->body, op->body_len);
     if (rc)
         return replica_fail(replica, rc == -ENOMEM ? rc : -EBADMSG,
-                            "membership op (%016" PRIx64 ", %" PRIu64 ") is malformed",
-                            op->replica, op->seq);
+                            "membership op (%016" PRIx64 ", %" PRIu64 ") is malformed", op->replica,
+                            op->seq);
     rc = put_member(replica, &body, realtime_ns());
     if (!rc && body.epoch)
         rc = note_epoch(replica, &body);
@@ -3862,8 +3862,7 @@ int meta_replica_remove_device(struct meta_replica *replica,
     for (size_t i = 0; i < count; i++)
         if (memcmp(devices[i].public_key, public_key, META_PUBLIC_KEY_LEN) == 0)
             target = &devices[i];
-    struct meta_member_body body = {.revoked = true,
-                                    .epoch = meta_store_epoch(replica->store) + 1};
+    struct meta_member_body body = {.revoked = true, .epoch = meta_store_epoch(replica->store) + 1};
     struct meta_sealed_key *keys = calloc(count ? count : 1, sizeof(*keys));
     uint8_t epoch_key[META_KEY_LEN];
     meta_crypto_random(epoch_key, sizeof(epoch_key));

@@ -827,9 +827,8 @@ static int init_identity(struct meta_store *store, const struct meta_share_param
         memcpy(store->share_key, params->share_key, sizeof(store->share_key));
     else
         meta_crypto_random(store->share_key, sizeof(store->share_key));
-    int rc = params->device_seed ? meta_crypto_sign_seed_keypair(store->public_key,
-                                                                 store->secret_key,
-                                                                 params->device_seed)
+    int rc = params->device_seed ? meta_crypto_sign_seed_keypair(
+                                       store->public_key, store->secret_key, params->device_seed)
                                  : meta_crypto_sign_keypair(store->public_key, store->secret_key);
     if (rc)
         return store_fail(store, rc, "cannot make a device key pair");

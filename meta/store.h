@@ -50,9 +50,9 @@ struct meta_err {
 
 /* What a new share needs from its caller. NULL pointers mean "make a fresh one". */
 struct meta_share_params {
-    const char *device_name;  /* required: this device's short name, e.g. the hostname */
-    const uint8_t *share_id;  /* META_SHARE_ID_LEN bytes, when joining an existing share */
-    const uint8_t *share_key; /* META_KEY_LEN bytes, when joining an existing share */
+    const char *device_name;    /* required: this device's short name, e.g. the hostname */
+    const uint8_t *share_id;    /* META_SHARE_ID_LEN bytes, when joining an existing share */
+    const uint8_t *share_key;   /* META_KEY_LEN bytes, when joining an existing share */
     const uint8_t *device_seed; /* 32 bytes: this device's Ed25519 seed, from an invite */
 };
 

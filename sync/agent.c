@@ -39,9 +39,9 @@ struct session {
     struct sync_net_conn *conn;
     bool relay; /* the share's relay, else a device of the share (a peer) */
     bool hello_seen;
-    struct crdt_vv remote;  /* what the other side holds or was sent: author -> record seq */
-    struct crdt_vv acked;   /* what it said it holds (HELLO, ACK): author -> record seq */
-    bool refused_unknown;            /* a record of a member not known yet was refused */
+    struct crdt_vv remote; /* what the other side holds or was sent: author -> record seq */
+    struct crdt_vv acked;  /* what it said it holds (HELLO, ACK): author -> record seq */
+    bool refused_unknown;  /* a record of a member not known yet was refused */
     uint8_t (*asked)[SYNC_HASH_LEN]; /* chunk ids asked for on this session */
     size_t asked_len, asked_cap;
     struct session *next;
@@ -53,7 +53,7 @@ struct sync_agent {
     struct sync_net *net;
     struct sync_device *device;
     struct sync_net_dialer *dialer;
-    atomic_bool direct; /* peers configured: records may come from elsewhere than the relay */
+    atomic_bool direct;    /* peers configured: records may come from elsewhere than the relay */
     char listen_host[256]; /* where this device listens for peers ("" if not), as configured */
     bool group_open;       /* records taken in since the last commit of the record store */
     char **dialed;         /* addresses dialed as peers, under status_lock */
@@ -80,10 +80,9 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void agent_log(struct sync_agent *agent, enum sync_net_log_level level, const char *fmt,
-                      ...) __attribute__((format(printf, 3, 4)));
-static void agent_log(struct sync_agent *agent, enum sync_net_log_level level, const char *fmt,
-                      ...)
+static void agent_log(struct sync_agent *agent, enum sync_net_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void agent_log(struct sync_agent *agent, enum sync_net_log_level level, const char *fmt, ...)
 {
     char line[512];
     va_list args;
@@ -249,8 +248,8 @@ static int pump(struct session *session)
         uint64_t next = crdt_vv_get(&session->remote, author) + 1;
         while (!rc && next <= head && sync_net_conn_writable(session->conn)) {
             struct copied batch = {0};
-            rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device),
-                                     author, next, STREAM_BATCH, 4u << 20, copy_record, &batch);
+            rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device), author,
+                                     next, STREAM_BATCH, 4u << 20, copy_record, &batch);
             if (rc == 1)
                 rc = 0;
             if (!rc && batch.len == 0)
@@ -517,9 +516,9 @@ static int answer_want(struct session *session, const struct sync_msg *msg)
     for (size_t i = 0; !rc && i < msg->want.count; i++) {
         uint8_t *chunk = NULL;
         size_t len = 0;
-        int got = store->ops->chunk_get(store->ctx, &chunk, &len,
-                                        sync_device_share_id(agent->device),
-                                        msg->want.ids + i * SYNC_HASH_LEN);
+        int got =
+            store->ops->chunk_get(store->ctx, &chunk, &len, sync_device_share_id(agent->device),
+                                  msg->want.ids + i * SYNC_HASH_LEN);
         if (got == -ENOENT)
             continue;
         rc = got;
@@ -580,8 +579,7 @@ static int check_heads(struct session *session, const struct sync_msg *msg)
         struct kept_hash kept = {.found = false};
         if (!rc)
             rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device),
-                                     head->author, head->seq, 1, SYNC_RECORD_MAX, note_hash,
-                                     &kept);
+                                     head->author, head->seq, 1, SYNC_RECORD_MAX, note_hash, &kept);
         if (rc)
             return rc;
         if (kept.found && memcmp(kept.hash, head->hash, SYNC_HASH_LEN) != 0) {
@@ -776,8 +774,8 @@ static void open_session(struct sync_agent *agent, struct sync_net_conn *conn, b
     }
     agent_log(agent, SYNC_NET_LOG_INFO, "connected to %s at %s", relay ? "the relay" : "a device",
               sync_net_conn_addr(conn));
-    if (send_hello(session) != 0 || (relay && (send_members(session) != 0 ||
-                                               send_own_addr(session) != 0)))
+    if (send_hello(session) != 0 ||
+        (relay && (send_members(session) != 0 || send_own_addr(session) != 0)))
         sync_net_conn_close(conn, -EIO, "cannot say hello");
 }
 
@@ -807,8 +805,9 @@ static int member_peer(void *ctx, const uint8_t share_id[SYNC_SHARE_ID_LEN],
     unlock(agent);
     if (rc || device.revoked || memcmp(device.public_key, public_key, SYNC_PUBLIC_KEY_LEN) != 0 ||
         memcmp(public_key, agent->identity.public_key, SYNC_PUBLIC_KEY_LEN) == 0) {
-        snprintf(why, why_len, "%s", rc == -ENOENT || rc == 0 ? "not a member of the share"
-                                                              : "cannot check its membership");
+        snprintf(why, why_len, "%s",
+                 rc == -ENOENT || rc == 0 ? "not a member of the share"
+                                          : "cannot check its membership");
         return -EACCES;
     }
     return 0;
@@ -874,8 +873,8 @@ void sync_agent_poke(struct sync_agent *agent)
 /* ---------- invites ---------- */
 
 int sync_invite_make(char *token, size_t cap, char *why, size_t why_len,
-                     struct meta_replica *replica, const char *share_name,
-                     const char *device_name, uint8_t new_key[SYNC_PUBLIC_KEY_LEN])
+                     struct meta_replica *replica, const char *share_name, const char *device_name,
+                     uint8_t new_key[SYNC_PUBLIC_KEY_LEN])
 {
     struct meta_store *store = meta_replica_store(replica);
     struct sync_invite invite;
@@ -883,11 +882,13 @@ int sync_invite_make(char *token, size_t cap, char *why, size_t why_len,
     char *relay = NULL, *relay_key = NULL;
     int rc = meta_setting_get(&relay, store, RELAY_SETTING);
     if (rc == -ENOENT)
-        snprintf(why, why_len, "the share has no relay to restore from: create shares to invite "
-                               "to with weft init NAME --relay HOST:PORT");
+        snprintf(why, why_len,
+                 "the share has no relay to restore from: create shares to invite "
+                 "to with weft init NAME --relay HOST:PORT");
     if (!rc && (rc = meta_setting_get(&relay_key, store, RELAY_KEY_SETTING)) == -ENOENT)
-        snprintf(why, why_len, "the share has not met its relay (%s) yet: mount it once while "
-                               "the relay runs, so the invite can name the relay's key",
+        snprintf(why, why_len,
+                 "the share has not met its relay (%s) yet: mount it once while "
+                 "the relay runs, so the invite can name the relay's key",
                  relay);
     if (!rc && (snprintf(invite.relay_addr, sizeof(invite.relay_addr), "%s", relay) >=
                     (int)sizeof(invite.relay_addr) ||
@@ -1001,8 +1002,8 @@ int sync_agent_add_peer(struct sync_agent *agent, const char *addr)
     return dial_peer(agent, addr);
 }
 
-static int start_direct(struct sync_agent *agent, const struct sync_agent_config *config,
-                        char *why, size_t why_len)
+static int start_direct(struct sync_agent *agent, const struct sync_agent_config *config, char *why,
+                        size_t why_len)
 {
     int rc = 0;
     if (config->listen) {

@@ -101,8 +101,7 @@ SYNC_MUST_CHECK int sync_member_queue(struct meta_store *store, enum sync_member
  */
 SYNC_MUST_CHECK int sync_invite_make(char *token, size_t cap, char *why, size_t why_len,
                                      struct meta_replica *replica, const char *share_name,
-                                     const char *device_name,
-                                     uint8_t new_key[SYNC_PUBLIC_KEY_LEN]);
+                                     const char *device_name, uint8_t new_key[SYNC_PUBLIC_KEY_LEN]);
 /*
  * Adds "host:port" to the share's peers in `store` (setting sync.peers, read
  * by the next agent); the caller holds the store's lock. 0 if already there.

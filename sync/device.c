@@ -234,8 +234,8 @@ static int pending_add(struct sync_device *device, uint64_t author, uint64_t fro
 {
     if (pending_find(device, author))
         return 0;
-    struct pending *grown = grow(device->pending, &device->pending_cap, device->pending_len,
-                                 sizeof(*grown), 8);
+    struct pending *grown =
+        grow(device->pending, &device->pending_cap, device->pending_len, sizeof(*grown), 8);
     if (!grown)
         return -ENOMEM;
     device->pending = grown;
@@ -284,7 +284,8 @@ static int apply_record(struct sync_device *device, const struct sync_record *re
     bool ready = !rc;
     for (size_t i = 0; ready && i < record->deps.len; i++) {
         const struct crdt_vv_entry *dep = &record->deps.entries[i];
-        ready = dep->replica == record->header.author || crdt_vv_get(&have, dep->replica) >= dep->seq;
+        ready =
+            dep->replica == record->header.author || crdt_vv_get(&have, dep->replica) >= dep->seq;
     }
     crdt_vv_free(&have);
     if (rc)
@@ -431,8 +432,8 @@ int sync_device_apply_pending(struct sync_device *device, size_t *applied)
 static int own_chain(struct sync_device *device)
 {
     const struct sync_relay_store_ops *ops = device->records.ops;
-    int rc = ops->head(device->records.ctx, &device->head_seq, device->head_hash,
-                       device->share_id, device->self);
+    int rc = ops->head(device->records.ctx, &device->head_seq, device->head_hash, device->share_id,
+                       device->self);
     if (rc)
         return device_fail(device, rc, "%s", ops->errmsg(device->records.ctx));
     if (device->head_seq == 0)
@@ -477,8 +478,8 @@ int sync_device_open(struct sync_device **out, char *why, size_t why_len,
     if (!rc)
         rc = device->records.ops->share_exists(device->records.ctx, &exists, device->share_id);
     if (!rc && !exists) {
-        rc = device->records.ops->share_register(device->records.ctx, device->share_id,
-                                                 public_key, now_ns());
+        rc = device->records.ops->share_register(device->records.ctx, device->share_id, public_key,
+                                                 now_ns());
     }
     if (rc && device->records.ops && !device->err[0])
         device_fail(device, rc, "%s", device->records.ops->errmsg(device->records.ctx));
@@ -528,9 +529,8 @@ static int each_binary_chunk(const struct sync_op *ops, size_t count, chunk_fn f
             continue;
         struct meta_attr_body body;
         rc = meta_attr_body_decode(&body, ops[i].body, ops[i].body_len);
-        for (size_t k = 0; !rc && body.mask == META_ATTR_CONTENT && !body.text &&
-                           k < body.chunks.len;
-             k++)
+        for (size_t k = 0;
+             !rc && body.mask == META_ATTR_CONTENT && !body.text && k < body.chunks.len; k++)
             rc = fn(ctx, body.chunks.refs[k].id);
         meta_attr_body_clear(&body);
     }
@@ -643,8 +643,8 @@ static int seal_chunk(void *ctx, const uint8_t id[SYNC_HASH_LEN])
     rc = sync_record_seal_chunk(&buf, hash, &seal, id, data, len);
     free(data);
     if (!rc)
-        rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, device->self,
-                            buf.data, buf.len);
+        rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, device->self, buf.data,
+                            buf.len);
     crdt_buf_free(&buf);
     if (!rc)
         device->stats.chunks_sealed++;
@@ -664,12 +664,12 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
     struct crdt_buf buf = {0};
     uint8_t hash[SYNC_HASH_LEN];
     uint64_t seq = device->head_seq + 1;
-    rc = sync_record_seal_ops_deps(&buf, hash, &seal, seq, seq > 1 ? device->head_hash : NULL,
-                                   deps, ops, count);
+    rc = sync_record_seal_ops_deps(&buf, hash, &seal, seq, seq > 1 ? device->head_hash : NULL, deps,
+                                   ops, count);
     if (!rc)
-        rc = device->records.ops->op_put(device->records.ctx, NULL, device->share_id,
-                                         device->self, seq, device->head_hash, hash,
-                                         device->seal_epoch, buf.data, buf.len);
+        rc = device->records.ops->op_put(device->records.ctx, NULL, device->share_id, device->self,
+                                         seq, device->head_hash, hash, device->seal_epoch, buf.data,
+                                         buf.len);
     crdt_buf_free(&buf);
     if (rc)
         return rc;
@@ -687,8 +687,8 @@ static int unsealed_since(struct sync_device *device, struct crdt_vv *out)
     struct crdt_vv now = {0};
     int rc = replica_version(device, &now);
     for (size_t i = 0; !rc && i < now.len; i++) {
-        uint64_t seq = now.entries[i].replica == device->self ? device->sealed_op_seq
-                                                              : now.entries[i].seq;
+        uint64_t seq =
+            now.entries[i].replica == device->self ? device->sealed_op_seq : now.entries[i].seq;
         if (seq)
             rc = crdt_vv_raise(out, now.entries[i].replica, seq);
     }
@@ -808,8 +808,8 @@ static int accept_chunk(struct sync_device *device, enum sync_reason *reason,
         release(device);
     }
     if (!rc && !kept)
-        rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, header->author,
-                            bytes, len);
+        rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, header->author, bytes,
+                            len);
     sync_record_clear(&record);
     if (rc)
         return device_fail(device, rc, "keeping a chunk: %s", strerror(-rc));

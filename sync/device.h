@@ -53,13 +53,13 @@ struct sync_device_lock {
 
 /* What a device has done since it was opened, for `weft status`. */
 struct sync_device_stats {
-    uint64_t records_kept;    /* op records held, this device's and others' */
-    uint64_t records_sealed;  /* op records this device made */
-    uint64_t chunks_sealed;   /* chunk records this device made */
-    uint64_t records_applied; /* others' op records whose ops reached the replica */
-    uint64_t chunks_received; /* others' chunk records taken into the replica */
-    uint64_t duplicates;      /* records already held, ignored */
-    uint64_t pending;         /* op records kept but not applied yet */
+    uint64_t records_kept;               /* op records held, this device's and others' */
+    uint64_t records_sealed;             /* op records this device made */
+    uint64_t chunks_sealed;              /* chunk records this device made */
+    uint64_t records_applied;            /* others' op records whose ops reached the replica */
+    uint64_t chunks_received;            /* others' chunk records taken into the replica */
+    uint64_t duplicates;                 /* records already held, ignored */
+    uint64_t pending;                    /* op records kept but not applied yet */
     uint64_t refused[SYNC_REASON_COUNT]; /* records refused, by reason */
 };
 
@@ -102,8 +102,8 @@ SYNC_MUST_CHECK int sync_device_apply_pending(struct sync_device *device, size_t
  * The chunk ids that kept but unapplied records wait for (ask peers for
  * them: wire WANT_CHUNKS). *ids is malloc'ed (the caller frees), *count of them.
  */
-SYNC_MUST_CHECK int sync_device_wanted(struct sync_device *device,
-                                       uint8_t (**ids)[SYNC_HASH_LEN], size_t *count);
+SYNC_MUST_CHECK int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
+                                       size_t *count);
 
 /*
  * The chunk ids the binary versions in op record bytes[0..len) name (text

@@ -133,8 +133,7 @@ int sync__record_seal_raw(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
                           const struct sync_seal *seal, uint8_t kind, uint64_t seq,
                           const uint8_t link[SYNC_HASH_LEN], const uint8_t *plain, size_t plain_len)
 {
-    return seal_raw(out, hash_out, seal, SYNC_RECORD_VERSION_1, kind, seq, link, plain,
-                    plain_len);
+    return seal_raw(out, hash_out, seal, SYNC_RECORD_VERSION_1, kind, seq, link, plain, plain_len);
 }
 
 static int seal_ops(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],

@@ -30,8 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SYNC_RECORD_VERSION    2 /* the newest format: op records that name their deps */
-#define SYNC_RECORD_VERSION_1  1 /* op records without deps, and every chunk record */
+#define SYNC_RECORD_VERSION    2  /* the newest format: op records that name their deps */
+#define SYNC_RECORD_VERSION_1  1  /* op records without deps, and every chunk record */
 #define SYNC_RECORD_HEADER_LEN 98 /* fixed cleartext header, the AEAD's associated data */
 #define SYNC_RECORD_NONCE_LEN  24
 #define SYNC_RECORD_TAG_LEN    16
@@ -146,12 +146,11 @@ SYNC_MUST_CHECK int sync_record_seal_ops(struct crdt_buf *out, uint8_t hash_out[
  * so a reader applies the record only after everything it may build on
  * (causal delivery across authors, whatever order records travel in).
  */
-SYNC_MUST_CHECK int sync_record_seal_ops_deps(struct crdt_buf *out,
-                                              uint8_t hash_out[SYNC_HASH_LEN],
+SYNC_MUST_CHECK int sync_record_seal_ops_deps(struct crdt_buf *out, uint8_t hash_out[SYNC_HASH_LEN],
                                               const struct sync_seal *seal, uint64_t seq,
                                               const uint8_t prev[SYNC_HASH_LEN],
-                                              const struct crdt_vv *deps,
-                                              const struct sync_op *ops, size_t count);
+                                              const struct crdt_vv *deps, const struct sync_op *ops,
+                                              size_t count);
 /*
  * Seals one chunk (1..SYNC_RECORD_PLAIN_MAX bytes) with its id, appending the
  * record to *out and its hash to hash_out. The id is not checked against

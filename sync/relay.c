@@ -714,8 +714,8 @@ static int on_peers(struct session *session, const struct sync_msg *msg)
                 continue;
             snprintf(addr, sizeof(addr), strchr(from, ':') ? "[%s]:%u" : "%s:%u", from, port);
         }
-        int rc = relay->store->ops->addr_put(relay->store->ctx, session->share, self, addr,
-                                             now_ns());
+        int rc =
+            relay->store->ops->addr_put(relay->store->ctx, session->share, self, addr, now_ns());
         if (rc)
             return rc;
         struct sync_peer_addr told = {.replica = self, .addr = addr, .len = strlen(addr)};

@@ -484,8 +484,7 @@ int main(int argc, char **argv)
                "\"creates_per_s_durable_each\": %.0f, \"native_creates_per_s\": %.0f, "
                "\"chunks\": %llu, \"creates\": %d, \"store_dir\": \"%s\"}\n",
                chunk_rate, create_rate, text_commit_ms, apply_ms, open_ms, store_create_rate,
-               native_rate,
-               (unsigned long long)chunks, CREATES, base);
+               native_rate, (unsigned long long)chunks, CREATES, base);
     } else {
         printf("chunk_mb_per_s      %8.1f  (256 MiB, %llu chunks, best of 3)\n", chunk_rate,
                (unsigned long long)chunks);

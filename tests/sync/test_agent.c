@@ -34,7 +34,8 @@ static void side_unlock(void *ctx)
 static void quiet(void *ctx, enum sync_net_log_level level, const char *line)
 {
     (void)ctx;
-    if (getenv("WEFT_TEST_VERBOSE") && (level <= SYNC_NET_LOG_WARN || getenv("WEFT_TEST_VERBOSE")[0] == '2'))
+    if (getenv("WEFT_TEST_VERBOSE") &&
+        (level <= SYNC_NET_LOG_WARN || getenv("WEFT_TEST_VERBOSE")[0] == '2'))
         fprintf(stderr, "log: %s\n", line);
 }
 
@@ -223,8 +224,8 @@ static void test_through_relay(void)
         struct sync_agent_status st;
         sync_agent_status(&st, c.agent);
         fprintf(stderr, "C: applied %llu pending %llu dup %llu refused-author %llu err %s\n",
-                (unsigned long long)st.device.records_applied, (unsigned long long)st.device.pending,
-                (unsigned long long)st.device.duplicates,
+                (unsigned long long)st.device.records_applied,
+                (unsigned long long)st.device.pending, (unsigned long long)st.device.duplicates,
                 (unsigned long long)st.device.refused[SYNC_REASON_UNKNOWN_AUTHOR], st.last_error);
         CHECK(0);
     }
@@ -234,8 +235,8 @@ static void test_through_relay(void)
     /* The relay confirmed the membership: nothing is left pending at A. */
     side_lock(&a);
     char *pending = NULL;
-    CHECK_INT(-ENOENT, meta_setting_get(&pending, meta_replica_store(a.peer.replica),
-                                        "sync.relay_members"));
+    CHECK_INT(-ENOENT,
+              meta_setting_get(&pending, meta_replica_store(a.peer.replica), "sync.relay_members"));
     side_unlock(&a);
     free(pending);
 

@@ -91,7 +91,7 @@ static int accept(struct node *to, const uint8_t *bytes, size_t len, enum sync_r
 static size_t give_chunks(struct node *to, struct node *from)
 {
     struct sync_relay_store *store = sync_device_records(from->device);
-    uint8_t (*ids)[SYNC_HASH_LEN] = NULL;
+    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
     size_t count = 0;
     CHECK_INT(0, sync_device_wanted(to->device, &ids, &count));
     for (size_t i = 0; i < count; i++) {
@@ -195,7 +195,8 @@ static void test_converge(void)
     /* B restarts: its chain continues where it was (no fork at the relay). */
     sync_device_close(b.device);
     char why[512];
-    CHECK_INT(0, sync_device_open(&b.device, why, sizeof(why), b.peer.replica, b.records_dir, NULL));
+    CHECK_INT(0,
+              sync_device_open(&b.device, why, sizeof(why), b.peer.replica, b.records_dir, NULL));
     write_text(&b.peer, "docs/after.txt", "after restart\n");
     CHECK_INT(0, sync_device_seal(b.device, &sealed));
     CHECK_INT(1, sealed);
@@ -208,14 +209,13 @@ static void test_converge(void)
 }
 
 /* A refused record: the reason, the errno, and nothing kept. */
-static void expect_refused(struct node *to, const uint8_t *bytes, size_t len,
-                           enum sync_reason want)
+static void expect_refused(struct node *to, const uint8_t *bytes, size_t len, enum sync_reason want)
 {
     enum sync_reason reason = SYNC_REASON_NONE;
     int rc = accept(to, bytes, len, &reason);
     if (reason != want)
-        fprintf(stderr, "wanted %s, got %s (%s)\n", sync_reason_str(want),
-                sync_reason_str(reason), sync_device_errmsg(to->device));
+        fprintf(stderr, "wanted %s, got %s (%s)\n", sync_reason_str(want), sync_reason_str(reason),
+                sync_device_errmsg(to->device));
     CHECK_INT(sync_reason_errno(want), rc);
     CHECK_INT(want, reason);
 }

@@ -9,8 +9,8 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdio.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 static struct sync_invite sample(void)

@@ -33,9 +33,9 @@ enum attack {
     ATTACK_COUNT
 };
 
-static const char *const attack_names[] = {"drop",       "replay",   "reorder",
-                                           "alter",      "forge",    "equivocate",
-                                           "truncate",   "rollback", "other share"};
+static const char *const attack_names[] = {"drop",     "replay",   "reorder",
+                                           "alter",    "forge",    "equivocate",
+                                           "truncate", "rollback", "other share"};
 
 /* A's three op records (one file each), and what the evil relay needs to forge with. */
 struct material {
@@ -236,13 +236,13 @@ static int copy_out(void *ctx, const struct sync_relay_record *record)
 }
 
 /* Record `seq` of `author` as `device` keeps it. */
-static void read_record(struct sync_device *device, uint64_t author, uint64_t seq,
-                        uint8_t **bytes, size_t *len)
+static void read_record(struct sync_device *device, uint64_t author, uint64_t seq, uint8_t **bytes,
+                        size_t *len)
 {
     struct sync_relay_store *store = sync_device_records(device);
     struct out_bytes out = {bytes, len};
-    CHECK_INT(0, store->ops->op_read(store->ctx, NULL, sync_device_share_id(device), author, seq,
-                                     1, SYNC_RECORD_MAX, copy_out, &out));
+    CHECK_INT(0, store->ops->op_read(store->ctx, NULL, sync_device_share_id(device), author, seq, 1,
+                                     SYNC_RECORD_MAX, copy_out, &out));
 }
 
 static void make_material(struct material *m, struct peer *a, struct peer *outsider)
@@ -292,8 +292,8 @@ static void make_material(struct material *m, struct peer *a, struct peer *outsi
     CHECK_INT(0, sync_device_open(&device, why, sizeof(why), outsider->replica, records, NULL));
     write_text(outsider, "x.txt", "elsewhere\n");
     CHECK_INT(0, sync_device_seal(device, NULL));
-    read_record(device, meta_store_replica(meta_replica_store(outsider->replica)), 1,
-                &m->foreign, &m->foreign_len);
+    read_record(device, meta_store_replica(meta_replica_store(outsider->replica)), 1, &m->foreign,
+                &m->foreign_len);
     sync_device_close(device);
 }
 
@@ -351,8 +351,8 @@ static void run_attack(const struct material *m, struct peer *a, enum attack att
     CHECK(attack == REPLAY || st.last_error[0]);
     /* What was applied is exactly the honest part. */
     bool f0 = has_file(&b, "f0.txt"), f1 = has_file(&b, "f1.txt"), x = has_file(&b, "x.txt");
-    bool want_f0 = attack == REPLAY || attack == REORDER || attack == EQUIVOCATE ||
-                   attack == ROLLBACK;
+    bool want_f0 =
+        attack == REPLAY || attack == REORDER || attack == EQUIVOCATE || attack == ROLLBACK;
     bool want_f1 = attack == EQUIVOCATE || attack == ROLLBACK;
     if (f0 != want_f0 || f1 != want_f1 || x)
         fprintf(stderr, "attack '%s': f0 %d f1 %d x %d\n", attack_names[attack], f0, f1, x);

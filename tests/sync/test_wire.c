@@ -273,9 +273,9 @@ static void test_member(void)
 
 static void test_peers(void)
 {
-    struct sync_peer_addr entries[2] = {{.replica = 0x0102030405060708ull, .addr = "10.0.0.1:7421",
-                                         .len = 13},
-                                        {.replica = 9, .addr = "[::1]:1", .len = 7}};
+    struct sync_peer_addr entries[2] = {
+        {.replica = 0x0102030405060708ull, .addr = "10.0.0.1:7421", .len = 13},
+        {.replica = 9, .addr = "[::1]:1", .len = 7}};
     struct sync_msg msg = {.type = SYNC_MSG_PEERS};
     msg.peers.entries = entries;
     msg.peers.count = 2;
