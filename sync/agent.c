@@ -42,8 +42,6 @@ struct session {
     struct crdt_vv remote; /* what the other side holds or was sent: author -> record seq */
     struct crdt_vv acked;  /* what it said it holds (HELLO, ACK): author -> record seq */
     bool refused_unknown;  /* a record of a member not known yet was refused */
-    uint8_t (*asked)[SYNC_HASH_LEN]; /* chunk ids asked for on this session */
-    size_t asked_len, asked_cap;
     struct session *next;
 };
 
@@ -194,14 +192,37 @@ static void copied_free(struct copied *copied)
     copied->len = 0;
 }
 
-/* The chunk records an op record's binary versions name, then the record itself. */
-static int send_record(struct session *session, const uint8_t *bytes, size_t len)
+/*
+ * The chunks a session may lack for op record `seq` of `author`: of this
+ * device's own records, those first sealed with it (or, not remembered, all
+ * it names); of others' records, all it names that are here, for a relay
+ * only (it asks nobody; a device asks for what it lacks: WANT_CHUNKS).
+ */
+static int chunks_to_push(struct session *session, uint8_t (**ids)[SYNC_HASH_LEN], size_t *count,
+                          const uint8_t *bytes, size_t len, uint64_t author, uint64_t seq)
+{
+    struct sync_device *device = session->agent->device;
+    *ids = NULL;
+    *count = 0;
+    if (author == sync_replica_id(session->agent->identity.public_key)) {
+        int rc = sync_device_fresh_chunks(device, ids, count, seq);
+        if (rc != -ENOENT)
+            return rc;
+    } else if (!session->relay) {
+        return 0;
+    }
+    return sync_device_chunks_named(device, ids, count, bytes, len);
+}
+
+/* The chunk records the other side may lack for an op record, then the record itself. */
+static int send_record(struct session *session, const uint8_t *bytes, size_t len, uint64_t author,
+                       uint64_t seq)
 {
     struct sync_agent *agent = session->agent;
     struct sync_relay_store *store = sync_device_records(agent->device);
     uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
     size_t id_count = 0;
-    int rc = sync_device_chunks_named(agent->device, &ids, &id_count, bytes, len);
+    int rc = chunks_to_push(session, &ids, &id_count, bytes, len, author, seq);
     for (size_t i = 0; !rc && i < id_count; i++) {
         uint8_t *chunk = NULL;
         size_t chunk_len = 0;
@@ -255,7 +276,7 @@ static int pump(struct session *session)
             if (!rc && batch.len == 0)
                 rc = -EIO; /* the head says it is there */
             for (size_t k = 0; !rc && k < batch.len; k++) {
-                rc = send_record(session, batch.bytes[k], batch.lens[k]);
+                rc = send_record(session, batch.bytes[k], batch.lens[k], author, batch.seqs[k]);
                 if (!rc)
                     rc = crdt_vv_raise(&session->remote, author, batch.seqs[k]);
                 next = batch.seqs[k] + 1;
@@ -264,6 +285,10 @@ static int pump(struct session *session)
         }
         if (next <= head)
             break; /* the queue is full: `writable` resumes */
+    }
+    if (!session->relay) {
+        crdt_vv_free(&mine);
+        return rc;
     }
     /* What the relay has not confirmed yet, for `weft status`. */
     uint64_t unacked = 0;
@@ -389,44 +414,30 @@ int sync_agent_member(struct sync_agent *agent, enum sync_member_action action,
 
 /* ---------- receiving ---------- */
 
-static bool asked_before(struct session *session, const uint8_t id[SYNC_HASH_LEN])
+/* Asks the session for ids[0..total) (freed here), in messages of at most SYNC_WIRE_WANT_MAX. */
+static int ask_chunks(struct session *session, uint8_t (*ids)[SYNC_HASH_LEN], size_t total)
 {
-    for (size_t i = 0; i < session->asked_len; i++)
-        if (memcmp(session->asked[i], id, SYNC_HASH_LEN) == 0)
-            return true;
-    if (session->asked_len == session->asked_cap) {
-        size_t cap = session->asked_cap ? session->asked_cap * 2 : 64;
-        uint8_t(*grown)[SYNC_HASH_LEN] = realloc(session->asked, cap * sizeof(*grown));
-        if (!grown)
-            return true; /* asking again later is harmless */
-        session->asked = grown;
-        session->asked_cap = cap;
-    }
-    memcpy(session->asked[session->asked_len++], id, SYNC_HASH_LEN);
-    return false;
-}
-
-/* Asks for the chunks kept records wait for, each once per session. */
-static int ask_chunks(struct session *session)
-{
-    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
-    size_t total = 0;
-    int rc = sync_device_wanted(session->agent->device, &ids, &total);
-    uint8_t batch[SYNC_WIRE_WANT_MAX][SYNC_HASH_LEN];
-    size_t n = 0;
-    for (size_t i = 0; !rc && i <= total; i++) {
-        if (i < total && !asked_before(session, ids[i]))
-            memcpy(batch[n++], ids[i], SYNC_HASH_LEN);
-        if (n > 0 && (n == SYNC_WIRE_WANT_MAX || i == total)) {
-            struct sync_msg msg = {.type = SYNC_MSG_WANT_CHUNKS};
-            msg.want.ids = &batch[0][0];
-            msg.want.count = n;
-            rc = send_msg(session, &msg);
-            n = 0;
-        }
+    int rc = 0;
+    for (size_t i = 0; !rc && i < total; i += SYNC_WIRE_WANT_MAX) {
+        struct sync_msg msg = {.type = SYNC_MSG_WANT_CHUNKS};
+        msg.want.ids = &ids[i][0];
+        msg.want.count = total - i < SYNC_WIRE_WANT_MAX ? total - i : SYNC_WIRE_WANT_MAX;
+        rc = send_msg(session, &msg);
     }
     free(ids);
     return rc;
+}
+
+/* Asks for every chunk kept records wait for (a new session: the last may have lost answers). */
+static int ask_all_chunks(struct session *session)
+{
+    struct sync_device *device = session->agent->device;
+    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
+    size_t total = 0;
+    int rc = sync_device_apply_pending(device, NULL);
+    if (!rc)
+        rc = sync_device_wanted(device, &ids, &total);
+    return rc ? rc : ask_chunks(session, ids, total);
 }
 
 /*
@@ -471,7 +482,20 @@ static int take_record(struct session *session, const uint8_t *record, size_t le
     sync_device_stats(&stats, agent->device);
     char why[512];
     snprintf(why, sizeof(why), "%s", sync_device_errmsg(agent->device));
-    int ask = rc == 0 && stats.pending ? ask_chunks(session) : 0;
+    /* What the record named that is not here: asked of who brought it, once. */
+    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
+    size_t id_count = 0;
+    int ask = sync_device_wanted_new(agent->device, &ids, &id_count);
+    if (!ask)
+        ask = ask_chunks(session, ids, id_count);
+    /* Who sent a record holds it and its chain: never stream it back (no echo). */
+    struct sync_record_header header;
+    if (!ask && sync_record_peek(&header, record, len) == 0 && header.kind == SYNC_RECORD_OPS &&
+        rc == 0) {
+        ask = crdt_vv_raise(&session->remote, header.author, header.seq);
+        if (!ask)
+            ask = crdt_vv_raise(&session->acked, header.author, header.seq);
+    }
     /* Applying may log ops of this device's own (a conflict copy): they go out too. */
     if (rc == 0 && stats.records_applied > applied_before)
         sync_agent_poke(agent);
@@ -627,6 +651,8 @@ static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *byte
             break;
         session->hello_seen = true;
         rc = pump(session);
+        if (!rc)
+            rc = ask_all_chunks(session);
         break;
     case SYNC_MSG_OPS:
         rc = take_record(session, msg.ops.record, msg.ops.len);
@@ -650,6 +676,10 @@ static int on_message(void *ctx, struct sync_net_conn *conn, const uint8_t *byte
                 rc = crdt_vv_raise(&session->acked, msg.ack.records.entries[i].replica,
                                    msg.ack.records.entries[i].seq);
         }
+        if (!rc && session->relay)
+            sync_device_forget_fresh(
+                session->agent->device,
+                crdt_vv_get(&session->acked, sync_replica_id(session->agent->identity.public_key)));
         if (!rc)
             rc = pump(session); /* and the count of what waits for an ACK */
         break;
@@ -833,7 +863,6 @@ static void on_closed(void *ctx, struct sync_net_conn *conn, int error, const ch
             }
         crdt_vv_free(&session->remote);
         crdt_vv_free(&session->acked);
-        free(session->asked);
         free(session);
     }
     update_connected(agent);

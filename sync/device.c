@@ -6,6 +6,7 @@
 
 #include "meta/member.h"
 #include "meta/opbody.h"
+#include "meta/oplog.h"
 #include "meta/store.h"
 #include "meta/version.h"
 #include "sync/record.h"
@@ -32,10 +33,59 @@ _Static_assert(SYNC_SECRET_KEY_LEN == META_SECRET_KEY_LEN, "one device key");
  */
 #define BATCH_TARGET (1u << 20)
 
-/* An author whose kept records from seq `from` on are not applied yet. */
+struct id_list {
+    uint8_t (*ids)[SYNC_HASH_LEN];
+    size_t len, cap;
+};
+
+/*
+ * The chunk records sealed along with one of this device's op records: the
+ * ones to push before it (the others were pushed with an earlier record).
+ */
+struct sealed_chunks {
+    uint64_t seq;
+    uint8_t (*ids)[SYNC_HASH_LEN];
+    size_t len;
+};
+
+/*
+ * How much of that is remembered (32 MiB of ids, 64 Ki records); an older
+ * record, or one sealed before the device was opened, pushes every chunk it
+ * names instead.
+ */
+#define SEALED_IDS_MAX     (1u << 20)
+#define SEALED_RECORDS_MAX (1u << 16)
+
+/*
+ * An author whose kept records from seq `from` on are not applied yet. What
+ * its first one (the head of the line) waits for is remembered, so a pass
+ * over the pending authors opens and tries a record only once what it
+ * waited for may be here: without that, a restore tried the same record
+ * again for every record and chunk that arrived (quadratic in the share).
+ */
 struct pending {
     uint64_t author;
     uint64_t from;
+    uint64_t known;      /* the seq `deps` and `missing` describe (0: not tried yet) */
+    struct crdt_vv deps; /* what record `known` needs applied first */
+    uint64_t missing;    /* chunks record `known` lacked and that have not arrived since */
+};
+
+/*
+ * Chunk ids that kept records wait for, with the author whose head-of-line
+ * record counted them (0: a later record's). Open addressing with linear
+ * probing; ids are keyed hashes, so their first bytes are the hash.
+ */
+struct wanted_slot {
+    uint8_t id[SYNC_HASH_LEN];
+    uint64_t owner;
+    uint64_t scan; /* the last want_chunks that saw it */
+    bool used;
+};
+
+struct wanted_set {
+    struct wanted_slot *slots;
+    size_t cap, len; /* cap is 0 or a power of two, len <= cap / 2 */
 };
 
 struct sync_device {
@@ -56,6 +106,16 @@ struct sync_device {
     uint64_t sealed_op_seq;
     struct pending *pending;
     size_t pending_len, pending_cap;
+    struct wanted_set wanted;
+    uint64_t scan; /* want_chunks calls so far */
+    /* Ids added to `wanted` since sync_device_wanted_new last took them. */
+    uint8_t (*fresh_wanted)[SYNC_HASH_LEN];
+    size_t fresh_wanted_len, fresh_wanted_cap;
+    /* The chunk records sealed with each own op record, until forgotten (sync_device_fresh_chunks).
+     */
+    struct sealed_chunks *sealed;
+    size_t sealed_len, sealed_cap, sealed_ids;
+    struct id_list sealing; /* chunk records sealed for the op record being sealed */
     struct sync_device_stats stats;
     char err[512];
 };
@@ -239,13 +299,126 @@ static int pending_add(struct sync_device *device, uint64_t author, uint64_t fro
     if (!grown)
         return -ENOMEM;
     device->pending = grown;
-    device->pending[device->pending_len++] = (struct pending){author, from};
+    device->pending[device->pending_len++] = (struct pending){.author = author, .from = from};
     return 0;
 }
 
 static void pending_remove(struct sync_device *device, struct pending *slot)
 {
+    crdt_vv_free(&slot->deps);
     *slot = device->pending[--device->pending_len];
+}
+
+/* ---------- chunks wanted ---------- */
+
+static size_t wanted_home(const struct wanted_set *set, const uint8_t id[SYNC_HASH_LEN])
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof(h));
+    return (size_t)h & (set->cap - 1);
+}
+
+static struct wanted_slot *wanted_find(const struct wanted_set *set,
+                                       const uint8_t id[SYNC_HASH_LEN])
+{
+    if (set->cap == 0)
+        return NULL;
+    for (size_t i = wanted_home(set, id);; i = (i + 1) & (set->cap - 1)) {
+        if (!set->slots[i].used)
+            return NULL;
+        if (memcmp(set->slots[i].id, id, SYNC_HASH_LEN) == 0)
+            return &set->slots[i];
+    }
+}
+
+static void wanted_place(struct wanted_set *set, const struct wanted_slot *slot)
+{
+    size_t i = wanted_home(set, slot->id);
+    while (set->slots[i].used)
+        i = (i + 1) & (set->cap - 1);
+    set->slots[i] = *slot;
+}
+
+/* Adds `id` (owner: see wanted_slot); *added says whether it was new. */
+static int wanted_add(struct wanted_set *set, bool *added, const uint8_t id[SYNC_HASH_LEN],
+                      uint64_t owner)
+{
+    struct wanted_slot *slot = wanted_find(set, id);
+    *added = slot == NULL;
+    if (slot) {
+        if (!slot->owner)
+            slot->owner = owner;
+        return 0;
+    }
+    if ((set->len + 1) * 2 > set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 64;
+        struct wanted_slot *old = set->slots;
+        size_t old_cap = set->cap;
+        set->slots = calloc(cap, sizeof(*set->slots));
+        if (!set->slots) {
+            set->slots = old;
+            return -ENOMEM;
+        }
+        set->cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].used)
+                wanted_place(set, &old[i]);
+        free(old);
+    }
+    struct wanted_slot fresh = {.owner = owner, .used = true};
+    memcpy(fresh.id, id, SYNC_HASH_LEN);
+    wanted_place(set, &fresh);
+    set->len++;
+    return 0;
+}
+
+/*
+ * Removes `id` if wanted: true, and *owner its owner. Backward-shift
+ * deletion keeps every probe run unbroken without tombstones.
+ */
+static bool wanted_remove(struct wanted_set *set, uint64_t *owner, const uint8_t id[SYNC_HASH_LEN])
+{
+    struct wanted_slot *slot = wanted_find(set, id);
+    if (!slot)
+        return false;
+    *owner = slot->owner;
+    size_t mask = set->cap - 1, hole = (size_t)(slot - set->slots);
+    for (size_t i = (hole + 1) & mask; set->slots[i].used; i = (i + 1) & mask) {
+        size_t home = wanted_home(set, set->slots[i].id);
+        /* The entry at i may move to the hole unless its home lies cyclically in (hole, i]. */
+        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
+        if (!stays) {
+            set->slots[hole] = set->slots[i];
+            hole = i;
+        }
+    }
+    set->slots[hole].used = false;
+    set->len--;
+    return true;
+}
+
+/* ---------- the chunks binary versions name ---------- */
+
+typedef int (*chunk_fn)(void *ctx, const uint8_t id[SYNC_HASH_LEN]);
+
+/*
+ * Calls fn for each chunk id the binary versions among ops[0..count) name.
+ * Text versions travel as their text ops: their chunks never need to.
+ */
+static int each_binary_chunk(const struct sync_op *ops, size_t count, chunk_fn fn, void *ctx)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < count; i++) {
+        if (ops[i].kind != META_OP_ATTR)
+            continue;
+        struct meta_attr_body body;
+        rc = meta_attr_body_decode(&body, ops[i].body, ops[i].body_len);
+        for (size_t k = 0;
+             !rc && body.mask == META_ATTR_CONTENT && !body.text && k < body.chunks.len; k++)
+            rc = fn(ctx, body.chunks.refs[k].id);
+        meta_attr_body_clear(&body);
+    }
+    return rc;
 }
 
 /* ---------- applying ---------- */
@@ -272,25 +445,98 @@ static int applied_seq(struct sync_device *device, uint64_t *out, uint64_t autho
     return rc;
 }
 
-/*
- * Applies an opened op record's ops. -EAGAIN when it must wait (a chunk its
- * content names is not here yet): nothing changed.
- */
-static int apply_record(struct sync_device *device, const struct sync_record *record)
+/* Does the replica hold everything `deps` names (author's own entry aside: its chain orders it)? */
+static int deps_ready(struct sync_device *device, bool *ready, const struct crdt_vv *deps,
+                      uint64_t author)
 {
-    /* Causal delivery: what its author held when sealing comes first. */
     struct crdt_vv have = {0};
     int rc = replica_version(device, &have);
-    bool ready = !rc;
-    for (size_t i = 0; ready && i < record->deps.len; i++) {
-        const struct crdt_vv_entry *dep = &record->deps.entries[i];
-        ready =
-            dep->replica == record->header.author || crdt_vv_get(&have, dep->replica) >= dep->seq;
+    *ready = !rc;
+    for (size_t i = 0; *ready && i < deps->len; i++) {
+        const struct crdt_vv_entry *dep = &deps->entries[i];
+        *ready = dep->replica == author || crdt_vv_get(&have, dep->replica) >= dep->seq;
     }
     crdt_vv_free(&have);
+    return rc;
+}
+
+struct missing_scan {
+    struct sync_device *device;
+    uint64_t owner;
+    uint64_t counted; /* missing chunks now owned by `owner` */
+    bool foreign;     /* a missing chunk another author's record counts */
+    uint64_t scan;    /* marks the slots this scan has seen: an id named twice counts once */
+};
+
+static int note_missing(void *ctx, const uint8_t id[SYNC_HASH_LEN])
+{
+    struct missing_scan *scan = ctx;
+    struct sync_device *device = scan->device;
+    bool have = false, added = false;
+    int rc = meta_chunk_has(&have, device->store, id);
+    if (rc || have)
+        return rc;
+    struct wanted_slot *slot = wanted_find(&device->wanted, id);
+    if (slot && slot->scan == scan->scan)
+        return 0;
+    if (slot && slot->owner && slot->owner != scan->owner) {
+        slot->scan = scan->scan;
+        scan->foreign = true;
+        return 0;
+    }
+    rc = wanted_add(&device->wanted, &added, id, scan->owner);
+    if (!rc)
+        wanted_find(&device->wanted, id)->scan = scan->scan;
+    if (!rc && added) {
+        uint8_t(*grown)[SYNC_HASH_LEN] = grow(device->fresh_wanted, &device->fresh_wanted_cap,
+                                              device->fresh_wanted_len, sizeof(*grown), 64);
+        if (!grown)
+            return -ENOMEM;
+        device->fresh_wanted = grown;
+        memcpy(device->fresh_wanted[device->fresh_wanted_len++], id, SYNC_HASH_LEN);
+    }
+    if (!rc && scan->owner)
+        scan->counted++;
+    return rc;
+}
+
+/*
+ * Lists the chunks that `record`'s binary versions name and the replica
+ * lacks as wanted, owned by `owner` (0: no owner, the record is not the
+ * head of its author's line). *missing: how many its owner now waits for,
+ * plus one if a chunk another author's record counts is among them (that
+ * one is cleared only when nothing is wanted any more).
+ */
+static int want_chunks(struct sync_device *device, uint64_t *missing,
+                       const struct sync_record *record, uint64_t owner)
+{
+    struct missing_scan scan = {.device = device, .owner = owner, .scan = ++device->scan};
+    hold(device);
+    int rc = each_binary_chunk(record->ops, record->op_count, note_missing, &scan);
+    release(device);
+    if (rc)
+        return device_fail(device, rc, "listing the chunks a record names: %s", strerror(-rc));
+    *missing = scan.counted + (scan.foreign ? 1 : 0);
+    return 0;
+}
+
+/*
+ * Applies an opened op record's ops. -EAGAIN when it must wait, nothing
+ * changed: for records of others it needs first (causal delivery: what its
+ * author held when sealing), or for chunks its content names (now wanted;
+ * *missing counts them).
+ */
+static int apply_record(struct sync_device *device, uint64_t *missing,
+                        const struct sync_record *record)
+{
+    uint64_t author = record->header.author;
+    bool ready = false;
+    int rc = want_chunks(device, missing, record, author);
+    if (!rc)
+        rc = deps_ready(device, &ready, &record->deps, author);
     if (rc)
         return rc;
-    if (!ready)
+    if (!ready || *missing)
         return -EAGAIN;
     struct meta_op *ops = calloc(record->op_count, sizeof(*ops));
     if (!ops)
@@ -310,8 +556,7 @@ static int apply_record(struct sync_device *device, const struct sync_record *re
     hold(device);
     rc = meta_replica_apply_remote(&applied, device->replica, ops, record->op_count);
     if (rc && rc != -ENOENT)
-        device_fail(device, rc, "applying ops of %016llx: %s",
-                    (unsigned long long)record->header.author,
+        device_fail(device, rc, "applying ops of %016llx: %s", (unsigned long long)author,
                     meta_replica_errmsg(device->replica));
     release(device);
     free(ops);
@@ -323,17 +568,48 @@ static int apply_record(struct sync_device *device, const struct sync_record *re
     return 0;
 }
 
-/* Applies `author`'s kept records from `from` on; *next gets the first still unapplied. */
-static int apply_from(struct sync_device *device, uint64_t *next, uint64_t author, uint64_t from)
+/* Notes what the head of `slot`'s line, record `seq`, waits for. */
+static int pending_note(struct pending *slot, uint64_t seq, const struct sync_record *record,
+                        uint64_t missing)
+{
+    crdt_vv_free(&slot->deps);
+    slot->known = 0;
+    int rc = crdt_vv_copy(&slot->deps, &record->deps);
+    if (!rc) {
+        slot->known = seq;
+        slot->missing = missing;
+    }
+    return rc;
+}
+
+/*
+ * Applies `slot`'s author's kept records from slot->from on; *next gets the
+ * first still unapplied. A head of line already tried is not opened again
+ * until what it waited for may be here.
+ */
+static int apply_from(struct sync_device *device, uint64_t *next, struct pending *slot)
 {
     uint64_t head = 0;
     uint8_t hash[SYNC_HASH_LEN];
-    int rc = device->records.ops->head(device->records.ctx, &head, hash, device->share_id, author);
-    for (*next = from; !rc && *next <= head;) {
+    int rc =
+        device->records.ops->head(device->records.ctx, &head, hash, device->share_id, slot->author);
+    for (*next = slot->from; !rc && *next <= head;) {
+        if (*next == slot->known) {
+            bool ready = false;
+            if (slot->missing)
+                return -EAGAIN;
+            if ((rc = deps_ready(device, &ready, &slot->deps, slot->author)) != 0)
+                break;
+            if (!ready)
+                return -EAGAIN;
+        }
         struct sync_record record = {0};
-        rc = kept_open(device, &record, author, *next);
+        uint64_t missing = 0;
+        rc = kept_open(device, &record, slot->author, *next);
         if (!rc)
-            rc = apply_record(device, &record);
+            rc = apply_record(device, &missing, &record);
+        if (rc == -EAGAIN && pending_note(slot, *next, &record, missing) != 0)
+            rc = -ENOMEM;
         sync_record_clear(&record);
         if (!rc)
             (*next)++;
@@ -394,7 +670,7 @@ static int apply_pending_pass(struct sync_device *device)
         struct pending *slot = &device->pending[i];
         uint64_t next, head;
         uint8_t hash[SYNC_HASH_LEN];
-        rc = apply_from(device, &next, slot->author, slot->from);
+        rc = apply_from(device, &next, slot);
         if (rc == -EAGAIN) {
             slot->from = next;
             rc = 0;
@@ -509,38 +785,17 @@ void sync_device_close(struct sync_device *device)
     if (device->keys)
         sodium_memzero(device->keys, device->key_count * sizeof(*device->keys));
     free(device->keys);
+    for (size_t i = 0; i < device->pending_len; i++)
+        crdt_vv_free(&device->pending[i].deps);
     free(device->pending);
+    free(device->wanted.slots);
+    free(device->fresh_wanted);
+    for (size_t i = 0; i < device->sealed_len; i++)
+        free(device->sealed[i].ids);
+    free(device->sealed);
+    free(device->sealing.ids);
     free(device);
 }
-
-/* ---------- the chunks binary versions name ---------- */
-
-typedef int (*chunk_fn)(void *ctx, const uint8_t id[SYNC_HASH_LEN]);
-
-/*
- * Calls fn for each chunk id the binary versions among ops[0..count) name.
- * Text versions travel as their text ops: their chunks never need to.
- */
-static int each_binary_chunk(const struct sync_op *ops, size_t count, chunk_fn fn, void *ctx)
-{
-    int rc = 0;
-    for (size_t i = 0; !rc && i < count; i++) {
-        if (ops[i].kind != META_OP_ATTR)
-            continue;
-        struct meta_attr_body body;
-        rc = meta_attr_body_decode(&body, ops[i].body, ops[i].body_len);
-        for (size_t k = 0;
-             !rc && body.mask == META_ATTR_CONTENT && !body.text && k < body.chunks.len; k++)
-            rc = fn(ctx, body.chunks.refs[k].id);
-        meta_attr_body_clear(&body);
-    }
-    return rc;
-}
-
-struct id_list {
-    uint8_t (*ids)[SYNC_HASH_LEN];
-    size_t len, cap;
-};
 
 static int ids_push(struct id_list *list, const uint8_t id[SYNC_HASH_LEN])
 {
@@ -567,37 +822,52 @@ static uint32_t starts_epoch(const struct sync_op *op)
     return epoch;
 }
 
-/* This device's ops that no record holds yet, copied (bodies owned). */
+/* This device's ops that no record holds yet (bodies owned). */
 struct unsealed {
-    uint64_t self;
     struct sync_op *ops;
     size_t len, cap;
 };
 
-static int collect_own(void *ctx, const struct meta_op *op)
+/* Ops read per hold of the replica's lock while collecting: requests wait at most this long. */
+#define COLLECT_STEP 256
+
+/*
+ * This device's ops after sealed_op_seq up to `upto`, read one by one from
+ * the log by (replica, seq): a point lookup each, so sealing after a commit
+ * costs what the commit added, not the size of the log.
+ */
+static int collect_own(struct sync_device *device, struct unsealed *list, uint64_t upto)
 {
-    struct unsealed *list = ctx;
-    if (op->replica != list->self)
-        return 0;
-    struct sync_op *grown = grow(list->ops, &list->cap, list->len, sizeof(*grown), 64);
-    if (!grown)
-        return -ENOMEM;
-    list->ops = grown;
-    uint8_t *body = malloc(op->body_len ? op->body_len : 1);
-    if (!body)
-        return -ENOMEM;
-    if (op->body_len)
-        memcpy(body, op->body, op->body_len);
-    struct sync_op *out = &list->ops[list->len++];
-    *out = (struct sync_op){.replica = op->replica,
-                            .seq = op->seq,
-                            .counter = op->counter,
-                            .kind = (uint8_t)op->kind,
-                            .author = op->author,
-                            .body = body,
-                            .body_len = op->body_len};
-    memcpy(out->node, op->node.bytes, META_ID_LEN);
-    return 0;
+    int rc = 0;
+    for (uint64_t seq = device->sealed_op_seq + 1; !rc && seq <= upto;) {
+        hold(device);
+        for (size_t step = 0; !rc && step < COLLECT_STEP && seq <= upto; step++, seq++) {
+            struct sync_op *grown = grow(list->ops, &list->cap, list->len, sizeof(*grown), 64);
+            if (!grown) {
+                rc = -ENOMEM;
+                break;
+            }
+            list->ops = grown;
+            struct meta_op op;
+            rc = meta_oplog_get(&op, device->store, device->self, seq);
+            if (rc) {
+                device_fail(device, rc, "reading op %llu of this device: %s",
+                            (unsigned long long)seq, meta_store_errmsg(device->store));
+                break;
+            }
+            struct sync_op *out = &list->ops[list->len++];
+            *out = (struct sync_op){.replica = op.replica,
+                                    .seq = op.seq,
+                                    .counter = op.counter,
+                                    .kind = (uint8_t)op.kind,
+                                    .author = op.author,
+                                    .body = op.body, /* moved: freed by unsealed_free */
+                                    .body_len = op.body_len};
+            memcpy(out->node, op.node.bytes, META_ID_LEN);
+        }
+        release(device);
+    }
+    return rc;
 }
 
 static void unsealed_free(struct unsealed *list)
@@ -648,7 +918,31 @@ static int seal_chunk(void *ctx, const uint8_t id[SYNC_HASH_LEN])
     crdt_buf_free(&buf);
     if (!rc)
         device->stats.chunks_sealed++;
-    return rc;
+    return rc ? rc : ids_push(&device->sealing, id);
+}
+
+static void sealed_drop_first(struct sync_device *device)
+{
+    device->sealed_ids -= device->sealed[0].len;
+    free(device->sealed[0].ids);
+    memmove(device->sealed, device->sealed + 1, --device->sealed_len * sizeof(*device->sealed));
+}
+
+/* Remembers the chunks just sealed as those of own record `seq` (see sealed_chunks). */
+static void sealed_remember(struct sync_device *device, uint64_t seq)
+{
+    struct sealed_chunks *grown =
+        grow(device->sealed, &device->sealed_cap, device->sealed_len, sizeof(*grown), 16);
+    if (!grown)
+        return; /* forgotten: the record pushes every chunk it names */
+    device->sealed = grown;
+    device->sealed[device->sealed_len++] =
+        (struct sealed_chunks){seq, device->sealing.ids, device->sealing.len};
+    device->sealed_ids += device->sealing.len;
+    device->sealing = (struct id_list){0};
+    while (device->sealed_len > 1 &&
+           (device->sealed_ids > SEALED_IDS_MAX || device->sealed_len > SEALED_RECORDS_MAX))
+        sealed_drop_first(device);
 }
 
 /* Seals ops[0..count) as the next record of this device's chain, naming `deps`, and keeps it. */
@@ -656,6 +950,7 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
                       const struct sync_op *ops, size_t count)
 {
     /* Chunk records first, so whoever holds the op record can get what it names. */
+    device->sealing.len = 0;
     int rc = each_binary_chunk(ops, count, seal_chunk, device);
     if (rc)
         return rc;
@@ -676,16 +971,21 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
     device->head_seq = seq;
     memcpy(device->head_hash, hash, SYNC_HASH_LEN);
     device->sealed_op_seq = ops[count - 1].seq;
+    sealed_remember(device, seq);
     device->stats.records_sealed++;
     device->stats.records_kept++;
     return 0;
 }
 
-/* The replica's version with this device's entry lowered to what records hold. */
-static int unsealed_since(struct sync_device *device, struct crdt_vv *out)
+/*
+ * The replica's version with this device's entry lowered to what records
+ * hold; *upto: this device's last op.
+ */
+static int unsealed_since(struct sync_device *device, struct crdt_vv *out, uint64_t *upto)
 {
     struct crdt_vv now = {0};
     int rc = replica_version(device, &now);
+    *upto = rc ? 0 : crdt_vv_get(&now, device->self);
     for (size_t i = 0; !rc && i < now.len; i++) {
         uint64_t seq =
             now.entries[i].replica == device->self ? device->sealed_op_seq : now.entries[i].seq;
@@ -700,14 +1000,11 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
 {
     size_t before = (size_t)device->stats.records_sealed;
     struct crdt_vv have = {0};
-    struct unsealed list = {.self = device->self};
-    int rc = unsealed_since(device, &have);
-    hold(device);
+    struct unsealed list = {0};
+    uint64_t upto = 0;
+    int rc = unsealed_since(device, &have, &upto);
     if (!rc)
-        rc = meta_replica_ops_since(device->replica, &have, collect_own, &list);
-    if (rc && !device->err[0])
-        device_fail(device, rc, "%s", meta_replica_errmsg(device->replica));
-    release(device);
+        rc = collect_own(device, &list, upto);
     if (!rc)
         rc = refresh_keys(device);
     /*
@@ -749,6 +1046,11 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
     if (rc) {
         /* The records store rolled back: so does what this device believes of its chain. */
         int again = own_chain(device);
+        while (device->sealed_len &&
+               device->sealed[device->sealed_len - 1].seq > device->head_seq) {
+            device->sealed_ids -= device->sealed[device->sealed_len - 1].len;
+            free(device->sealed[--device->sealed_len].ids);
+        }
         if (!device->err[0] || again)
             device_fail(device, rc, "sealing: %s", ops->errmsg(device->records.ctx));
     }
@@ -814,7 +1116,18 @@ static int accept_chunk(struct sync_device *device, enum sync_reason *reason,
     if (rc)
         return device_fail(device, rc, "keeping a chunk: %s", strerror(-rc));
     device->stats.chunks_received++;
-    return device->pending_len ? sync_device_apply_pending(device, NULL) : 0;
+    /* Only a chunk some record waited for can let one apply. */
+    uint64_t owner = 0;
+    if (!wanted_remove(&device->wanted, &owner, id))
+        return 0;
+    struct pending *slot = owner ? pending_find(device, owner) : NULL;
+    bool retry = slot && slot->known == slot->from && slot->missing && --slot->missing == 0;
+    if (device->wanted.len == 0) {
+        for (size_t i = 0; i < device->pending_len; i++)
+            device->pending[i].missing = 0;
+        retry = true;
+    }
+    return retry && device->pending_len ? sync_device_apply_pending(device, NULL) : 0;
 }
 
 /* Is op record `seq` of `author`, as kept, the one with `hash`? */
@@ -882,16 +1195,22 @@ static int accept_ops(struct sync_device *device, enum sync_reason *reason,
                            (unsigned long long)author, ops->errmsg(device->records.ctx));
     }
     device->stats.records_kept++;
+    uint64_t missing = 0;
     if (pending_find(device, author)) {
+        /* It waits behind its author's line; what it names is asked for meanwhile. */
+        rc = want_chunks(device, &missing, &record, 0);
         sync_record_clear(&record);
-        return sync_device_apply_pending(device, NULL);
+        return rc;
     }
-    rc = apply_record(device, &record);
-    sync_record_clear(&record);
-    if (rc == -EAGAIN)
+    rc = apply_record(device, &missing, &record);
+    if (rc == -EAGAIN) {
         rc = pending_add(device, author, header->seq);
-    else if (!rc && device->pending_len)
+        if (!rc)
+            rc = pending_note(pending_find(device, author), header->seq, &record, missing);
+    } else if (!rc && device->pending_len) {
         rc = sync_device_apply_pending(device, NULL); /* it may be what others waited for */
+    }
+    sync_record_clear(&record);
     device->stats.pending = device->pending_len;
     return rc;
 }
@@ -917,25 +1236,7 @@ int sync_device_accept(struct sync_device *device, enum sync_reason *reason, con
                                             : accept_ops(device, reason, &header, bytes, len);
 }
 
-/* ---------- chunks wanted ---------- */
-
-struct wanted {
-    struct sync_device *device;
-    struct id_list list;
-};
-
-/* Lists `id` unless the replica has it or it is listed. */
-static int want(void *ctx, const uint8_t id[SYNC_HASH_LEN])
-{
-    struct wanted *wanted = ctx;
-    bool have = false;
-    hold(wanted->device);
-    int rc = meta_chunk_has(&have, wanted->device->store, id);
-    release(wanted->device);
-    for (size_t i = 0; !rc && !have && i < wanted->list.len; i++)
-        have = memcmp(wanted->list.ids[i], id, SYNC_HASH_LEN) == 0;
-    return rc || have ? rc : ids_push(&wanted->list, id);
-}
+/* ---------- chunks wanted and pushed ---------- */
 
 static int push_id(void *ctx, const uint8_t id[SYNC_HASH_LEN])
 {
@@ -964,29 +1265,69 @@ int sync_device_chunks_named(struct sync_device *device, uint8_t (**ids)[SYNC_HA
 
 int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN], size_t *count)
 {
-    struct wanted wanted = {.device = device};
+    struct id_list list = {0};
     int rc = 0;
-    for (size_t i = 0; !rc && i < device->pending_len; i++) {
-        const struct pending *slot = &device->pending[i];
-        uint64_t head = 0;
-        uint8_t hash[SYNC_HASH_LEN];
-        rc = device->records.ops->head(device->records.ctx, &head, hash, device->share_id,
-                                       slot->author);
-        for (uint64_t seq = slot->from; !rc && seq <= head; seq++) {
-            struct sync_record record = {0};
-            rc = kept_open(device, &record, slot->author, seq);
-            if (!rc)
-                rc = each_binary_chunk(record.ops, record.op_count, want, &wanted);
-            sync_record_clear(&record);
+    for (size_t i = 0; !rc && i < device->wanted.cap; i++)
+        if (device->wanted.slots[i].used)
+            rc = ids_push(&list, device->wanted.slots[i].id);
+    if (rc) {
+        free(list.ids);
+        list = (struct id_list){0};
+    }
+    *ids = list.ids;
+    *count = list.len;
+    return rc;
+}
+
+int sync_device_wanted_new(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
+                           size_t *count)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < device->fresh_wanted_len; i++)
+        if (wanted_find(&device->wanted, device->fresh_wanted[i]))
+            memmove(device->fresh_wanted[kept++], device->fresh_wanted[i], SYNC_HASH_LEN);
+    *ids = kept ? device->fresh_wanted : NULL;
+    *count = kept;
+    if (!kept)
+        free(device->fresh_wanted);
+    device->fresh_wanted = NULL;
+    device->fresh_wanted_len = device->fresh_wanted_cap = 0;
+    return 0;
+}
+
+int sync_device_fresh_chunks(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
+                             size_t *count, uint64_t seq)
+{
+    *ids = NULL;
+    *count = 0;
+    for (size_t i = 0; i < device->sealed_len; i++) {
+        const struct sealed_chunks *entry = &device->sealed[i];
+        if (entry->seq != seq)
+            continue;
+        if (entry->len == 0)
+            return 0;
+        *ids = malloc(entry->len * sizeof(**ids));
+        if (!*ids)
+            return -ENOMEM;
+        memcpy(*ids, entry->ids, entry->len * sizeof(**ids));
+        *count = entry->len;
+        return 0;
+    }
+    return -ENOENT;
+}
+
+void sync_device_forget_fresh(struct sync_device *device, uint64_t seq)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < device->sealed_len; i++) {
+        if (device->sealed[i].seq <= seq) {
+            device->sealed_ids -= device->sealed[i].len;
+            free(device->sealed[i].ids);
+        } else {
+            device->sealed[kept++] = device->sealed[i];
         }
     }
-    if (rc) {
-        free(wanted.list.ids);
-        wanted.list = (struct id_list){0};
-    }
-    *ids = wanted.list.ids;
-    *count = wanted.list.len;
-    return rc;
+    device->sealed_len = kept;
 }
 
 /* ---------- accessors ---------- */

@@ -100,10 +100,31 @@ SYNC_MUST_CHECK int sync_device_apply_pending(struct sync_device *device, size_t
 
 /*
  * The chunk ids that kept but unapplied records wait for (ask peers for
- * them: wire WANT_CHUNKS). *ids is malloc'ed (the caller frees), *count of them.
+ * them: wire WANT_CHUNKS). Known for a record once it was tried or kept
+ * behind one that waits: call sync_device_apply_pending first after
+ * opening. *ids is malloc'ed (the caller frees), *count of them.
  */
 SYNC_MUST_CHECK int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
                                        size_t *count);
+/*
+ * The wanted chunk ids added since the last call (each returned once: ask
+ * for them on the session that brought the record). *ids is malloc'ed.
+ */
+SYNC_MUST_CHECK int sync_device_wanted_new(struct sync_device *device,
+                                           uint8_t (**ids)[SYNC_HASH_LEN], size_t *count);
+
+/*
+ * The chunk ids first sealed with this device's op record `seq`: what a
+ * relay that lacks the record lacks of its chunks (the others went with
+ * earlier records). *ids is malloc'ed (may be NULL with *count 0). -ENOENT
+ * when this device does not remember (sealed before it was opened, or long
+ * ago): push every chunk the record names (sync_device_chunks_named).
+ */
+SYNC_MUST_CHECK int sync_device_fresh_chunks(struct sync_device *device,
+                                             uint8_t (**ids)[SYNC_HASH_LEN], size_t *count,
+                                             uint64_t seq);
+/* Forgets the fresh chunks of own records up to `seq` (the relay confirmed them). */
+void sync_device_forget_fresh(struct sync_device *device, uint64_t seq);
 
 /*
  * The chunk ids the binary versions in op record bytes[0..len) name (text
