@@ -266,3 +266,9 @@ fail:
     meta_chunk_list_free(&list);
     return rc;
 }
+
+bool meta_chunk_index_cut(const uint8_t id[META_HASH_LEN])
+{
+    /* Ids are keyed hashes: any of their bits is a fair coin. */
+    return (id[META_HASH_LEN - 1] & (META_CHUNK_INDEX_FANOUT - 1)) == 0;
+}

@@ -18,6 +18,7 @@
 #include "crdt/codec.h"
 #include "meta/crypto.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,6 +76,22 @@ META_MUST_CHECK int meta_chunker_finish(struct meta_chunker *chunker, meta_chunk
  * is left of the file (no hashing; for tests and tools).
  */
 size_t meta_chunk_boundary(const void *data, size_t len);
+
+/*
+ * Chunk indexes (README "Chunk indexes"). A version with more chunks than
+ * META_CHUNK_INDEX_FANOUT names them in its op through index chunks: chunks
+ * whose bytes are an encoded chunk list (v1), split where
+ * meta_chunk_index_cut says, level over level until at most FANOUT refs
+ * remain. The split is content-defined, so an edit of a big file changes
+ * one index chunk per level and the op stays small.
+ */
+#define META_CHUNK_INDEX_FANOUT 64u
+/* An index chunk holds at most this many refs (about 36 KiB encoded: under META_CHUNK_MAX). */
+#define META_CHUNK_INDEX_MAX 1024u
+/* Levels an index may have: 64 * 64^4 refs is far beyond any file. */
+#define META_CHUNK_INDEX_LEVELS 4u
+/* Whether an index chunk ends after the ref with chunk id `id` (1 in 64, from the id's bytes). */
+bool meta_chunk_index_cut(const uint8_t id[META_HASH_LEN]);
 
 /* Frees the list's memory and empties it. */
 void meta_chunk_list_free(struct meta_chunk_list *list);

@@ -8,6 +8,8 @@
 #define COPY_TAG      0x00 /* a conflict copy; a crdt/tree op starts with a counter >= 1 */
 #define COPY_FORMAT   1
 #define FLAG_TEXT     0x01
+#define FLAG_NO_LIST  0x02 /* format 3: no chunk list (a text version) */
+#define FLAG_INDEXED  0x04 /* format 3: the list is an index's root; u8 levels before it */
 
 /* ---------- small pieces ---------- */
 
@@ -104,17 +106,25 @@ static int decode_xattr(struct meta_attr_body *out, struct crdt_reader *reader)
     return rc;
 }
 
-/* A content version; format 2 adds flags, seen move, base and place before the chunk list. */
+/*
+ * A content version; format 2 adds flags, seen move, base and place before
+ * the chunk list; format 3 then the size and what stands for the list.
+ */
 static int decode_content(struct meta_attr_body *out, struct crdt_reader *reader)
 {
-    uint8_t flags = 0;
+    uint8_t flags = 0,
+            known = out->format == 3 ? FLAG_TEXT | FLAG_NO_LIST | FLAG_INDEXED : FLAG_TEXT;
     int rc = 0;
-    if (out->format == 2 && !(rc = crdt_reader_u8(reader, &flags)))
-        rc = flags & ~FLAG_TEXT ? -EBADMSG : 0;
+    if (out->format >= 2 && !(rc = crdt_reader_u8(reader, &flags)))
+        rc = flags & ~known ? -EBADMSG : 0;
     out->text = flags & FLAG_TEXT;
+    out->no_list = flags & FLAG_NO_LIST;
+    /* A list left out is a text version's; an index is a list's. */
+    if (!rc && ((out->no_list && (!out->text || flags & FLAG_INDEXED))))
+        rc = -EBADMSG;
     if (!rc)
         rc = crdt_reader_svarint(reader, &out->time_ns);
-    if (!rc && out->format == 2) {
+    if (!rc && out->format >= 2) {
         const uint8_t *parent;
         if (!(rc = get_ts(reader, &out->seen_move)) && !(rc = get_ts(reader, &out->base)) &&
             !(rc = crdt_reader_raw(reader, META_ID_LEN, &parent))) {
@@ -127,10 +137,17 @@ static int decode_content(struct meta_attr_body *out, struct crdt_reader *reader
                     !memcmp(out->parent.bytes, none.bytes, META_ID_LEN)))
             rc = -EBADMSG;
     }
-    if (!rc)
+    bool sized = flags & (FLAG_NO_LIST | FLAG_INDEXED);
+    if (!rc && sized)
+        rc = crdt_reader_varint(reader, &out->size);
+    if (!rc && flags & FLAG_INDEXED && !(rc = crdt_reader_u8(reader, &out->levels)))
+        rc = out->levels >= 1 && out->levels <= META_CHUNK_INDEX_LEVELS ? 0 : -EBADMSG;
+    if (!rc && !out->no_list)
         rc = meta_chunk_list_decode(&out->chunks, reader->pos, crdt_reader_left(reader));
-    if (!rc)
+    if (!rc && !out->no_list)
         reader->pos = reader->end;
+    if (!rc && !sized)
+        out->size = out->chunks.total;
     return rc;
 }
 
@@ -142,7 +159,8 @@ int meta_attr_body_decode(struct meta_attr_body *out, const void *body, size_t l
     int rc = crdt_reader_u8(&reader, &out->format);
     if (!rc)
         rc = crdt_reader_u8(&reader, &out->mask);
-    if (!rc && out->format != 1 && out->format != 2)
+    if (!rc && (out->format < 1 || out->format > 3 ||
+                (out->format == 3 && out->mask != META_ATTR_CONTENT)))
         rc = -EBADMSG;
     if (rc)
         return rc;
@@ -164,16 +182,24 @@ void meta_attr_body_encode(struct crdt_buf *buf, const struct meta_attr_body *bo
     crdt_buf_put_u8(buf, body->format);
     crdt_buf_put_u8(buf, body->mask);
     if (body->mask == META_ATTR_CONTENT) {
-        if (body->format == 2)
-            crdt_buf_put_u8(buf, body->text ? FLAG_TEXT : 0);
+        uint8_t flags = body->text ? FLAG_TEXT : 0;
+        if (body->format == 3)
+            flags |= (body->no_list ? FLAG_NO_LIST : 0) | (body->levels ? FLAG_INDEXED : 0);
+        if (body->format >= 2)
+            crdt_buf_put_u8(buf, flags);
         crdt_buf_put_svarint(buf, body->time_ns);
-        if (body->format == 2) {
+        if (body->format >= 2) {
             put_ts(buf, body->seen_move);
             put_ts(buf, body->base);
             crdt_buf_put(buf, body->parent.bytes, META_ID_LEN);
             crdt_buf_put_bytes(buf, body->name, body->name_len);
         }
-        meta_chunk_list_encode(buf, &body->chunks);
+        if (flags & (FLAG_NO_LIST | FLAG_INDEXED))
+            crdt_buf_put_varint(buf, body->size);
+        if (flags & FLAG_INDEXED)
+            crdt_buf_put_u8(buf, body->levels);
+        if (!(flags & FLAG_NO_LIST))
+            meta_chunk_list_encode(buf, &body->chunks);
         return;
     }
     if (body->mask == META_ATTR_XATTR_SET || body->mask == META_ATTR_XATTR_REMOVE) {

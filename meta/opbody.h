@@ -33,7 +33,9 @@
 /*
  * An attribute op, an xattr op or a content version, decoded. `format` 1 is
  * what weft wrote first; 2 adds, to content versions only, what rule 3b and
- * binary conflicts need (a format-1 version counts as having seen everything).
+ * binary conflicts need (a format-1 version counts as having seen everything);
+ * 3, content versions only, sends a text version without its chunk list and
+ * a big binary version's list as an index. `size` is set by every format.
  */
 struct meta_attr_body {
     uint8_t format;
@@ -57,6 +59,14 @@ struct meta_attr_body {
     struct meta_id parent;    /* format 2: where its author had the file: parent and name */
     const char *name;
     size_t name_len;
+    /*
+     * Format 3: the chunk list may be left out (`no_list`: a text version,
+     * whose bytes travel as text ops) or be the root of an index of
+     * `levels` levels (meta/chunk.h); `size` is the file's size either way.
+     */
+    bool no_list;
+    uint8_t levels;
+    uint64_t size;
     struct meta_chunk_list chunks; /* owned: meta_attr_body_clear */
 };
 

@@ -1936,7 +1936,7 @@ static int set_clean(struct meta_replica *replica, const struct meta_id *id)
 }
 
 /*
- * Logs the op of a version committed here (README "Op bodies", format 2):
+ * Logs the op of a version committed here (README "Op bodies", format 3):
  * what rule 3b and binary conflicts need besides the chunks, i.e. the move
  * of the node its author had seen, the version it replaced (`base`) and
  * where the file was. The node's newest edit is this one now.
@@ -1946,7 +1946,7 @@ static int log_version_op(struct meta_replica *replica, const struct meta_node *
                           bool text, struct crdt_ts base, uint64_t seq)
 {
     struct meta_attr_body op = {
-        .format = 2,
+        .format = 3,
         .mask = META_ATTR_CONTENT,
         .time_ns = version->time_ns,
         .text = text,
@@ -1955,11 +1955,21 @@ static int log_version_op(struct meta_replica *replica, const struct meta_node *
         .parent = node->has_parent ? node->parent : to_meta_id(CRDT_NODE_TRASH),
         .name = node->name,
         .name_len = strlen(node->name),
-        .chunks = *chunks, /* borrowed: never cleared here */
+        /* A text version's bytes travel as its text ops: peers never fetch its chunks. */
+        .no_list = text,
+        .size = chunks->total,
     };
+    int rc = 0;
+    if (!text && chunks->len > META_CHUNK_INDEX_FANOUT &&
+        (rc = meta_chunk_index_build(&op.chunks, &op.levels, replica->store, chunks)) != 0)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     struct crdt_buf body = {0};
+    if (!text && !op.levels)
+        op.chunks = *chunks; /* borrowed: not freed below */
     meta_attr_body_encode(&body, &op);
-    int rc = log_op(replica, META_OP_ATTR, version->ts, seq, from_meta_id(&node->id), &body);
+    if (op.levels)
+        meta_chunk_list_free(&op.chunks);
+    rc = log_op(replica, META_OP_ATTR, version->ts, seq, from_meta_id(&node->id), &body);
     crdt_buf_free(&body);
     if (!rc && (rc = meta_node_set_edited(replica->store, &node->id, version->ts)))
         replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
@@ -3198,7 +3208,7 @@ static int apply_version(struct meta_replica *replica, const struct meta_op *op,
      * as this replica's own version: its author's chunks are not sent, so it
      * is recorded only if they happen to be here (a version made locally).
      */
-    bool record = true;
+    bool record = !body->no_list;
     for (size_t i = 0; !rc && body->text && record && i < body->chunks.len; i++)
         if ((rc = meta_chunk_has(&record, replica->store, body->chunks.refs[i].id)) != 0)
             replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
@@ -3206,7 +3216,7 @@ static int apply_version(struct meta_replica *replica, const struct meta_op *op,
         rc = ensure_chunks(replica, &body->chunks);
     struct meta_version remote = {
         .node = op->node, .ts = ts, .author = op->author, .time_ns = body->time_ns};
-    remote.size = body->chunks.total;
+    remote.size = body->size;
     if (!rc && record &&
         (rc = meta_version_record(replica->store, &remote, &body->chunks)) == -EEXIST)
         return 0; /* a timestamp names one op: this one's version is here already */
@@ -3216,10 +3226,36 @@ static int apply_version(struct meta_replica *replica, const struct meta_op *op,
                    : replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     if (record)
         change_add(replica, META_CHANGE_CONTENT, node->ino, 0, NULL, true);
-    if (body->format != 2)
+    if (body->format < 2)
         return 0; /* format 1 saw everything: no pin, no conflict */
     rc = batch_note_version(replica, batch, noted);
     return rc ? rc : check_edit(replica, node, ts, body->seen_move);
+}
+
+/*
+ * Makes a decoded version body's chunk list the whole list: an index is
+ * expanded from the chunk store. -ENOENT while an index chunk is not here
+ * (a peer's op that came before its chunks applies once they are).
+ */
+static int body_full_list(struct meta_replica *replica, struct meta_attr_body *body)
+{
+    if (!body->levels)
+        return 0;
+    struct meta_chunk_list full;
+    int rc =
+        meta_chunk_index_expand(&full, replica->store, &body->chunks, body->levels, NULL, NULL);
+    if (rc)
+        return replica_fail(replica, rc, "the chunk index of a version: %s",
+                            meta_store_errmsg(replica->store));
+    if (full.total != body->size) {
+        meta_chunk_list_free(&full);
+        return replica_fail(replica, -EBADMSG,
+                            "a version's chunk index does not add up to its size");
+    }
+    meta_chunk_list_free(&body->chunks);
+    body->chunks = full;
+    body->levels = 0;
+    return 0;
 }
 
 static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op,
@@ -3237,7 +3273,7 @@ static int apply_attr_op(struct meta_replica *replica, const struct meta_op *op,
     if (rc == -EBADMSG)
         replica_fail(replica, rc, "attribute op (%016" PRIx64 ", %" PRIu64 ") is malformed",
                      op->replica, op->seq);
-    else if (!rc && body.mask == META_ATTR_CONTENT)
+    else if (!rc && body.mask == META_ATTR_CONTENT && !(rc = body_full_list(replica, &body)))
         rc = apply_version(replica, op, &node, &body, batch);
     else if (!rc && (body.mask == META_ATTR_XATTR_SET || body.mask == META_ATTR_XATTR_REMOVE))
         rc = apply_xattr(replica, &node, &body, ts);
@@ -3262,6 +3298,27 @@ static void version_info_clear(struct version_info *info)
     meta_op_clear(&info->op);
 }
 
+/*
+ * A version op's whole chunk list: its index expanded, or, for a text
+ * version sent without one, the list of the version as recorded here if it
+ * is (else no_list stays: its bytes were merged into a version of our own).
+ */
+static int version_full_list(struct meta_replica *replica, const struct meta_id *node,
+                             struct version_info *info)
+{
+    if (!info->body.no_list)
+        return body_full_list(replica, &info->body);
+    struct meta_version version;
+    struct crdt_ts ts = {info->op.counter, info->op.replica};
+    int rc = meta_version_get(&version, &info->body.chunks, replica->store, node, ts);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    info->body.no_list = false;
+    return 0;
+}
+
 /* The op that made version `ts` of `node`; -ENOENT if none did (merged here from text ops). */
 static int version_info_get(struct version_info *out, struct meta_replica *replica,
                             const struct meta_id *node, struct crdt_ts ts)
@@ -3279,6 +3336,8 @@ static int version_info_get(struct version_info *out, struct meta_replica *repli
                           "the op of a version in the log is damaged");
     else if (out->body.mask != META_ATTR_CONTENT)
         rc = -ENOENT;
+    else
+        rc = version_full_list(replica, node, out);
     if (rc)
         version_info_clear(out);
     return rc;
@@ -3297,7 +3356,7 @@ static int versions_concurrent(bool *out, struct meta_replica *replica, const st
 {
     struct crdt_ts base = newer->body.base;
     *out = false;
-    if (newer->body.format != 2)
+    if (newer->body.format < 2)
         return 0;
     while (crdt_ts_cmp(base, older) > 0) {
         struct version_info step;
@@ -3306,7 +3365,7 @@ static int versions_concurrent(bool *out, struct meta_replica *replica, const st
             break;
         if (rc)
             return rc;
-        bool names_base = step.body.format == 2;
+        bool names_base = step.body.format >= 2;
         base = step.body.base;
         version_info_clear(&step);
         if (!names_base)
@@ -3339,6 +3398,8 @@ static int copy_content(struct meta_replica *replica, struct crdt_node_id copy,
         .time_ns = loser->body.time_ns,
         .size = loser->body.chunks.total,
     };
+    if (loser->body.no_list)
+        return replica_fail(replica, -ENOENT, "the bytes of a text version merged elsewhere");
     int rc = ensure_chunks(replica, &loser->body.chunks);
     if (rc)
         return rc;
@@ -3403,7 +3464,7 @@ static int copy_if_concurrent(struct meta_replica *replica, const struct meta_id
     if (rc)
         return rc == -ENOENT ? 0 : rc;
     bool concurrent = false;
-    if (loser.body.format == 2 && !(loser.body.text && head->body.text))
+    if (loser.body.format >= 2 && !(loser.body.text && head->body.text))
         rc = versions_concurrent(&concurrent, replica, node, candidate, head);
     if (!rc && concurrent)
         rc = make_copy(replica, node, &loser);
@@ -3514,7 +3575,7 @@ static int binary_head(bool *out, struct meta_replica *replica, const struct met
     struct version_info head;
     if ((rc = version_info_get(&head, replica, node, head_ts)))
         return rc == -ENOENT ? 0 : rc;
-    *out = head.body.format == 2 && !head.body.text;
+    *out = head.body.format >= 2 && !head.body.text;
     version_info_clear(&head);
     return 0;
 }
@@ -3532,7 +3593,7 @@ static int decode_text_ops(struct crdt_text_ops *ops, struct meta_replica *repli
         if (rc)
             return replica_fail(replica, rc, "text op (%016" PRIx64 ", %" PRIu64 ") is malformed",
                                 op->replica, op->seq);
-        if (body.format == 2 &&
+        if (body.format >= 2 &&
             (rc = check_edit(replica, node, (struct crdt_ts){op->counter, op->replica},
                              body.seen_move)))
             return rc;

@@ -96,6 +96,133 @@ int meta_chunk_has(bool *out, struct meta_store *store, const uint8_t id[META_HA
     return 0;
 }
 
+/* ---- chunk indexes (chunk.h, README "Chunk indexes") ---- */
+
+/* Marks chunk `id` live for GC (index chunks are not in any version's list). */
+typedef int (*index_mark_fn)(void *ctx, const uint8_t id[META_HASH_LEN]);
+
+/*
+ * One level of the index over `list`: its index chunks (stored when `put`;
+ * else `mark`ed), whose refs are appended to *next.
+ */
+static int index_level(struct meta_chunk_list *next, struct meta_store *store,
+                       const struct meta_chunk_list *list, bool put, index_mark_fn mark, void *ctx)
+{
+    struct meta_chunk_list part = {0};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < list->len; i++) {
+        rc = meta_chunk_list_add(&part, list->refs[i].id, list->refs[i].len);
+        if (rc || !(meta_chunk_index_cut(list->refs[i].id) || part.len == META_CHUNK_INDEX_MAX ||
+                    i + 1 == list->len))
+            continue;
+        struct crdt_buf buf = {0};
+        meta_chunk_list_encode(&buf, &part);
+        uint8_t id[META_HASH_LEN];
+        rc = crdt_buf_status(&buf);
+        if (!rc)
+            rc = meta_store_chunk_id(id, store, buf.data, buf.len);
+        if (!rc)
+            rc = put ? meta_chunk_put(store, id, buf.data, buf.len) : mark(ctx, id);
+        if (!rc)
+            rc = meta_chunk_list_add(next, id, (uint32_t)buf.len);
+        crdt_buf_free(&buf);
+        part.len = 0;
+        part.total = 0;
+    }
+    meta_chunk_list_free(&part);
+    return rc;
+}
+
+/* The index over `list` (see meta_chunk_index_build), stored or only marked. */
+static int index_walk(struct meta_chunk_list *root, uint8_t *levels, struct meta_store *store,
+                      const struct meta_chunk_list *list, bool put, index_mark_fn mark, void *ctx)
+{
+    struct meta_chunk_list cur = {0};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < list->len; i++)
+        rc = meta_chunk_list_add(&cur, list->refs[i].id, list->refs[i].len);
+    *levels = 0;
+    while (!rc && cur.len > META_CHUNK_INDEX_FANOUT && *levels < META_CHUNK_INDEX_LEVELS) {
+        struct meta_chunk_list next = {0};
+        rc = index_level(&next, store, &cur, put, mark, ctx);
+        meta_chunk_list_free(&cur);
+        cur = next;
+        ++*levels;
+    }
+    if (rc)
+        meta_chunk_list_free(&cur);
+    if (root)
+        *root = cur;
+    else
+        meta_chunk_list_free(&cur);
+    return rc;
+}
+
+int meta_chunk_index_build(struct meta_chunk_list *root, uint8_t *levels, struct meta_store *store,
+                           const struct meta_chunk_list *list)
+{
+    int rc = index_walk(root, levels, store, list, true, NULL, NULL);
+    return rc == -ENOMEM || !rc ? rc : store_fail(store, rc, "storing a chunk index");
+}
+
+int meta_chunk_index_expand(struct meta_chunk_list *out, struct meta_store *store,
+                            const struct meta_chunk_list *root, uint8_t levels,
+                            meta_index_visit_fn visit, void *ctx)
+{
+    memset(out, 0, sizeof(*out));
+    if (levels > META_CHUNK_INDEX_LEVELS)
+        return store_fail(store, -EBADMSG, "a chunk index has %u levels", levels);
+    struct meta_chunk_list cur = {0};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < root->len; i++)
+        rc = meta_chunk_list_add(&cur, root->refs[i].id, root->refs[i].len);
+    for (uint8_t level = 0; !rc && level < levels; level++) {
+        struct meta_chunk_list next = {0};
+        bool missing = false;
+        for (size_t i = 0; !rc && i < cur.len; i++) {
+            uint8_t *data = NULL;
+            size_t len = 0;
+            rc = meta_chunk_get(&data, &len, store, cur.refs[i].id);
+            bool here = rc == 0;
+            if (rc == -ENOENT) {
+                missing = true;
+                rc = 0;
+            }
+            if (!rc && visit)
+                rc = visit(ctx, cur.refs[i].id, here);
+            struct meta_chunk_list part = {0};
+            if (!rc && here && (rc = meta_chunk_list_decode(&part, data, len)) == -EBADMSG)
+                rc = store_fail(store, -EBADMSG, "an index chunk does not hold a chunk list");
+            for (size_t k = 0; !rc && here && k < part.len; k++)
+                rc = meta_chunk_list_add(&next, part.refs[k].id, part.refs[k].len);
+            meta_chunk_list_free(&part);
+            free(data);
+        }
+        meta_chunk_list_free(&cur);
+        cur = next;
+        if (!rc && missing)
+            rc = -ENOENT;
+    }
+    if (rc)
+        meta_chunk_list_free(&cur);
+    else
+        *out = cur;
+    return rc;
+}
+
+struct gc_mark {
+    struct meta_store *store;
+    sqlite3_stmt *stmt;
+};
+
+static int gc_mark_id(void *ctx, const uint8_t id[META_HASH_LEN])
+{
+    struct gc_mark *mark = ctx;
+    sqlite3_reset(mark->stmt);
+    sqlite3_bind_blob(mark->stmt, 1, id, META_HASH_LEN, SQLITE_STATIC);
+    return store_step_done(mark->store, mark->stmt, "marking chunks");
+}
+
 /*
  * Mark: every chunk id of every version's list goes into a temp table.
  * Sweep: chunks not in it are deleted. A list that fails to decode stops the
@@ -129,11 +256,13 @@ static int gc(uint64_t *out_removed, struct meta_store *store)
                               "chunk GC stopped, nothing deleted: a version's chunk list is "
                               "damaged");
         }
-        for (size_t i = 0; i < list.len && rc == 0; i++) {
-            sqlite3_reset(mark);
-            sqlite3_bind_blob(mark, 1, list.refs[i].id, META_HASH_LEN, SQLITE_STATIC);
-            rc = store_step_done(store, mark, "marking chunks");
-        }
+        struct gc_mark marker = {store, mark};
+        for (size_t i = 0; i < list.len && rc == 0; i++)
+            rc = gc_mark_id(&marker, list.refs[i].id);
+        /* A big version's index chunks: the op names them, peers may ask for them. */
+        uint8_t levels;
+        if (!rc && list.len > META_CHUNK_INDEX_FANOUT)
+            rc = index_walk(NULL, &levels, store, &list, false, gc_mark_id, &marker);
         meta_chunk_list_free(&list);
         if (rc) {
             sqlite3_reset(versions);

@@ -44,7 +44,27 @@ META_MUST_CHECK int meta_chunk_get(uint8_t **out, size_t *out_len, struct meta_s
 META_MUST_CHECK int meta_chunk_has(bool *out, struct meta_store *store,
                                    const uint8_t id[META_HASH_LEN]);
 /*
- * Deletes every chunk no version lists (mark and sweep, one transaction).
+ * Builds and stores the index of a version's chunk list (chunk.h): *root
+ * gets the refs its op names (the caller frees it), *levels how many index
+ * levels are above the list (0: *root is a copy of it).
+ */
+META_MUST_CHECK int meta_chunk_index_build(struct meta_chunk_list *root, uint8_t *levels,
+                                           struct meta_store *store,
+                                           const struct meta_chunk_list *list);
+/* Called for each index chunk an expansion reaches: `here` says whether the store has it. */
+typedef int (*meta_index_visit_fn)(void *ctx, const uint8_t id[META_HASH_LEN], bool here);
+/*
+ * The chunk list an index stands for, into a fresh *out (the caller frees
+ * it). visit (may be NULL) sees every index chunk reached; -ENOENT once a
+ * level has an index chunk not here (all of that level's are visited
+ * first), -EBADMSG for an index chunk that is not a list, -EIO, -ENOMEM.
+ */
+META_MUST_CHECK int meta_chunk_index_expand(struct meta_chunk_list *out, struct meta_store *store,
+                                            const struct meta_chunk_list *root, uint8_t levels,
+                                            meta_index_visit_fn visit, void *ctx);
+/*
+ * Deletes every chunk no version lists, nor any index of one (mark and
+ * sweep, one transaction).
  * *out_removed (may be NULL) counts them.
  */
 META_MUST_CHECK int meta_chunk_gc(uint64_t *out_removed, struct meta_store *store);

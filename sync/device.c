@@ -146,6 +146,16 @@ static void *grow(void *items, size_t *cap, size_t len, size_t size, size_t firs
     return grown;
 }
 
+static int ids_push(struct id_list *list, const uint8_t id[SYNC_HASH_LEN])
+{
+    uint8_t(*grown)[SYNC_HASH_LEN] = grow(list->ids, &list->cap, list->len, sizeof(*grown), 16);
+    if (!grown)
+        return -ENOMEM;
+    list->ids = grown;
+    memcpy(list->ids[list->len++], id, SYNC_HASH_LEN);
+    return 0;
+}
+
 static void hold(struct sync_device *device)
 {
     if (device->lock.lock)
@@ -401,11 +411,20 @@ static bool wanted_remove(struct wanted_set *set, uint64_t *owner, const uint8_t
 
 typedef int (*chunk_fn)(void *ctx, const uint8_t id[SYNC_HASH_LEN]);
 
+static int visit_index(void *ctx, const uint8_t id[SYNC_HASH_LEN], bool here)
+{
+    (void)here;
+    return ids_push(ctx, id);
+}
+
 /*
- * Calls fn for each chunk id the binary versions among ops[0..count) name.
- * Text versions travel as their text ops: their chunks never need to.
+ * Calls fn for each chunk the binary versions among ops[0..count) name: a
+ * big version's index chunks, then its content's chunks as far as the index
+ * chunks here tell (the rest once they are here). Text versions travel as
+ * their text ops: their chunks never need to. fn runs without the lock.
  */
-static int each_binary_chunk(const struct sync_op *ops, size_t count, chunk_fn fn, void *ctx)
+static int each_binary_chunk(struct sync_device *device, const struct sync_op *ops, size_t count,
+                             chunk_fn fn, void *ctx)
 {
     int rc = 0;
     for (size_t i = 0; !rc && i < count; i++) {
@@ -413,9 +432,25 @@ static int each_binary_chunk(const struct sync_op *ops, size_t count, chunk_fn f
             continue;
         struct meta_attr_body body;
         rc = meta_attr_body_decode(&body, ops[i].body, ops[i].body_len);
-        for (size_t k = 0;
-             !rc && body.mask == META_ATTR_CONTENT && !body.text && k < body.chunks.len; k++)
-            rc = fn(ctx, body.chunks.refs[k].id);
+        bool binary = !rc && body.mask == META_ATTR_CONTENT && !body.text && !body.no_list;
+        struct id_list index = {0};
+        struct meta_chunk_list content = {0};
+        if (binary && body.levels) {
+            hold(device);
+            int got = meta_chunk_index_expand(&content, device->store, &body.chunks, body.levels,
+                                              visit_index, &index);
+            if (got && got != -ENOENT)
+                rc = device_fail(device, got, "reading a chunk index: %s",
+                                 meta_store_errmsg(device->store));
+            release(device);
+        }
+        const struct meta_chunk_list *chunks = body.levels ? &content : &body.chunks;
+        for (size_t k = 0; binary && !rc && k < index.len; k++)
+            rc = fn(ctx, index.ids[k]);
+        for (size_t k = 0; binary && !rc && k < chunks->len; k++)
+            rc = fn(ctx, chunks->refs[k].id);
+        free(index.ids);
+        meta_chunk_list_free(&content);
         meta_attr_body_clear(&body);
     }
     return rc;
@@ -473,7 +508,9 @@ static int note_missing(void *ctx, const uint8_t id[SYNC_HASH_LEN])
     struct missing_scan *scan = ctx;
     struct sync_device *device = scan->device;
     bool have = false, added = false;
+    hold(device);
     int rc = meta_chunk_has(&have, device->store, id);
+    release(device);
     if (rc || have)
         return rc;
     struct wanted_slot *slot = wanted_find(&device->wanted, id);
@@ -511,9 +548,7 @@ static int want_chunks(struct sync_device *device, uint64_t *missing,
                        const struct sync_record *record, uint64_t owner)
 {
     struct missing_scan scan = {.device = device, .owner = owner, .scan = ++device->scan};
-    hold(device);
-    int rc = each_binary_chunk(record->ops, record->op_count, note_missing, &scan);
-    release(device);
+    int rc = each_binary_chunk(device, record->ops, record->op_count, note_missing, &scan);
     if (rc)
         return device_fail(device, rc, "listing the chunks a record names: %s", strerror(-rc));
     *missing = scan.counted + (scan.foreign ? 1 : 0);
@@ -797,16 +832,6 @@ void sync_device_close(struct sync_device *device)
     free(device);
 }
 
-static int ids_push(struct id_list *list, const uint8_t id[SYNC_HASH_LEN])
-{
-    uint8_t(*grown)[SYNC_HASH_LEN] = grow(list->ids, &list->cap, list->len, sizeof(*grown), 16);
-    if (!grown)
-        return -ENOMEM;
-    list->ids = grown;
-    memcpy(list->ids[list->len++], id, SYNC_HASH_LEN);
-    return 0;
-}
-
 /* ---------- sealing ---------- */
 
 /* The key epoch a membership op of this device starts (a removal), or 0. */
@@ -951,7 +976,7 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
 {
     /* Chunk records first, so whoever holds the op record can get what it names. */
     device->sealing.len = 0;
-    int rc = each_binary_chunk(ops, count, seal_chunk, device);
+    int rc = each_binary_chunk(device, ops, count, seal_chunk, device);
     if (rc)
         return rc;
     struct sync_seal seal;
@@ -1252,7 +1277,7 @@ int sync_device_chunks_named(struct sync_device *device, uint8_t (**ids)[SYNC_HA
     struct id_list list = {0};
     int rc = sync_record_open(&record, NULL, &share, bytes, len);
     if (!rc)
-        rc = each_binary_chunk(record.ops, record.op_count, push_id, &list);
+        rc = each_binary_chunk(device, record.ops, record.op_count, push_id, &list);
     sync_record_clear(&record);
     if (rc) {
         free(list.ids);

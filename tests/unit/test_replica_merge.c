@@ -590,6 +590,41 @@ static void test_body_golden(void)
           back.name_len == 1 && back.parent.bytes[15] == 1);
     meta_attr_body_clear(&back);
     crdt_buf_free(&buf);
+    /* Format 3: a text version without its list, then a binary one whose list is an index. */
+    version.format = 3;
+    version.no_list = true;
+    version.size = 300;
+    meta_attr_body_encode(&buf, &version);
+    static const uint8_t text_version_bytes[] = {
+        0x03, 0x00, 0x03, 0x02, 0x05, 0x77, 0x00, /* format, mask, flags, time, seen, base */
+        0,    0,    0,    0,    0,    0,    0,    0, 0, 0, 0, 0, 0, 0, 0, 1, /* parent */
+        0x01, 'a',  0xac, 0x02, /* name, size (no list) */
+    };
+    check_bytes("text version", &buf, text_version_bytes, sizeof(text_version_bytes));
+    CHECK_INT(0, meta_attr_body_decode(&back, buf.data, buf.len));
+    CHECK(back.format == 3 && back.text && back.no_list && back.size == 300 &&
+          back.chunks.len == 0);
+    meta_attr_body_clear(&back);
+    crdt_buf_free(&buf);
+    version.text = version.no_list = false;
+    version.levels = 2;
+    version.size = 1u << 30;
+    meta_attr_body_encode(&buf, &version);
+    CHECK_INT(0, meta_attr_body_decode(&back, buf.data, buf.len));
+    CHECK(!back.text && !back.no_list && back.levels == 2 && back.size == 1u << 30);
+    meta_attr_body_clear(&back);
+    /* Malformed format 3: a list left out of a binary version; an index of 0 or 9 levels. */
+    uint8_t *bytes = buf.data;
+    bytes[2] = 0x02;
+    CHECK_INT(-EBADMSG, meta_attr_body_decode(&back, buf.data, buf.len));
+    meta_attr_body_clear(&back);
+    bytes[2] = 0x04;
+    for (uint8_t levels = 0; levels < 10; levels += 9) {
+        bytes[buf.len - 3] = levels; /* before the empty list (2 bytes) */
+        CHECK_INT(-EBADMSG, meta_attr_body_decode(&back, buf.data, buf.len));
+        meta_attr_body_clear(&back);
+    }
+    crdt_buf_free(&buf);
     /* Format 2 text op: the wrapper, then the list untouched. */
     static const uint8_t list[] = {0x02, 0x00};
     struct meta_text_body text = {.format = 2, .seen_move = {300, 2}, .ops = list, .ops_len = 2};

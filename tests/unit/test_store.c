@@ -802,6 +802,84 @@ static int collect_replayed(void *arg, const struct meta_op *op)
 }
 
 /* Ops of a kind (and of a node) beyond a version vector, by index range; the highest counter. */
+static int count_missing(void *ctx, const uint8_t id[META_HASH_LEN], bool here)
+{
+    (void)id;
+    if (!here)
+        ++*(size_t *)ctx;
+    return 0;
+}
+
+/*
+ * Chunk indexes: a big version's list stands behind a few root refs, an
+ * edit changes one index chunk per level, GC keeps index chunks of live
+ * versions, and a missing index chunk is reported, not guessed.
+ */
+static void test_chunk_index(void)
+{
+    char *dir = tu_tempdir("index");
+    struct meta_store *store = create_store(dir);
+    struct meta_id node = make_file(store, 1);
+    size_t len = 6u << 20; /* about 600 chunks: one index level */
+    uint8_t *data = malloc(len);
+    tu_fill(data, len, 7);
+    struct crdt_ts ts = commit_content(store, &node, 1, data, len);
+    struct meta_version version;
+    struct meta_chunk_list list = {0}, root = {0}, full = {0};
+    CHECK_INT(0, meta_version_get(&version, &list, store, &node, ts));
+    CHECK(list.len > META_CHUNK_INDEX_FANOUT);
+    uint8_t levels = 0;
+    CHECK_INT(0, meta_chunk_index_build(&root, &levels, store, &list));
+    CHECK(levels >= 1);
+    CHECK(root.len <= META_CHUNK_INDEX_FANOUT);
+    CHECK_INT(0, meta_chunk_index_expand(&full, store, &root, levels, NULL, NULL));
+    CHECK(full.len == list.len && full.total == list.total);
+    for (size_t i = 0; i < list.len; i++)
+        CHECK(memcmp(full.refs[i].id, list.refs[i].id, META_HASH_LEN) == 0);
+    meta_chunk_list_free(&full);
+
+    /* GC keeps the index chunks of a version it keeps. */
+    uint64_t removed = 99;
+    CHECK_INT(0, meta_chunk_gc(&removed, store));
+    CHECK_INT(0, removed);
+    CHECK_INT(0, meta_chunk_index_expand(&full, store, &root, levels, NULL, NULL));
+    meta_chunk_list_free(&full);
+
+    /* One byte changed in the middle: the roots differ in at most two refs per level. */
+    data[len / 2] ^= 0x5a;
+    struct crdt_ts ts2 = commit_content(store, &node, 2, data, len);
+    struct meta_chunk_list list2 = {0}, root2 = {0};
+    CHECK_INT(0, meta_version_get(&version, &list2, store, &node, ts2));
+    uint8_t levels2 = 0;
+    CHECK_INT(0, meta_chunk_index_build(&root2, &levels2, store, &list2));
+    CHECK_INT(levels, levels2);
+    CHECK_INT(root.len, root2.len);
+    size_t differ = 0;
+    for (size_t i = 0; i < root.len; i++)
+        differ += memcmp(root.refs[i].id, root2.refs[i].id, META_HASH_LEN) != 0;
+    CHECK(differ >= 1 && differ <= 2);
+
+    /* A missing index chunk: visited as not here, -ENOENT, nothing made up. */
+    struct meta_store *other_dir_store = NULL;
+    char *dir2 = tu_tempdir("index2");
+    other_dir_store = create_store(dir2);
+    size_t not_here = 0;
+    CHECK_INT(-ENOENT, meta_chunk_index_expand(&full, other_dir_store, &root, levels, count_missing,
+                                               &not_here));
+    CHECK_INT(root.len, not_here);
+    CHECK(full.len == 0);
+    meta_store_close(other_dir_store);
+    tu_rmtree(dir2);
+
+    meta_chunk_list_free(&list);
+    meta_chunk_list_free(&list2);
+    meta_chunk_list_free(&root);
+    meta_chunk_list_free(&root2);
+    free(data);
+    meta_store_close(store);
+    tu_rmtree(dir);
+}
+
 static void test_oplog_replay(void)
 {
     char *dir = tu_tempdir("replay");
@@ -1190,6 +1268,7 @@ int main(void)
     test_nodes_xattrs_text();
     test_versions_and_restore();
     test_retention_and_gc();
+    test_chunk_index();
     test_oplog_replay();
     test_deferred_rows();
     test_checkpoints();
