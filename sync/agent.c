@@ -20,6 +20,12 @@
 #include <string.h>
 #include <time.h>
 
+/*
+ * How often the agent looks for what never came (tick), and how long a
+ * chunk asked for may take before it is asked for again, of every session.
+ */
+#define TICK_MS      2000
+#define ASK_AGAIN_NS (10 * 1000000000ll)
 /* Records read from the local store per step of a stream. */
 #define STREAM_BATCH 16
 /* The settings that name the share's relay and pin its key on first contact. */
@@ -39,9 +45,10 @@ struct session {
     struct sync_net_conn *conn;
     bool relay; /* the share's relay, else a device of the share (a peer) */
     bool hello_seen;
-    struct crdt_vv remote; /* what the other side holds or was sent: author -> record seq */
-    struct crdt_vv acked;  /* what it said it holds (HELLO, ACK): author -> record seq */
-    bool refused_unknown;  /* a record of a member not known yet was refused */
+    struct crdt_vv remote;       /* what the other side holds or was sent: author -> record seq */
+    struct crdt_vv acked;        /* what it said it holds (HELLO, ACK): author -> record seq */
+    bool refused_unknown;        /* a record of a member not known yet was refused */
+    uint64_t applied_at_refusal; /* the device's records_applied then */
     struct session *next;
 };
 
@@ -516,6 +523,8 @@ static int take_record(struct session *session, const uint8_t *record, size_t le
          * still to come (the relay streams author by author), and the records
          * after a refused one leave a gap. Ask again once something applies.
          */
+        if (!session->refused_unknown)
+            session->applied_at_refusal = stats.records_applied;
         session->refused_unknown = true;
         return 0;
     }
@@ -873,6 +882,42 @@ static void on_closed(void *ctx, struct sync_net_conn *conn, int error, const ch
 
 /* ---------- poking ---------- */
 
+/*
+ * What must not wait for a next message: chunks asked for long ago and not
+ * here (who was asked lacked them, or the answer was lost) are asked of
+ * every session; records refused while their author or key epoch was
+ * unknown are asked for again once anything applied since.
+ */
+static void tick(void *ctx)
+{
+    struct sync_agent *agent = ctx;
+    struct sync_device_stats stats;
+    sync_device_stats(&stats, agent->device);
+    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
+    size_t count = 0;
+    if (sync_device_wanted_stale(agent->device, &ids, &count, ASK_AGAIN_NS) != 0)
+        count = 0;
+    for (struct session *session = agent->sessions; session; session = session->next) {
+        if (!session->hello_seen)
+            continue;
+        int rc = 0;
+        if (session->refused_unknown && stats.records_applied > session->applied_at_refusal) {
+            session->refused_unknown = false;
+            rc = send_hello(session);
+        }
+        if (!rc && count) {
+            uint8_t(*copy)[SYNC_HASH_LEN] = malloc(count * sizeof(*copy));
+            if (copy) {
+                memcpy(copy, ids, count * sizeof(*copy));
+                rc = ask_chunks(session, copy, count);
+            }
+        }
+        if (rc)
+            sync_net_conn_close(session->conn, rc, "asking again failed");
+    }
+    free(ids);
+}
+
 static void seal_and_push(void *ctx)
 {
     struct sync_agent *agent = ctx;
@@ -1142,7 +1187,8 @@ int sync_agent_start(struct sync_agent **out, char *why, size_t why_len,
                                          .log = config->log,
                                          .log_ctx = config->log_ctx};
     if (!rc && (rc = sync_net_new(&agent->net, &net_config)) == 0 &&
-        (rc = sync_net_start(agent->net)) != 0)
+        ((rc = sync_net_tick(agent->net, TICK_MS, tick, agent)) != 0 ||
+         (rc = sync_net_start(agent->net)) != 0))
         snprintf(why, why_len, "cannot start the sync thread");
     /* Listen first: the relay connection announces where this device listens. */
     if (!rc)

@@ -79,7 +79,8 @@ struct pending {
 struct wanted_slot {
     uint8_t id[SYNC_HASH_LEN];
     uint64_t owner;
-    uint64_t scan; /* the last want_chunks that saw it */
+    uint64_t scan;    /* the last want_chunks that saw it */
+    int64_t asked_ns; /* when it was last handed out to ask for (0: not yet) */
     bool used;
 };
 
@@ -1288,13 +1289,20 @@ int sync_device_chunks_named(struct sync_device *device, uint8_t (**ids)[SYNC_HA
     return rc;
 }
 
-int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN], size_t *count)
+/* The wanted ids handed out last before `before_ns` (all: INT64_MAX), now handed out. */
+static int wanted_take(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN], size_t *count,
+                       int64_t before_ns)
 {
     struct id_list list = {0};
+    int64_t now = now_ns();
     int rc = 0;
-    for (size_t i = 0; !rc && i < device->wanted.cap; i++)
-        if (device->wanted.slots[i].used)
-            rc = ids_push(&list, device->wanted.slots[i].id);
+    for (size_t i = 0; !rc && i < device->wanted.cap; i++) {
+        struct wanted_slot *slot = &device->wanted.slots[i];
+        if (slot->used && slot->asked_ns < before_ns) {
+            rc = ids_push(&list, slot->id);
+            slot->asked_ns = now;
+        }
+    }
     if (rc) {
         free(list.ids);
         list = (struct id_list){0};
@@ -1304,13 +1312,29 @@ int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN
     return rc;
 }
 
+int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN], size_t *count)
+{
+    return wanted_take(device, ids, count, INT64_MAX);
+}
+
+int sync_device_wanted_stale(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
+                             size_t *count, int64_t age_ns)
+{
+    return wanted_take(device, ids, count, now_ns() - age_ns);
+}
+
 int sync_device_wanted_new(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
                            size_t *count)
 {
     size_t kept = 0;
-    for (size_t i = 0; i < device->fresh_wanted_len; i++)
-        if (wanted_find(&device->wanted, device->fresh_wanted[i]))
-            memmove(device->fresh_wanted[kept++], device->fresh_wanted[i], SYNC_HASH_LEN);
+    int64_t now = now_ns();
+    for (size_t i = 0; i < device->fresh_wanted_len; i++) {
+        struct wanted_slot *slot = wanted_find(&device->wanted, device->fresh_wanted[i]);
+        if (!slot)
+            continue;
+        slot->asked_ns = now;
+        memmove(device->fresh_wanted[kept++], device->fresh_wanted[i], SYNC_HASH_LEN);
+    }
     *ids = kept ? device->fresh_wanted : NULL;
     *count = kept;
     if (!kept)

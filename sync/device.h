@@ -107,6 +107,14 @@ SYNC_MUST_CHECK int sync_device_apply_pending(struct sync_device *device, size_t
 SYNC_MUST_CHECK int sync_device_wanted(struct sync_device *device, uint8_t (**ids)[SYNC_HASH_LEN],
                                        size_t *count);
 /*
+ * The wanted chunk ids handed out (by these three calls) more than `age_ns`
+ * ago and still not here: ask again (a peer asked did not have them, or the
+ * answer was lost). *ids is malloc'ed.
+ */
+SYNC_MUST_CHECK int sync_device_wanted_stale(struct sync_device *device,
+                                             uint8_t (**ids)[SYNC_HASH_LEN], size_t *count,
+                                             int64_t age_ns);
+/*
  * The wanted chunk ids added since the last call (each returned once: ask
  * for them on the session that brought the record). *ids is malloc'ed.
  */

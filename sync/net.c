@@ -110,6 +110,9 @@ struct sync_net_dialer {
 struct sync_net {
     uv_loop_t loop;
     uv_async_t async;
+    uv_timer_t tick; /* sync_net_tick's, stopped until set */
+    void (*tick_fn)(void *ctx);
+    void *tick_ctx;
     uv_thread_t thread;
     bool started; /* the loop thread exists */
     bool down;    /* the loop side began shutting down */
@@ -851,6 +854,7 @@ static void net_shut_down(struct sync_net *net)
         conn_notify(conn, -ESHUTDOWN, "the transport is shutting down");
         conn_close_handles(conn);
     }
+    uv_close((uv_handle_t *)&net->tick, NULL);
     uv_close((uv_handle_t *)&net->async, NULL);
 }
 
@@ -943,6 +947,8 @@ int sync_net_new(struct sync_net **out, const struct sync_net_config *config)
     }
     uv_async_init(&net->loop, &net->async, on_async);
     net->async.data = net;
+    uv_timer_init(&net->loop, &net->tick);
+    net->tick.data = net;
     *out = net;
     return 0;
 }
@@ -977,6 +983,22 @@ int sync_net_post(struct sync_net *net, void (*fn)(void *ctx), void *ctx)
     /* Under the lock: the handle cannot be closed meanwhile (it closes only after stopping). */
     uv_async_send(&net->async);
     uv_mutex_unlock(&net->lock);
+    return 0;
+}
+
+static void on_tick(uv_timer_t *timer)
+{
+    struct sync_net *net = timer->data;
+    net->tick_fn(net->tick_ctx);
+}
+
+int sync_net_tick(struct sync_net *net, uint32_t every_ms, void (*fn)(void *ctx), void *ctx)
+{
+    if (net->started || net->tick_fn || !fn || every_ms == 0)
+        return -EINVAL;
+    net->tick_fn = fn;
+    net->tick_ctx = ctx;
+    uv_timer_start(&net->tick, on_tick, every_ms, every_ms);
     return 0;
 }
 

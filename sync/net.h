@@ -127,6 +127,13 @@ void sync_net_free(struct sync_net *net);
  * while sync_net_free stops the loop). -ESHUTDOWN once stopping, -ENOMEM.
  */
 SYNC_MUST_CHECK int sync_net_post(struct sync_net *net, void (*fn)(void *ctx), void *ctx);
+/*
+ * Runs fn(ctx) on the loop thread every `every_ms` until the transport
+ * stops: the place for "ask again what never came". Once per transport,
+ * before sync_net_start. -EINVAL otherwise.
+ */
+SYNC_MUST_CHECK int sync_net_tick(struct sync_net *net, uint32_t every_ms, void (*fn)(void *ctx),
+                                  void *ctx);
 /* True on the loop thread. */
 bool sync_net_on_loop(const struct sync_net *net);
 
