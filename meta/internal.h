@@ -34,6 +34,7 @@ struct meta_store {
     bool in_txn;        /* inside meta_store_txn_begin .. commit/rollback */
     bool lazy;          /* commits reach the disk at meta_store_sync (see store.h) */
     bool stale_pending; /* a change marked a working copy STALE: redo after commit */
+    bool wc_batch_sync; /* working-copy replacements skip their fsyncs: the caller syncs once */
     int save_depth;     /* open store_save_begin levels */
     /*
      * The version vector, as far as it was asked for: each slot is the
@@ -98,6 +99,8 @@ int store_save_end(struct meta_store *store, int rc);
  * *own says which; pass it to store_single_end.
  */
 int store_single_begin(struct meta_store *store, bool *own);
+/* Makes every working copy written so far durable, with its directory entry: one syncfs. */
+int wc_sync_all(struct meta_store *store);
 int store_single_end(struct meta_store *store, bool own, int rc);
 
 /*

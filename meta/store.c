@@ -1117,6 +1117,15 @@ int wc_fsync(struct meta_store *store, int fd)
     return io->fsync(fd) == 0 ? 0 : -errno;
 }
 
+int wc_sync_all(struct meta_store *store)
+{
+    /* syncfs writes every file and directory of the file system; the fsync goes through the hook.
+     */
+    if (syncfs(store->files_fd) != 0)
+        return -errno;
+    return wc_fsync(store, store->files_fd);
+}
+
 /* ---- transactions ---- */
 
 int meta_store_txn_begin(struct meta_store *store)

@@ -804,31 +804,53 @@ int meta_version_head(struct crdt_ts *out, struct meta_store *store, const struc
     return rc;
 }
 
+/*
+ * Rewrites the STALE working copies from their versions. They are written
+ * without an fsync each, then made durable together (one syncfs), then
+ * marked clean in one transaction: a remote batch of 10,000 new files cost
+ * 20,000 fsyncs. A crash before the marks leaves them STALE: redone at open.
+ */
 int version_redo_stale(struct meta_store *store)
 {
     static const char clean_sql[] = "UPDATE nodes SET wc_state = 0 WHERE id = ?1 AND wc_state = 2;";
     struct meta_id *ids = NULL;
-    size_t len = 0;
+    size_t len = 0, done = 0;
     store->stale_pending = false;
     int rc = meta_node_list_wc(&ids, &len, store, META_WC_STALE);
-    for (size_t i = 0; i < len && rc == 0; i++) {
+    store->wc_batch_sync = true;
+    for (; done < len && rc == 0; done++) {
         struct crdt_ts ts;
-        rc = newest(&ts, store, &ids[i]);
+        rc = newest(&ts, store, &ids[done]);
         if (rc == -ENOENT) {
             /* A file with no version yet is empty. */
-            rc = meta_wc_replace(store, &ids[i], "", 0);
+            rc = meta_wc_replace(store, &ids[done], "", 0);
         } else if (rc == 0) {
-            rc = wc_replace_from_version(store, &ids[i], &ts);
+            rc = wc_replace_from_version(store, &ids[done], &ts);
         }
         if (rc)
             break;
-        sqlite3_stmt *stmt = store_stmt(store, clean_sql);
-        if (!stmt) {
-            rc = -ENOMEM;
-            break;
+    }
+    store->wc_batch_sync = false;
+    int synced = done ? wc_sync_all(store) : 0;
+    if (synced && !rc)
+        rc = store_fail(store, synced, "syncing rewritten working copies: %s", strerror(-synced));
+    if (done && !synced) {
+        bool own = false;
+        int marked = store_single_begin(store, &own);
+        if (!marked) {
+            for (size_t i = 0; !marked && i < done; i++) {
+                sqlite3_stmt *stmt = store_stmt(store, clean_sql);
+                if (!stmt) {
+                    marked = -ENOMEM;
+                    break;
+                }
+                store_bind_id(stmt, 1, &ids[i]);
+                marked = store_step_done(store, stmt, "marking a working copy clean");
+            }
+            marked = store_single_end(store, own, marked);
         }
-        store_bind_id(stmt, 1, &ids[i]);
-        rc = store_step_done(store, stmt, "marking a working copy clean");
+        if (marked && !rc)
+            rc = marked;
     }
     if (rc)
         store->stale_pending = true;

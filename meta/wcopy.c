@@ -208,7 +208,7 @@ static int replace_with(struct meta_store *store, const struct meta_id *node, fi
         return store_fail(store, -errno, "cannot write %s/files/%s: %s", store->dir, names.tmp,
                           strerror(errno));
     rc = fill(store, fd, ctx);
-    if (rc == 0) {
+    if (rc == 0 && !store->wc_batch_sync) {
         rc = wc_fsync(store, fd);
         if (rc)
             store_fail(store, rc, "fsync of a working copy: %s", strerror(-rc));
@@ -222,7 +222,7 @@ static int replace_with(struct meta_store *store, const struct meta_id *node, fi
         unlinkat(store->files_fd, names.tmp, 0);
         return rc;
     }
-    rc = fsync_files_dir(store, names.dir);
+    rc = store->wc_batch_sync ? 0 : fsync_files_dir(store, names.dir);
     if (rc)
         return store_fail(store, rc, "fsync of %s/files/%s: %s", store->dir, names.dir,
                           strerror(-rc));
