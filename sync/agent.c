@@ -24,7 +24,9 @@
  * How often the agent looks for what never came (tick), and how long a
  * chunk asked for may take before it is asked for again, of every session.
  */
-#define TICK_MS      2000
+#define TICK_MS 2000
+/* The least time between two seals of this device's changes (seal_and_push). */
+#define SEAL_GAP_NS  (30 * 1000000ll)
 #define ASK_AGAIN_NS (10 * 1000000000ll)
 /* Records read from the local store per step of a stream. */
 #define STREAM_BATCH 16
@@ -71,6 +73,8 @@ struct sync_agent {
      */
     struct crdt_vv claimed;
     atomic_bool poke_pending;
+    int64_t last_seal_ns; /* loop thread only, as seal_deferred */
+    bool seal_deferred;   /* a seal waits for the gap after the last one (sync_net_later) */
     pthread_mutex_t status_lock;
     struct sync_agent_status status;
 };
@@ -918,10 +922,9 @@ static void tick(void *ctx)
     free(ids);
 }
 
-static void seal_and_push(void *ctx)
+static void seal_now(struct sync_agent *agent)
 {
-    struct sync_agent *agent = ctx;
-    atomic_store(&agent->poke_pending, false);
+    agent->last_seal_ns = now_ns();
     commit_group(agent); /* this device's own records go out only once durable */
     int rc = sync_device_seal(agent->device, NULL);
     char why[512];
@@ -934,6 +937,36 @@ static void seal_and_push(void *ctx)
     if (rc)
         agent_log(agent, SYNC_NET_LOG_ERROR, "sealing this device's changes: %s", why);
     pump_all(agent);
+}
+
+static void seal_due(void *ctx)
+{
+    struct sync_agent *agent = ctx;
+    agent->seal_deferred = false;
+    seal_now(agent);
+}
+
+/*
+ * A change after a quiet spell is sealed at once (a small file reaches the
+ * others in milliseconds); changes that follow within SEAL_GAP_NS of the
+ * last seal wait for the gap to end and go in one record. Sealing every
+ * change of an unpacked archive made a record per file, and a record's
+ * signature, fsyncs and round trips cost more than its ops.
+ */
+static void seal_and_push(void *ctx)
+{
+    struct sync_agent *agent = ctx;
+    atomic_store(&agent->poke_pending, false);
+    if (agent->seal_deferred)
+        return;
+    int64_t since = now_ns() - agent->last_seal_ns;
+    if (since >= 0 && since < SEAL_GAP_NS &&
+        sync_net_later(agent->net, (uint32_t)((SEAL_GAP_NS - since) / 1000000 + 1), seal_due,
+                       agent) == 0) {
+        agent->seal_deferred = true;
+        return;
+    }
+    seal_now(agent);
 }
 
 void sync_agent_poke(struct sync_agent *agent)

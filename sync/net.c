@@ -113,6 +113,9 @@ struct sync_net {
     uv_timer_t tick; /* sync_net_tick's, stopped until set */
     void (*tick_fn)(void *ctx);
     void *tick_ctx;
+    uv_timer_t later; /* sync_net_later's */
+    void (*later_fn)(void *ctx);
+    void *later_ctx;
     uv_thread_t thread;
     bool started; /* the loop thread exists */
     bool down;    /* the loop side began shutting down */
@@ -855,6 +858,7 @@ static void net_shut_down(struct sync_net *net)
         conn_close_handles(conn);
     }
     uv_close((uv_handle_t *)&net->tick, NULL);
+    uv_close((uv_handle_t *)&net->later, NULL);
     uv_close((uv_handle_t *)&net->async, NULL);
 }
 
@@ -949,6 +953,8 @@ int sync_net_new(struct sync_net **out, const struct sync_net_config *config)
     net->async.data = net;
     uv_timer_init(&net->loop, &net->tick);
     net->tick.data = net;
+    uv_timer_init(&net->loop, &net->later);
+    net->later.data = net;
     *out = net;
     return 0;
 }
@@ -999,6 +1005,24 @@ int sync_net_tick(struct sync_net *net, uint32_t every_ms, void (*fn)(void *ctx)
     net->tick_fn = fn;
     net->tick_ctx = ctx;
     uv_timer_start(&net->tick, on_tick, every_ms, every_ms);
+    return 0;
+}
+
+static void on_later(uv_timer_t *timer)
+{
+    struct sync_net *net = timer->data;
+    net->later_fn(net->later_ctx);
+}
+
+int sync_net_later(struct sync_net *net, uint32_t ms, void (*fn)(void *ctx), void *ctx)
+{
+    if (!sync_net_on_loop(net) || !fn)
+        return -EINVAL;
+    if (net->down)
+        return -ESHUTDOWN;
+    net->later_fn = fn;
+    net->later_ctx = ctx;
+    uv_timer_start(&net->later, on_later, ms, 0);
     return 0;
 }
 

@@ -134,6 +134,13 @@ SYNC_MUST_CHECK int sync_net_post(struct sync_net *net, void (*fn)(void *ctx), v
  */
 SYNC_MUST_CHECK int sync_net_tick(struct sync_net *net, uint32_t every_ms, void (*fn)(void *ctx),
                                   void *ctx);
+/*
+ * Runs fn(ctx) once on the loop thread in `ms` (a call before that replaces
+ * it: one deferral per transport). On the loop thread only: -EINVAL
+ * elsewhere, -ESHUTDOWN once stopping (fn will not run).
+ */
+SYNC_MUST_CHECK int sync_net_later(struct sync_net *net, uint32_t ms, void (*fn)(void *ctx),
+                                   void *ctx);
 /* True on the loop thread. */
 bool sync_net_on_loop(const struct sync_net *net);
 
