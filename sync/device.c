@@ -1123,17 +1123,22 @@ static int accept_chunk(struct sync_device *device, enum sync_reason *reason,
     if (rc && why != SYNC_REASON_NONE)
         return refuse(device, reason, why, header->author, "a chunk");
     uint8_t id[META_HASH_LEN];
-    if (!rc)
-        rc = meta_store_chunk_id(id, device->store, record.chunk, record.chunk_len);
-    if (!rc && memcmp(id, header->chunk_id, META_HASH_LEN) != 0) {
-        /* Signed by a member, but the bytes are not the chunk it names: forged content. */
-        sync_record_clear(&record);
-        return refuse(device, reason, SYNC_REASON_FORGED, header->author, "a chunk");
-    }
+    memcpy(id, header->chunk_id, META_HASH_LEN);
+    /* meta_chunk_put hashes the bytes against the id itself: hashed once, not twice. */
+    uint8_t actual[META_HASH_LEN];
+    if (!rc && have &&
+        (rc = meta_store_chunk_id(actual, device->store, record.chunk, record.chunk_len)) == 0 &&
+        memcmp(actual, id, META_HASH_LEN) != 0)
+        rc = -EBADMSG;
     if (!rc && !have) {
         hold(device);
         rc = meta_chunk_put(device->store, id, record.chunk, record.chunk_len);
         release(device);
+    }
+    if (rc == -EBADMSG) {
+        /* Signed by a member, but the bytes are not the chunk it names: forged content. */
+        sync_record_clear(&record);
+        return refuse(device, reason, SYNC_REASON_FORGED, header->author, "a chunk");
     }
     if (!rc && !kept)
         rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, header->author, bytes,
