@@ -1238,8 +1238,9 @@ static int join_restore(struct meta_replica *replica, const char *dir, bool quie
         sync_agent_status(&st, agent);
         uint64_t have = st.device.records_kept;
         double now = now_seconds();
-        if (have != last_have) {
-            last_have = have;
+        /* Progress is records or chunks: a big file's chunks come long after its record. */
+        if (have + st.device.chunks_received != last_have) {
+            last_have = have + st.device.chunks_received;
             last_change = now;
         }
         bool done = st.relay_last_seen_ns && have >= st.relay_records && st.device.pending == 0 &&
