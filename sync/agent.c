@@ -42,6 +42,19 @@
  */
 #define MEMBERS_SETTING "sync.relay_members"
 
+/*
+ * An op record on its way: the chunk records the other side may lack go
+ * first, as the connection drains (a 4 GiB file's would not fit in memory
+ * at once), then the record.
+ */
+struct outgoing {
+    uint8_t *record; /* owned */
+    size_t len;
+    uint64_t author, seq;
+    uint8_t (*ids)[SYNC_HASH_LEN]; /* owned */
+    size_t count, next;
+};
+
 struct session {
     struct sync_agent *agent;
     struct sync_net_conn *conn;
@@ -51,6 +64,7 @@ struct session {
     struct crdt_vv acked;        /* what it said it holds (HELLO, ACK): author -> record seq */
     bool refused_unknown;        /* a record of a member not known yet was refused */
     uint64_t applied_at_refusal; /* the device's records_applied then */
+    struct outgoing *out;        /* an op record whose chunks are being pushed first */
     struct session *next;
 };
 
@@ -225,20 +239,30 @@ static int chunks_to_push(struct session *session, uint8_t (**ids)[SYNC_HASH_LEN
     return sync_device_chunks_named(device, ids, count, bytes, len);
 }
 
-/* The chunk records the other side may lack for an op record, then the record itself. */
-static int send_record(struct session *session, const uint8_t *bytes, size_t len, uint64_t author,
-                       uint64_t seq)
+static void outgoing_free(struct outgoing *out)
+{
+    if (out) {
+        free(out->record);
+        free(out->ids);
+        free(out);
+    }
+}
+
+/*
+ * Pushes the chunks of the record on its way while the connection takes
+ * them, then the record: session->out is NULL once it went.
+ */
+static int push_outgoing(struct session *session)
 {
     struct sync_agent *agent = session->agent;
     struct sync_relay_store *store = sync_device_records(agent->device);
-    uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
-    size_t id_count = 0;
-    int rc = chunks_to_push(session, &ids, &id_count, bytes, len, author, seq);
-    for (size_t i = 0; !rc && i < id_count; i++) {
+    struct outgoing *out = session->out;
+    int rc = 0;
+    while (!rc && out->next < out->count && sync_net_conn_writable(session->conn)) {
         uint8_t *chunk = NULL;
         size_t chunk_len = 0;
         int got = store->ops->chunk_get(store->ctx, &chunk, &chunk_len,
-                                        sync_device_share_id(agent->device), ids[i]);
+                                        sync_device_share_id(agent->device), out->ids[out->next++]);
         if (got == -ENOENT)
             continue; /* not here either: whoever has it serves it */
         rc = got;
@@ -251,16 +275,38 @@ static int send_record(struct session *session, const uint8_t *bytes, size_t len
         }
         free(chunk);
     }
-    free(ids);
-    if (rc)
+    if (rc || out->next < out->count)
         return rc;
     struct sync_msg msg = {.type = SYNC_MSG_OPS};
-    msg.ops.record = bytes;
-    msg.ops.len = len;
+    msg.ops.record = out->record;
+    msg.ops.len = out->len;
     rc = send_msg(session, &msg);
-    if (!rc)
+    if (!rc) {
         count(agent, &agent->status.records_sent);
+        rc = crdt_vv_raise(&session->remote, out->author, out->seq);
+    }
+    outgoing_free(out);
+    session->out = NULL;
     return rc;
+}
+
+/* Starts sending op record `record` (taken over): its chunks first (push_outgoing). */
+static int send_record(struct session *session, uint8_t *record, size_t len, uint64_t author,
+                       uint64_t seq)
+{
+    struct outgoing *out = calloc(1, sizeof(*out));
+    if (!out) {
+        free(record);
+        return -ENOMEM;
+    }
+    *out = (struct outgoing){.record = record, .len = len, .author = author, .seq = seq};
+    int rc = chunks_to_push(session, &out->ids, &out->count, record, len, author, seq);
+    if (rc) {
+        outgoing_free(out);
+        return rc;
+    }
+    session->out = out;
+    return push_outgoing(session);
 }
 
 /*
@@ -274,11 +320,13 @@ static int pump(struct session *session)
     struct sync_agent *agent = session->agent;
     struct sync_relay_store *store = sync_device_records(agent->device);
     struct crdt_vv mine = {0};
-    int rc = kept_heads(agent, &mine);
-    for (size_t i = 0; !rc && i < mine.len; i++) {
+    int rc = session->out ? push_outgoing(session) : 0;
+    if (!rc)
+        rc = kept_heads(agent, &mine);
+    for (size_t i = 0; !rc && !session->out && i < mine.len; i++) {
         uint64_t author = mine.entries[i].replica, head = mine.entries[i].seq;
         uint64_t next = crdt_vv_get(&session->remote, author) + 1;
-        while (!rc && next <= head && sync_net_conn_writable(session->conn)) {
+        while (!rc && !session->out && next <= head && sync_net_conn_writable(session->conn)) {
             struct copied batch = {0};
             rc = store->ops->op_read(store->ctx, NULL, sync_device_share_id(agent->device), author,
                                      next, STREAM_BATCH, 4u << 20, copy_record, &batch);
@@ -286,15 +334,14 @@ static int pump(struct session *session)
                 rc = 0;
             if (!rc && batch.len == 0)
                 rc = -EIO; /* the head says it is there */
-            for (size_t k = 0; !rc && k < batch.len; k++) {
+            for (size_t k = 0; !rc && !session->out && k < batch.len; k++) {
                 rc = send_record(session, batch.bytes[k], batch.lens[k], author, batch.seqs[k]);
-                if (!rc)
-                    rc = crdt_vv_raise(&session->remote, author, batch.seqs[k]);
+                batch.bytes[k] = NULL; /* taken over */
                 next = batch.seqs[k] + 1;
             }
             copied_free(&batch);
         }
-        if (next <= head)
+        if (next <= head || session->out)
             break; /* the queue is full: `writable` resumes */
     }
     if (!session->relay) {
@@ -876,6 +923,7 @@ static void on_closed(void *ctx, struct sync_net_conn *conn, int error, const ch
             }
         crdt_vv_free(&session->remote);
         crdt_vv_free(&session->acked);
+        outgoing_free(session->out);
         free(session);
     }
     update_connected(agent);
@@ -926,7 +974,8 @@ static void seal_now(struct sync_agent *agent)
 {
     agent->last_seal_ns = now_ns();
     commit_group(agent); /* this device's own records go out only once durable */
-    int rc = sync_device_seal(agent->device, NULL);
+    bool more = false;
+    int rc = sync_device_seal_step(agent->device, NULL, &more);
     char why[512];
     snprintf(why, sizeof(why), "%s", sync_device_errmsg(agent->device));
     struct sync_device_stats stats;
@@ -937,6 +986,9 @@ static void seal_now(struct sync_agent *agent)
     if (rc)
         agent_log(agent, SYNC_NET_LOG_ERROR, "sealing this device's changes: %s", why);
     pump_all(agent);
+    /* What is left of a big change: after the loop's turn (I/O, messages, a MEMBER). */
+    if (more)
+        sync_agent_poke(agent);
 }
 
 static void seal_due(void *ctx)

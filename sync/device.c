@@ -32,6 +32,13 @@ _Static_assert(SYNC_SECRET_KEY_LEN == META_SECRET_KEY_LEN, "one device key");
  * steps; an op bigger than that goes alone, up to BATCH_ROOM.
  */
 #define BATCH_TARGET (1u << 20)
+/*
+ * What one sealing step takes at most (sync_device_seal_step): about this
+ * many chunk bytes (the batch that passes it ends the step), and ops. Sealing
+ * runs on the syncer's loop: a step leaves the network its turn.
+ */
+#define SEAL_STEP_BYTES (16u << 20)
+#define SEAL_STEP_OPS   65536u
 
 struct id_list {
     uint8_t (*ids)[SYNC_HASH_LEN];
@@ -117,6 +124,13 @@ struct sync_device {
     struct sealed_chunks *sealed;
     size_t sealed_len, sealed_cap, sealed_ids;
     struct id_list sealing; /* chunk records sealed for the op record being sealed */
+    uint64_t step_bytes;    /* chunk bytes sealed by this sync_device_seal_step */
+    /*
+     * A batch whose chunks one step could not finish: its first op, and how
+     * many of its chunk callbacks are done (seal_chunk skips them).
+     */
+    uint64_t resume_seq;
+    uint64_t resume_skip, chunk_cursor;
     struct sync_device_stats stats;
     char err[512];
 };
@@ -917,6 +931,12 @@ static void seal_of(struct sync_seal *seal, const struct sync_device *device, ui
 static int seal_chunk(void *ctx, const uint8_t id[SYNC_HASH_LEN])
 {
     struct sync_device *device = ctx;
+    if (device->chunk_cursor++ < device->resume_skip)
+        return 0; /* sealed by an earlier step of this batch */
+    if (device->step_bytes >= SEAL_STEP_BYTES) {
+        device->resume_skip = device->chunk_cursor - 1;
+        return -EINPROGRESS; /* the step is full: the rest of this batch next step */
+    }
     const struct sync_relay_store_ops *ops = device->records.ops;
     bool has = false;
     int rc = ops->chunk_has(device->records.ctx, &has, device->share_id, id);
@@ -942,8 +962,10 @@ static int seal_chunk(void *ctx, const uint8_t id[SYNC_HASH_LEN])
         rc = ops->chunk_put(device->records.ctx, NULL, device->share_id, id, device->self, buf.data,
                             buf.len);
     crdt_buf_free(&buf);
-    if (!rc)
+    if (!rc) {
         device->stats.chunks_sealed++;
+        device->step_bytes += len;
+    }
     return rc ? rc : ids_push(&device->sealing, id);
 }
 
@@ -975,8 +997,16 @@ static void sealed_remember(struct sync_device *device, uint64_t seq)
 static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
                       const struct sync_op *ops, size_t count)
 {
-    /* Chunk records first, so whoever holds the op record can get what it names. */
-    device->sealing.len = 0;
+    /*
+     * Chunk records first, so whoever holds the op record can get what it
+     * names. A big version's chunks take several steps: the sealing list
+     * and the cursor carry over until its op record is sealed.
+     */
+    if (device->resume_seq != ops[0].seq) {
+        device->resume_seq = ops[0].seq;
+        device->resume_skip = 0;
+    }
+    device->chunk_cursor = 0;
     int rc = each_binary_chunk(device, ops, count, seal_chunk, device);
     if (rc)
         return rc;
@@ -997,6 +1027,7 @@ static int seal_batch(struct sync_device *device, const struct crdt_vv *deps,
     device->head_seq = seq;
     memcpy(device->head_hash, hash, SYNC_HASH_LEN);
     device->sealed_op_seq = ops[count - 1].seq;
+    device->resume_seq = 0;
     sealed_remember(device, seq);
     device->stats.records_sealed++;
     device->stats.records_kept++;
@@ -1022,13 +1053,19 @@ static int unsealed_since(struct sync_device *device, struct crdt_vv *out, uint6
     return rc;
 }
 
-int sync_device_seal(struct sync_device *device, size_t *sealed)
+int sync_device_seal_step(struct sync_device *device, size_t *sealed, bool *more)
 {
     size_t before = (size_t)device->stats.records_sealed;
     struct crdt_vv have = {0};
     struct unsealed list = {0};
     uint64_t upto = 0;
+    *more = false;
+    device->step_bytes = 0;
     int rc = unsealed_since(device, &have, &upto);
+    if (!rc && upto > device->sealed_op_seq + SEAL_STEP_OPS) {
+        upto = device->sealed_op_seq + SEAL_STEP_OPS;
+        *more = true;
+    }
     if (!rc)
         rc = collect_own(device, &list, upto);
     if (!rc)
@@ -1056,10 +1093,19 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
                              (unsigned long long)list.ops[i].seq, op_size, BATCH_ROOM);
         else if (i > start && (i == list.len || starts || size + op_size > BATCH_TARGET)) {
             rc = seal_batch(device, &have, &list.ops[start], i - start);
+            if (rc == -EINPROGRESS) {
+                rc = 0; /* its chunks so far are kept: the rest and the record next step */
+                *more = true;
+                break;
+            }
             if (starts && starts < device->key_count)
                 device->seal_epoch = starts;
             start = i;
             size = 0;
+            if (!rc && i < list.len && device->step_bytes >= SEAL_STEP_BYTES) {
+                *more = true; /* the rest at the next step */
+                break;
+            }
         }
         size += op_size;
     }
@@ -1072,6 +1118,7 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
     if (rc) {
         /* The records store rolled back: so does what this device believes of its chain. */
         int again = own_chain(device);
+        device->resume_seq = 0;
         while (device->sealed_len &&
                device->sealed[device->sealed_len - 1].seq > device->head_seq) {
             device->sealed_ids -= device->sealed[device->sealed_len - 1].len;
@@ -1084,6 +1131,22 @@ int sync_device_seal(struct sync_device *device, size_t *sealed)
     crdt_vv_free(&have);
     if (sealed)
         *sealed = (size_t)device->stats.records_sealed - before;
+    if (rc)
+        *more = false;
+    return rc;
+}
+
+int sync_device_seal(struct sync_device *device, size_t *sealed)
+{
+    size_t total = 0, step = 0;
+    bool more = true;
+    int rc = 0;
+    while (!rc && more) {
+        rc = sync_device_seal_step(device, &step, &more);
+        total += step;
+    }
+    if (sealed)
+        *sealed = total;
     return rc;
 }
 

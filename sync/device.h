@@ -84,6 +84,12 @@ void sync_device_close(struct sync_device *device);
  * record (named in the message), -EIO, -ENOMEM.
  */
 SYNC_MUST_CHECK int sync_device_seal(struct sync_device *device, size_t *sealed);
+/*
+ * One bounded step of sync_device_seal: about 16 MiB of chunks or 65,536
+ * ops, in whole records. *more says whether ops are left for another step
+ * (what runs on an event loop seals step by step, and sends between).
+ */
+SYNC_MUST_CHECK int sync_device_seal_step(struct sync_device *device, size_t *sealed, bool *more);
 
 /*
  * Takes one record from a peer or relay: verifies it, keeps it and applies

@@ -246,6 +246,36 @@ static void test_converge(void)
     free(huge_b);
     free(huge);
 
+    /*
+     * A 40 MiB file is sealed in bounded steps: the first ones seal chunks
+     * only, the last the op record; every chunk is pushed with it once.
+     */
+    size_t giant_len = 40u << 20;
+    uint8_t *giant = malloc(giant_len);
+    randombytes_buf(giant, giant_len);
+    write_file(&a.peer, "docs/giant.bin", giant, giant_len);
+    uint64_t head_before = 0;
+    CHECK_INT(0, a_store->ops->head(a_store->ctx, &head_before, a_hash,
+                                    sync_device_share_id(a.device), replica_of(&a)));
+    bool more = false;
+    size_t steps = 0, records = 0;
+    do {
+        CHECK_INT(0, sync_device_seal_step(a.device, &sealed, &more));
+        records += sealed;
+        steps++;
+        CHECK(steps < 10);
+    } while (more);
+    CHECK(steps >= 3);
+    CHECK(records >= 1);
+    CHECK_INT(0, sync_device_fresh_chunks(a.device, &fresh, &fresh_count, head_before + records));
+    CHECK(fresh_count > (giant_len / META_CHUNK_MAX));
+    free(fresh);
+    deliver(&b, &a, replica_of(&a));
+    huge_b = read_file(&b.peer, "docs/giant.bin", &len);
+    CHECK(len == giant_len && memcmp(huge_b, giant, giant_len) == 0);
+    free(huge_b);
+    free(giant);
+
     /* B restarts: its chain continues where it was (no fork at the relay). */
     sync_device_close(b.device);
     char why[512];
