@@ -563,6 +563,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uint64_t)(uintptr_t)handle;
     /* The page cache stays valid across opens: remote changes invalidate it explicitly. */
     fi->keep_cache = 1;
+    /* close(2) has nothing to wait for (op_flush): spare it a request. */
+    fi->noflush = 1;
     if (fuse_reply_open(req, fi) == -ENOENT) {
         /* The opener was interrupted: undo the open as a release would. */
         if (handle->writer) {
@@ -596,6 +598,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     fi->fh = (uint64_t)(uintptr_t)handle;
     fi->keep_cache = 1;
+    fi->noflush = 1;
     struct fuse_entry_param entry;
     memset(&entry, 0, sizeof(entry));
     entry.ino = attr.ino;
