@@ -992,8 +992,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
             rc = -ENOMEM;
         len = value ? strlen((char *)value) : 0;
     } else if (!strcmp(name, XATTR_LOG) || !strcmp(name, XATTR_HISTORY)) {
-        /* Closed files waiting for the committer are history already, as far as users go. */
+        /* Files waiting for the committer (closed, saved) are history already, for users. */
         commit_closed(fs);
+        commit_group(fs);
         rc = history((char **)&value, &len, fs, ino, !strcmp(name, XATTR_LOG));
     } else {
         rc = meta_replica_getxattr(&value, &len, fs->replica, ino, name);

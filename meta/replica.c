@@ -152,6 +152,13 @@ struct meta_replica {
     bool group_open;     /* the group's store transaction is open */
     bool change_grouped; /* the change running now is a savepoint of the group */
     size_t pending_mark; /* pending_len when that change began: a failure drops back to it */
+    /*
+     * Files whose content a save gave them (a rename keeping identity) and
+     * whose commit waits for the group's: saves in quick succession make
+     * one version, as rewrites in place do (the mount's commit batching).
+     */
+    struct meta_id *due;
+    size_t due_len, due_cap;
     char errmsg[META_ERRMSG_LEN];
 };
 
@@ -660,7 +667,43 @@ static void group_lost(struct meta_replica *replica)
                      replica->errmsg);
 }
 
-int meta_replica_group_commit(struct meta_replica *replica)
+static int commit_node(struct meta_replica *replica, const struct meta_node *node);
+static int txn_begin_grouped(struct meta_replica *replica, struct crdt_clock *saved);
+static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock *saved);
+
+/*
+ * Commits the files whose commit a save deferred, as one grouped change.
+ * A file no longer dirty (fsync'ed meanwhile) or gone is skipped.
+ */
+static int due_commit(struct meta_replica *replica)
+{
+    if (!replica->due_len)
+        return 0;
+    struct crdt_clock saved;
+    int rc = txn_begin_grouped(replica, &saved);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < replica->due_len && !rc; i++) {
+        struct meta_node node;
+        int got = meta_node_get(&node, replica->store, &replica->due[i]);
+        if (got == -ENOENT)
+            continue;
+        if (got) {
+            rc = replica_fail(replica, got, "%s", meta_store_errmsg(replica->store));
+            break;
+        }
+        if (node.kind == META_NODE_FILE && node.wc_state == META_WC_DIRTY)
+            rc = commit_node(replica, &node);
+        meta_node_clear(&node);
+    }
+    rc = txn_end(replica, rc, &saved);
+    /* On failure the files stay DIRTY: the next commit point or open commits them. */
+    replica->due_len = 0;
+    return rc;
+}
+
+/* Commits the open group as it is (no deferred commits run). */
+static int group_commit_now(struct meta_replica *replica)
 {
     if (!replica->group_open)
         return 0;
@@ -680,6 +723,13 @@ int meta_replica_group_commit(struct meta_replica *replica)
     if (checkpoint_due(replica))
         (void)checkpoint_write(replica, false);
     return 0;
+}
+
+int meta_replica_group_commit(struct meta_replica *replica)
+{
+    int rc = due_commit(replica);
+    int committed = group_commit_now(replica);
+    return rc ? rc : committed;
 }
 
 /*
@@ -764,7 +814,7 @@ static int orphans_clean(struct meta_replica *replica)
 
 bool meta_replica_group_pending(const struct meta_replica *replica)
 {
-    return replica->group_open;
+    return replica->group_open || replica->due_len > 0;
 }
 
 /* Begins a change in a transaction of its own (an open group is committed first). */
@@ -1326,6 +1376,7 @@ void meta_replica_close(struct meta_replica *replica)
     free(replica->pending);
     free(replica->moves);
     free(replica->writers);
+    free(replica->due);
     free(replica);
 }
 
@@ -2287,7 +2338,7 @@ static int dirty_durably(struct meta_replica *replica, const struct meta_id *id)
     if (rc)
         replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     rc = txn_end(replica, rc, &saved);
-    return rc ? rc : meta_replica_group_commit(replica);
+    return rc ? rc : group_commit_now(replica);
 }
 
 /* ---------- continuing a node across an editor's save ---------- */
@@ -2505,7 +2556,7 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     rc = txn_end(replica, rc, &saved);
     /* Working copies were moved or replaced: that commits now, grouped or not. */
     if (!rc && recent)
-        rc = meta_replica_group_commit(replica);
+        rc = group_commit_now(replica);
     if (rc == -EEXIST && backup_taken) {
         /*
          * The name the backup would keep is shown by another node now (rule
@@ -2637,6 +2688,21 @@ int meta_replica_rmdir(struct meta_replica *replica, uint64_t parent, const char
     return remove_entry(replica, parent, name, true);
 }
 
+/* Adds a file to those committed with the group (once). */
+static int due_add(struct meta_replica *replica, const struct meta_id *id)
+{
+    for (size_t i = 0; i < replica->due_len; i++)
+        if (!memcmp(replica->due[i].bytes, id->bytes, META_ID_LEN))
+            return 0;
+    struct meta_id *grown =
+        store_grow(replica->due, &replica->due_cap, replica->due_len, sizeof(*replica->due));
+    if (!grown)
+        return replica_fail(replica, -ENOMEM, "out of memory");
+    replica->due = grown;
+    replica->due[replica->due_len++] = *id;
+    return 0;
+}
+
 /*
  * rename(S, T) over an existing regular file T, where S is a file this
  * replica just made (an editor's temporary file): T keeps its identity and
@@ -2657,7 +2723,9 @@ static int replace_keeping_identity(struct meta_replica *replica, struct meta_no
         rc = set_clean(replica, &source->id); /* its bytes are the target's now */
     if (!rc)
         rc = swap_inos(replica, &source->id, source->ino, &target->id, target->ino);
-    if (!rc)
+    if (!rc && replica->group_mode)
+        rc = due_add(replica, &target->id); /* DIRTY until the group's commit commits it */
+    else if (!rc)
         rc = commit_content(replica, &target->id);
     if (!rc) {
         change_add(replica, META_CHANGE_CONTENT, source->ino, 0, NULL, false);
@@ -2761,7 +2829,7 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
     rc = txn_end(replica, rc, &saved);
     /* A working copy was moved onto the target's: that commits now, grouped or not. */
     if (!rc && continuity)
-        rc = meta_replica_group_commit(replica);
+        rc = group_commit_now(replica);
     if (!rc && !continuity && !(flags & META_RENAME_EXCHANGE) && source.kind == META_NODE_FILE)
         recent_note(replica, parent, name, from_meta_id(&source.id), DISPLACED_RENAMED);
 out:

@@ -229,7 +229,9 @@ META_MUST_CHECK int meta_replica_set_writer(struct meta_replica *replica, uint64
  * committed: fsync, a change that moves working copies, remote ops,
  * reading ops for peers, close. A failed change undoes only itself; change
  * events come when the group commits. A kill -9 may lose the changes of a
- * group not committed yet, never part of one; the next open removes the
+ * group not committed yet, never part of one. In a group, the content a
+ * save (a rename keeping identity) gives a file is committed with the group,
+ * so quick saves make one version. The next open removes the
  * working copies of new files such a group left (the store's DIR/grouped
  * marks a grouped run). Turning it off commits the group. Off by default.
  */
@@ -239,7 +241,7 @@ META_MUST_CHECK int meta_replica_set_grouped(struct meta_replica *replica, bool 
  * lost, as in a crash, and memory is put back in step with the store.
  */
 META_MUST_CHECK int meta_replica_group_commit(struct meta_replica *replica);
-/* Whether a group is open (changes made since the last group commit). */
+/* Whether a group is open or a save's content waits for the group's commit. */
 bool meta_replica_group_pending(const struct meta_replica *replica);
 
 /* Commits ino (or everything, ino 0) and makes it durable: power-loss safe on return. */

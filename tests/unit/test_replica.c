@@ -536,6 +536,53 @@ static void test_grouped_changes(void)
     peer_free(&b);
 }
 
+/* An editor's save (temp file renamed over the file) in a group. */
+static void save_over(struct peer *peer, const char *name, const char *text)
+{
+    struct meta_attr attr;
+    CHECK_INT(0, meta_replica_mknod(&attr, peer->replica, META_INO_ROOT, ".tmp", S_IFREG | 0644, 0,
+                                    0, 0));
+    int fd = -1;
+    CHECK_INT(0, meta_replica_open_file(&fd, peer->replica, attr.ino, O_WRONLY));
+    CHECK((size_t)write(fd, text, strlen(text)) == strlen(text));
+    close(fd);
+    CHECK_INT(0, meta_replica_rename(peer->replica, META_INO_ROOT, ".tmp", META_INO_ROOT, name, 0));
+}
+
+/* Saves in quick succession in a group: one node, one version for them, the last content. */
+static void test_grouped_saves(void)
+{
+    struct peer a;
+    peer_init(&a, "laptop");
+    CHECK_INT(0, meta_replica_set_grouped(a.replica, true));
+    write_text(&a, "doc.txt", "first\n");
+    CHECK_INT(0, meta_replica_group_commit(a.replica));
+    uint64_t ino = resolve(&a, "doc.txt");
+    struct meta_id before, after;
+    CHECK_INT(0, meta_replica_node_id(&before, a.replica, ino));
+    save_over(&a, "doc.txt", "second\n");
+    save_over(&a, "doc.txt", "third\n");
+    check_content(&a, "doc.txt", "third\n");
+    CHECK(meta_replica_group_pending(a.replica));
+    CHECK_INT(0, meta_replica_group_commit(a.replica));
+    CHECK_INT(0, meta_replica_node_id(&after, a.replica, resolve(&a, "doc.txt")));
+    CHECK(!memcmp(before.bytes, after.bytes, META_ID_LEN));
+    struct meta_log_entry *entries = NULL;
+    size_t count = 0;
+    CHECK_INT(0, meta_replica_log(&entries, &count, a.replica, resolve(&a, "doc.txt")));
+    CHECK_INT(2, count);
+    if (count)
+        CHECK_INT(6, entries[0].size);
+    free(entries);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_INT(0, meta_replica_text(&text, &len, a.replica, resolve(&a, "doc.txt")));
+    CHECK_STR("third\n", text);
+    free(text);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    peer_free(&a);
+}
+
 static void work_grouped_then_die(struct peer *peer)
 {
     CHECK_INT(0, meta_replica_set_grouped(peer->replica, true));
@@ -583,5 +630,6 @@ int main(void)
     test_text_cache_eviction();
     test_grouped_changes();
     test_grouped_crash();
+    test_grouped_saves();
     return test_finish("replica");
 }
