@@ -647,11 +647,37 @@ static int xattr_set(bool *out_applied, struct meta_store *store, const struct m
     return rc;
 }
 
+static bool is_security_name(const char *name)
+{
+    return !strncmp(name, "security.", 9);
+}
+
+bool meta_xattr_maybe(struct meta_store *store, const char *name)
+{
+    static const char sql[] = "SELECT EXISTS (SELECT 1 FROM xattrs "
+                              "WHERE name >= 'security.' AND name < 'security/');";
+    if (!is_security_name(name))
+        return true;
+    if (store->security_xattrs == 0) {
+        /* Once per open: a scan of the xattrs table, which is small in every share we know. */
+        sqlite3_stmt *stmt = store_stmt(store, sql);
+        if (!stmt)
+            return true;
+        int rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+            store->security_xattrs = sqlite3_column_int(stmt, 0) ? 2 : 1;
+        sqlite3_reset(stmt);
+    }
+    return store->security_xattrs != 1;
+}
+
 int meta_xattr_set(bool *out_applied, struct meta_store *store, const struct meta_id *node,
                    const char *name, const void *value, size_t value_len, struct crdt_ts ts)
 {
     if (!name[0] || value_len > (size_t)INT32_MAX)
         return store_fail(store, -EINVAL, "bad xattr name or size");
+    if (is_security_name(name))
+        store->security_xattrs = 2;
     bool own;
     int rc = store_single_begin(store, &own);
     if (rc)

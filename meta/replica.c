@@ -1517,10 +1517,8 @@ static void fill_attr(struct meta_replica *replica, struct meta_attr *out,
          * through (and setattr sets with utimensat); uncommitted writes also
          * show there first.
          */
-        char path[4096];
         struct stat st;
-        if (meta_wc_path(path, sizeof(path), replica->store, &node->id) == 0 &&
-            stat(path, &st) == 0) {
+        if (meta_wc_stat(&st, replica->store, &node->id) == 0) {
             if (is_dirty(node))
                 out->size = (uint64_t)st.st_size;
             out->atime_ns = (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec;
@@ -2914,10 +2912,11 @@ int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, ui
     if (!rc)
         rc = meta_node_put(NULL, replica->store, &node);
     rc = txn_end(replica, rc, &saved);
+    /* The row just written is the node's: no need to read it back. */
+    if (!rc)
+        fill_attr(replica, out, &node);
     meta_node_clear(&node);
-    if (rc)
-        return rc;
-    return meta_replica_getattr(out, replica, ino);
+    return rc;
 }
 
 int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t ino, int flags)
@@ -3114,6 +3113,9 @@ int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino, const char
 int meta_replica_getxattr(uint8_t **out, size_t *out_len, struct meta_replica *replica,
                           uint64_t ino, const char *name)
 {
+    /* The kernel asks for security.capability before nearly every write: answer from memory. */
+    if (!meta_xattr_maybe(replica->store, name))
+        return -ENODATA;
     struct meta_node node;
     int rc = node_by_ino(&node, replica, ino);
     if (rc)
