@@ -820,7 +820,12 @@ bool meta_replica_group_pending(const struct meta_replica *replica)
 /* Begins a change in a transaction of its own (an open group is committed first). */
 static int txn_begin(struct meta_replica *replica, struct crdt_clock *saved)
 {
-    int rc = meta_replica_group_commit(replica);
+    /*
+     * A save's content that fails to commit here stays DIRTY, and the next
+     * commit point (or open) commits it: no reason to fail this change.
+     */
+    (void)due_commit(replica);
+    int rc = group_commit_now(replica);
     if (rc)
         return rc;
     replica->change_grouped = false;
