@@ -50,6 +50,11 @@ struct meta_store {
     uint64_t next_ino;
     bool next_ino_known, next_ino_dirty;
     uint32_t fanout_made[256 / 32]; /* DIR/files/xx directories known to exist */
+    /*
+     * Whether any node may have a security.* xattr (meta_xattr_maybe): 0 not
+     * known yet, 1 none, 2 maybe. Any write of one makes it 2, even if rolled back.
+     */
+    int security_xattrs;
     uint64_t replica;
     uint8_t share_id[META_SHARE_ID_LEN];
     uint8_t share_key[META_KEY_LEN];

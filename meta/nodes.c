@@ -158,31 +158,29 @@ static int insert(uint64_t *out_ino, struct meta_store *store, const struct meta
 
 static int put(uint64_t *out_ino, struct meta_store *store, const struct meta_node *node)
 {
-    static const char find_sql[] = "SELECT ino FROM nodes WHERE id = ?1;";
+    /* Nearly every put updates a row that exists: try that first, one statement. */
     static const char update_sql[] =
         "UPDATE nodes SET parent = ?2, name = ?3, kind = ?4, mode = ?5, uid = ?6, gid = ?7, "
         "rdev = ?8, size = ?9, mtime_ns = ?10, ctime_ns = ?11, target = ?12, attr_ts = ?15 "
-        "WHERE id = ?1;";
-    sqlite3_stmt *stmt = store_stmt(store, find_sql);
-    if (!stmt)
-        return -ENOMEM;
-    store_bind_id(stmt, 1, &node->id);
-    int rc = sqlite3_step(stmt);
-    uint64_t ino = rc == SQLITE_ROW ? store_column_u64(stmt, 0) : 0;
-    sqlite3_reset(stmt);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_sql_fail(store, rc, "looking up a node");
-    if (rc == SQLITE_DONE)
-        return insert(out_ino, store, node);
-    stmt = store_stmt(store, update_sql);
+        "WHERE id = ?1 RETURNING ino;";
+    sqlite3_stmt *stmt = store_stmt(store, update_sql);
     if (!stmt)
         return -ENOMEM;
     store_bind_id(stmt, 1, &node->id);
     bind_attrs(stmt, node);
-    rc = store_step_done(store, stmt, "updating a node");
-    if (rc == 0 && out_ino)
+    int rc = sqlite3_step(stmt);
+    bool found = rc == SQLITE_ROW;
+    uint64_t ino = found ? store_column_u64(stmt, 0) : 0;
+    if (found)
+        rc = sqlite3_step(stmt); /* the update is done once the statement is */
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE)
+        return store_sql_fail(store, rc, "updating a node");
+    if (!found)
+        return insert(out_ino, store, node);
+    if (out_ino)
         *out_ino = ino;
-    return rc;
+    return 0;
 }
 
 int meta_node_put(uint64_t *out_ino, struct meta_store *store, const struct meta_node *node)
@@ -647,11 +645,37 @@ static int xattr_set(bool *out_applied, struct meta_store *store, const struct m
     return rc;
 }
 
+static bool is_security_name(const char *name)
+{
+    return !strncmp(name, "security.", 9);
+}
+
+bool meta_xattr_maybe(struct meta_store *store, const char *name)
+{
+    static const char sql[] = "SELECT EXISTS (SELECT 1 FROM xattrs "
+                              "WHERE name >= 'security.' AND name < 'security/');";
+    if (!is_security_name(name))
+        return true;
+    if (store->security_xattrs == 0) {
+        /* Once per open: a scan of the xattrs table, which is small in every share we know. */
+        sqlite3_stmt *stmt = store_stmt(store, sql);
+        if (!stmt)
+            return true;
+        int rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+            store->security_xattrs = sqlite3_column_int(stmt, 0) ? 2 : 1;
+        sqlite3_reset(stmt);
+    }
+    return store->security_xattrs != 1;
+}
+
 int meta_xattr_set(bool *out_applied, struct meta_store *store, const struct meta_id *node,
                    const char *name, const void *value, size_t value_len, struct crdt_ts ts)
 {
     if (!name[0] || value_len > (size_t)INT32_MAX)
         return store_fail(store, -EINVAL, "bad xattr name or size");
+    if (is_security_name(name))
+        store->security_xattrs = 2;
     bool own;
     int rc = store_single_begin(store, &own);
     if (rc)

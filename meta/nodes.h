@@ -183,6 +183,12 @@ META_MUST_CHECK int meta_xattr_set(bool *out_applied, struct meta_store *store,
                                    const struct meta_id *node, const char *name, const void *value,
                                    size_t value_len, struct crdt_ts ts);
 /* Reads a live xattr's value into a malloc'ed buffer; -ENODATA if absent or removed. */
+/*
+ * False only if no node has an xattr named `name`: kept for security.* names,
+ * which the kernel asks for before nearly every write and chown
+ * (security.capability); true for any other name.
+ */
+bool meta_xattr_maybe(struct meta_store *store, const char *name);
 META_MUST_CHECK int meta_xattr_get(uint8_t **out, size_t *out_len, struct meta_store *store,
                                    const struct meta_id *node, const char *name);
 /* The node's live xattrs by name; free with meta_xattr_list_free. */

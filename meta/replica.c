@@ -29,6 +29,7 @@
 #include "meta/version.h"
 #include "meta/wcopy.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -142,6 +143,22 @@ struct meta_replica {
     bool tree_from_checkpoint; /* the tree was last built from the checkpoint */
     char checkpoint_note[META_ERRMSG_LEN]; /* why a checkpoint was not used ("" if it was) */
     bool ready;                            /* opened: close writes checkpoints */
+    /*
+     * Grouped changes (meta_replica_set_grouped): the mount's changes run as
+     * savepoints of one store transaction that stays open until
+     * meta_replica_group_commit. Their change events wait for that commit.
+     */
+    bool group_mode;     /* grouped changes join the open group */
+    bool group_open;     /* the group's store transaction is open */
+    bool change_grouped; /* the change running now is a savepoint of the group */
+    size_t pending_mark; /* pending_len when that change began: a failure drops back to it */
+    /*
+     * Files whose content a save gave them (a rename keeping identity) and
+     * whose commit waits for the group's: saves in quick succession make
+     * one version, as rewrites in place do (the mount's commit batching).
+     */
+    struct meta_id *due;
+    size_t due_len, due_cap;
     char errmsg[META_ERRMSG_LEN];
 };
 
@@ -581,8 +598,11 @@ static int text_cache_save_all(struct meta_replica *replica);
  */
 static int checkpoint_write(struct meta_replica *replica, bool texts)
 {
+    int rc = meta_replica_group_commit(replica);
+    if (rc)
+        return rc;
     bool tree = replica->tree_ops_unsaved > 0;
-    int rc = meta_store_txn_begin(replica->store);
+    rc = meta_store_txn_begin(replica->store);
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     if (texts)
@@ -626,15 +646,259 @@ static const char *label_of(void *ctx, uint64_t replica_id)
 
 /* ---------- transactions ---------- */
 
+static void saves_forget(struct meta_replica *replica);
+
+/*
+ * After the group's transaction was lost (its commit failed, or SQLite
+ * rolled it back after an I/O error): memory goes back in step with the
+ * store, and the group's change events and remembered saves, which name
+ * changes that never happened, are dropped.
+ */
+static void group_lost(struct meta_replica *replica)
+{
+    replica->group_open = false;
+    replica->pending_len = 0;
+    replica->moves_len = 0;
+    text_cache_clear(replica);
+    saves_forget(replica);
+    if (tree_rebuild(replica) != 0)
+        replica_fail(replica, -EIO,
+                     "%s; and rebuilding the tree from the log failed too: remount the share",
+                     replica->errmsg);
+}
+
+static int commit_node(struct meta_replica *replica, const struct meta_node *node);
+static int txn_begin_grouped(struct meta_replica *replica, struct crdt_clock *saved);
+static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock *saved);
+
+/*
+ * Commits the files whose commit a save deferred, as one grouped change.
+ * A file no longer dirty (fsync'ed meanwhile) or gone is skipped.
+ */
+static int due_commit(struct meta_replica *replica)
+{
+    if (!replica->due_len)
+        return 0;
+    struct crdt_clock saved;
+    int rc = txn_begin_grouped(replica, &saved);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < replica->due_len && !rc; i++) {
+        struct meta_node node;
+        int got = meta_node_get(&node, replica->store, &replica->due[i]);
+        if (got == -ENOENT)
+            continue;
+        if (got) {
+            rc = replica_fail(replica, got, "%s", meta_store_errmsg(replica->store));
+            break;
+        }
+        if (node.kind == META_NODE_FILE && node.wc_state == META_WC_DIRTY)
+            rc = commit_node(replica, &node);
+        meta_node_clear(&node);
+    }
+    rc = txn_end(replica, rc, &saved);
+    /* On failure the files stay DIRTY: the next commit point or open commits them. */
+    replica->due_len = 0;
+    return rc;
+}
+
+/* Commits the open group as it is (no deferred commits run). */
+static int group_commit_now(struct meta_replica *replica)
+{
+    if (!replica->group_open)
+        return 0;
+    int rc = meta_store_txn_commit(replica->store);
+    if (rc) {
+        /* Counters handed out stay taken: the clock never goes back (see txn_end). */
+        struct crdt_clock saved = replica->clock;
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        group_lost(replica);
+        if (saved.counter > replica->clock.counter)
+            replica->clock.counter = saved.counter;
+        return rc;
+    }
+    replica->group_open = false;
+    changes_flush(replica, true);
+    /* The changes stand whatever happens to the checkpoint (a failure only delays it). */
+    if (checkpoint_due(replica))
+        (void)checkpoint_write(replica, false);
+    return 0;
+}
+
+int meta_replica_group_commit(struct meta_replica *replica)
+{
+    int rc = due_commit(replica);
+    int committed = group_commit_now(replica);
+    return rc ? rc : committed;
+}
+
+/*
+ * DIR/grouped exists while a replica runs grouped: found at open, the last
+ * grouped run stopped without committing its last group (a crash), which may
+ * have left working copies of new files with no node (orphans_clean).
+ */
+static void grouped_mark_path(char *out, size_t len, const struct meta_replica *replica)
+{
+    snprintf(out, len, "%s/grouped", meta_store_dir(replica->store));
+}
+
+int meta_replica_set_grouped(struct meta_replica *replica, bool grouped)
+{
+    char path[4096];
+    grouped_mark_path(path, sizeof(path), replica);
+    if (grouped && !replica->group_mode) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return replica_fail(replica, -errno, "cannot create %s: %s", path, strerror(errno));
+        close(fd);
+    } else if (!grouped && replica->group_mode) {
+        int rc = meta_replica_group_commit(replica);
+        if (rc)
+            return rc; /* the mark stays: the next open looks for what the group left */
+        if (unlink(path) != 0 && errno != ENOENT)
+            return replica_fail(replica, -errno, "cannot remove %s: %s", path, strerror(errno));
+    }
+    replica->group_mode = grouped;
+    return 0;
+}
+
+/*
+ * Removes the working copies a lost group left: files made for new nodes
+ * whose creation never committed. Such a node's id is the timestamp of an
+ * op of this replica past the log's highest counter (the clock, just
+ * rebuilt from the log), which no committed node can have; each candidate
+ * is checked against the store all the same. A failure only leaves files.
+ */
+static int orphans_clean(struct meta_replica *replica)
+{
+    char files[4096];
+    snprintf(files, sizeof(files), "%s/files", meta_store_dir(replica->store));
+    int rc = 0;
+    for (int fan = 0; fan < 256 && !rc; fan++) {
+        char sub[4200];
+        snprintf(sub, sizeof(sub), "%s/%02x", files, fan);
+        DIR *dir = opendir(sub);
+        if (!dir)
+            continue; /* not made yet */
+        struct dirent *entry;
+        while (!rc && (entry = readdir(dir))) {
+            struct meta_id id;
+            if (strlen(entry->d_name) != 2 * META_ID_LEN)
+                continue;
+            bool hex = true;
+            for (int i = 0; i < META_ID_LEN && hex; i++) {
+                unsigned byte;
+                hex = sscanf(entry->d_name + 2 * i, "%2x", &byte) == 1;
+                id.bytes[i] = (uint8_t)byte;
+            }
+            struct crdt_node_id node = from_meta_id(&id);
+            if (!hex || node.lo != replica->clock.replica || node.hi >= (1ULL << 63) ||
+                node.hi <= replica->clock.counter)
+                continue;
+            struct meta_node row;
+            int got = meta_node_get(&row, replica->store, &id);
+            if (got == 0) {
+                meta_node_clear(&row);
+                continue;
+            }
+            if (got != -ENOENT)
+                rc = replica_fail(replica, got, "%s", meta_store_errmsg(replica->store));
+            else if (unlinkat(dirfd(dir), entry->d_name, 0) != 0 && errno != ENOENT)
+                rc = replica_fail(replica, -errno, "cannot remove %s/%s: %s", sub, entry->d_name,
+                                  strerror(errno));
+        }
+        closedir(dir);
+    }
+    return rc;
+}
+
+bool meta_replica_group_pending(const struct meta_replica *replica)
+{
+    return replica->group_open || replica->due_len > 0;
+}
+
+/* Begins a change in a transaction of its own (an open group is committed first). */
 static int txn_begin(struct meta_replica *replica, struct crdt_clock *saved)
 {
+    /*
+     * A save's content that fails to commit here stays DIRTY, and the next
+     * commit point (or open) commits it: no reason to fail this change.
+     */
+    (void)due_commit(replica);
+    int rc = group_commit_now(replica);
+    if (rc)
+        return rc;
+    replica->change_grouped = false;
     *saved = replica->clock;
     replica->pending_len = 0;
     replica->moves_len = 0;
-    int rc = meta_store_txn_begin(replica->store);
+    rc = meta_store_txn_begin(replica->store);
     if (rc)
         return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     return 0;
+}
+
+/*
+ * Begins a change that may join the group: in grouped mode, a savepoint of
+ * the group's transaction (opened here if need be); else as txn_begin.
+ */
+static int txn_begin_grouped(struct meta_replica *replica, struct crdt_clock *saved)
+{
+    if (!replica->group_mode)
+        return txn_begin(replica, saved);
+    *saved = replica->clock;
+    replica->moves_len = 0;
+    int rc;
+    if (!replica->group_open) {
+        replica->pending_len = 0;
+        if ((rc = meta_store_txn_begin(replica->store)))
+            return replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        replica->group_open = true;
+    }
+    replica->pending_mark = replica->pending_len;
+    if ((rc = store_save_begin(replica->store))) {
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+        if (sqlite3_get_autocommit(replica->store->db)) {
+            meta_store_txn_rollback(replica->store);
+            group_lost(replica);
+        }
+        return rc;
+    }
+    replica->change_grouped = true;
+    return 0;
+}
+
+/*
+ * Ends a grouped change: releases its savepoint, or rolls back to it. The
+ * group's earlier changes stay unless SQLite rolled back the whole
+ * transaction (an I/O error), which loses them as a crash would.
+ */
+static int grouped_end(struct meta_replica *replica, int rc, const struct crdt_clock *saved)
+{
+    replica->change_grouped = false;
+    if (rc && !replica->errmsg[0])
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    int ended = store_save_end(replica->store, rc);
+    if (!ended)
+        return 0;
+    if (!rc)
+        replica_fail(replica, ended, "%s", meta_store_errmsg(replica->store));
+    if (sqlite3_get_autocommit(replica->store->db)) {
+        meta_store_txn_rollback(replica->store);
+        group_lost(replica);
+    } else {
+        /* The savepoint is undone: the store holds the group up to this change. */
+        replica->pending_len = replica->pending_mark;
+        replica->moves_len = 0;
+        text_cache_clear(replica);
+        if (tree_rebuild(replica) != 0)
+            replica_fail(replica, ended,
+                         "%s; and rebuilding the tree from the log failed too: remount the share",
+                         replica->errmsg);
+    }
+    if (saved->counter > replica->clock.counter)
+        replica->clock.counter = saved->counter;
+    return ended;
 }
 
 /*
@@ -643,6 +907,8 @@ static int txn_begin(struct meta_replica *replica, struct crdt_clock *saved)
  */
 static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock *saved)
 {
+    if (replica->change_grouped)
+        return grouped_end(replica, rc, saved);
     if (!rc) {
         rc = meta_store_txn_commit(replica->store);
         if (rc)
@@ -1031,6 +1297,18 @@ static int replica_init(struct meta_replica **out, struct meta_err *err, struct 
     int rc = meta_store_set_lazy(store, true);
     if (!rc)
         rc = tree_rebuild(replica);
+    char mark[4096];
+    grouped_mark_path(mark, sizeof(mark), replica);
+    if (!rc && !fresh && access(mark, F_OK) == 0) {
+        /*
+         * The last grouped run crashed. Leftover files cost only disk space:
+         * if they cannot be removed now, the mark stays and the next open
+         * tries again, and this open goes on.
+         */
+        if (orphans_clean(replica) == 0)
+            (void)unlink(mark);
+        replica->errmsg[0] = '\0';
+    }
     if (!rc && fresh) {
         /* The root and the trash are rows like any other; the root is inode 1. */
         struct crdt_clock saved;
@@ -1092,6 +1370,8 @@ void meta_replica_close(struct meta_replica *replica)
 {
     if (!replica)
         return;
+    if (meta_replica_set_grouped(replica, false) != 0)
+        meta_store_txn_rollback(replica->store); /* lost, as a crash would lose it */
     /* Nothing is lost if this fails: the next open replays more of the log. */
     if (replica->ready)
         (void)checkpoint_write(replica, true);
@@ -1101,6 +1381,7 @@ void meta_replica_close(struct meta_replica *replica)
     free(replica->pending);
     free(replica->moves);
     free(replica->writers);
+    free(replica->due);
     free(replica);
 }
 
@@ -1241,10 +1522,8 @@ static void fill_attr(struct meta_replica *replica, struct meta_attr *out,
          * through (and setattr sets with utimensat); uncommitted writes also
          * show there first.
          */
-        char path[4096];
         struct stat st;
-        if (meta_wc_path(path, sizeof(path), replica->store, &node->id) == 0 &&
-            stat(path, &st) == 0) {
+        if (meta_wc_stat(&st, replica->store, &node->id) == 0) {
             if (is_dirty(node))
                 out->size = (uint64_t)st.st_size;
             out->atime_ns = (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec;
@@ -1410,6 +1689,15 @@ static struct recent *recent_find(struct meta_replica *replica, uint64_t parent_
 static void recent_forget(struct recent *slot)
 {
     slot->when_ns = 0;
+}
+
+/* Forgets every remembered displacement and birth (they may name changes that were lost). */
+static void saves_forget(struct meta_replica *replica)
+{
+    for (size_t i = 0; i < RECENT_MAX; i++) {
+        replica->recent[i].when_ns = 0;
+        replica->born[i].when_ns = 0;
+    }
 }
 
 static void born_note(struct meta_replica *replica, struct crdt_node_id node)
@@ -2047,6 +2335,25 @@ static int commit_content(struct meta_replica *replica, const struct meta_id *id
     return rc;
 }
 
+/*
+ * Marks a node DIRTY in a committed transaction, before its working copy is
+ * rewritten or moved (meta/wcopy's protocol: after a kill -9 the store never
+ * calls a changed working copy clean). In grouped mode the whole group is
+ * committed with it.
+ */
+static int dirty_durably(struct meta_replica *replica, const struct meta_id *id)
+{
+    struct crdt_clock saved;
+    int rc = txn_begin_grouped(replica, &saved);
+    if (rc)
+        return rc;
+    rc = meta_wc_mark_dirty(replica->store, id);
+    if (rc)
+        replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
+    rc = txn_end(replica, rc, &saved);
+    return rc ? rc : group_commit_now(replica);
+}
+
 /* ---------- continuing a node across an editor's save ---------- */
 
 /* What continue_begin did, for continue_finish. */
@@ -2188,7 +2495,7 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
     struct recent *recent = kind == CRDT_KIND_FILE ? recent_find(replica, parent_ino, name) : NULL;
 
     struct crdt_clock saved;
-    rc = txn_begin(replica, &saved);
+    rc = txn_begin_grouped(replica, &saved);
     if (rc)
         return rc;
     struct crdt_tree_changes changes = {0};
@@ -2260,6 +2567,9 @@ static int make_node(struct meta_attr *out, struct meta_replica *replica, uint64
         rc = touch_dir(replica, &parent_mid);
     crdt_tree_changes_free(&changes);
     rc = txn_end(replica, rc, &saved);
+    /* Working copies were moved or replaced: that commits now, grouped or not. */
+    if (!rc && recent)
+        rc = group_commit_now(replica);
     if (rc == -EEXIST && backup_taken) {
         /*
          * The name the backup would keep is shown by another node now (rule
@@ -2362,7 +2672,7 @@ static int remove_entry(struct meta_replica *replica, uint64_t parent, const cha
         return rc;
     }
     struct crdt_clock saved;
-    rc = txn_begin(replica, &saved);
+    rc = txn_begin_grouped(replica, &saved);
     if (rc) {
         meta_node_clear(&node);
         return rc;
@@ -2391,6 +2701,21 @@ int meta_replica_rmdir(struct meta_replica *replica, uint64_t parent, const char
     return remove_entry(replica, parent, name, true);
 }
 
+/* Adds a file to those committed with the group (once). */
+static int due_add(struct meta_replica *replica, const struct meta_id *id)
+{
+    for (size_t i = 0; i < replica->due_len; i++)
+        if (!memcmp(replica->due[i].bytes, id->bytes, META_ID_LEN))
+            return 0;
+    struct meta_id *grown =
+        store_grow(replica->due, &replica->due_cap, replica->due_len, sizeof(*replica->due));
+    if (!grown)
+        return replica_fail(replica, -ENOMEM, "out of memory");
+    replica->due = grown;
+    replica->due[replica->due_len++] = *id;
+    return 0;
+}
+
 /*
  * rename(S, T) over an existing regular file T, where S is a file this
  * replica just made (an editor's temporary file): T keeps its identity and
@@ -2411,7 +2736,9 @@ static int replace_keeping_identity(struct meta_replica *replica, struct meta_no
         rc = set_clean(replica, &source->id); /* its bytes are the target's now */
     if (!rc)
         rc = swap_inos(replica, &source->id, source->ino, &target->id, target->ino);
-    if (!rc)
+    if (!rc && replica->group_mode)
+        rc = due_add(replica, &target->id); /* DIRTY until the group's commit commits it */
+    else if (!rc)
         rc = commit_content(replica, &target->id);
     if (!rc) {
         change_add(replica, META_CHANGE_CONTENT, source->ino, 0, NULL, false);
@@ -2480,7 +2807,7 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
         rc = -EINVAL;
     struct crdt_clock saved;
     if (!rc)
-        rc = txn_begin(replica, &saved);
+        rc = txn_begin_grouped(replica, &saved);
     if (rc)
         goto out;
     struct crdt_tree_changes changes = {0};
@@ -2513,6 +2840,9 @@ int meta_replica_rename(struct meta_replica *replica, uint64_t parent, const cha
         rc = touch_dir(replica, &new_dir.id);
     crdt_tree_changes_free(&changes);
     rc = txn_end(replica, rc, &saved);
+    /* A working copy was moved onto the target's: that commits now, grouped or not. */
+    if (!rc && continuity)
+        rc = group_commit_now(replica);
     if (!rc && !continuity && !(flags & META_RENAME_EXCHANGE) && source.kind == META_NODE_FILE)
         recent_note(replica, parent, name, from_meta_id(&source.id), DISPLACED_RENAMED);
 out:
@@ -2535,7 +2865,11 @@ int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, ui
         return node.kind == META_NODE_DIR ? -EISDIR : -EINVAL;
     }
     struct crdt_clock saved;
-    rc = txn_begin(replica, &saved);
+    /* A truncation rewrites the working copy: DIRTY is committed first (meta/wcopy). */
+    if ((to_set & META_SET_SIZE) && replica->group_mode && node.wc_state != META_WC_DIRTY)
+        rc = dirty_durably(replica, &node.id);
+    if (!rc)
+        rc = txn_begin_grouped(replica, &saved);
     if (rc) {
         meta_node_clear(&node);
         return rc;
@@ -2593,10 +2927,11 @@ int meta_replica_setattr(struct meta_attr *out, struct meta_replica *replica, ui
     if (!rc)
         rc = meta_node_put(NULL, replica->store, &node);
     rc = txn_end(replica, rc, &saved);
+    /* The row just written is the node's: no need to read it back. */
+    if (!rc)
+        fill_attr(replica, out, &node);
     meta_node_clear(&node);
-    if (rc)
-        return rc;
-    return meta_replica_getattr(out, replica, ino);
+    return rc;
 }
 
 int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t ino, int flags)
@@ -2610,13 +2945,8 @@ int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t i
         return node.kind == META_NODE_DIR ? -EISDIR : -EINVAL;
     }
     bool writable = (flags & O_ACCMODE) != O_RDONLY;
-    if (writable && node.wc_state != META_WC_DIRTY) {
-        /* Durably dirty before the first byte lands (meta/wcopy's protocol). */
-        struct crdt_clock saved;
-        rc = txn_begin(replica, &saved);
-        if (!rc)
-            rc = txn_end(replica, meta_wc_mark_dirty(replica->store, &node.id), &saved);
-    }
+    if (writable && node.wc_state != META_WC_DIRTY)
+        rc = dirty_durably(replica, &node.id); /* before the first byte lands (meta/wcopy) */
     if (!rc) {
         rc = meta_wc_open(out_fd, replica->store, &node.id,
                           (flags & (O_ACCMODE | O_TRUNC | O_APPEND)) | O_CREAT);
@@ -2684,7 +3014,7 @@ int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
         return 0;
     }
     struct crdt_clock saved;
-    rc = txn_begin(replica, &saved);
+    rc = txn_begin_grouped(replica, &saved);
     if (!rc)
         rc = txn_end(replica, commit_node(replica, &node), &saved);
     meta_node_clear(&node);
@@ -2694,7 +3024,7 @@ int meta_replica_commit(struct meta_replica *replica, uint64_t ino)
 int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos, size_t count)
 {
     struct crdt_clock saved;
-    int rc = txn_begin(replica, &saved);
+    int rc = txn_begin_grouped(replica, &saved);
     if (rc)
         return rc;
     for (size_t i = 0; i < count && !rc; i++) {
@@ -2719,6 +3049,8 @@ int meta_replica_fsync(struct meta_replica *replica, uint64_t ino)
         struct meta_node node;
         int rc = meta_replica_commit(replica, ino);
         if (!rc)
+            rc = meta_replica_group_commit(replica); /* with the file's creation and the rest */
+        if (!rc)
             rc = node_by_ino(&node, replica, ino);
         if (rc)
             return rc;
@@ -2741,6 +3073,8 @@ int meta_replica_fsync(struct meta_replica *replica, uint64_t ino)
         rc = meta_replica_commit(replica, node_ino);
     }
     free(ids);
+    if (!rc)
+        rc = meta_replica_group_commit(replica);
     if (!rc && (rc = meta_store_sync(replica->store, NULL)))
         replica_fail(replica, rc, "%s", meta_store_errmsg(replica->store));
     return rc;
@@ -2767,7 +3101,7 @@ int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino, const char
         rc = -ENODATA;
     struct crdt_clock saved;
     if (!rc)
-        rc = txn_begin(replica, &saved);
+        rc = txn_begin_grouped(replica, &saved);
     if (!rc) {
         uint64_t seq;
         struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
@@ -2794,6 +3128,9 @@ int meta_replica_setxattr(struct meta_replica *replica, uint64_t ino, const char
 int meta_replica_getxattr(uint8_t **out, size_t *out_len, struct meta_replica *replica,
                           uint64_t ino, const char *name)
 {
+    /* The kernel asks for security.capability before nearly every write: answer from memory. */
+    if (!meta_xattr_maybe(replica->store, name))
+        return -ENODATA;
     struct meta_node node;
     int rc = node_by_ino(&node, replica, ino);
     if (rc)
@@ -2847,7 +3184,7 @@ int meta_replica_removexattr(struct meta_replica *replica, uint64_t ino, const c
     free(existing);
     struct crdt_clock saved;
     if (!rc)
-        rc = txn_begin(replica, &saved);
+        rc = txn_begin_grouped(replica, &saved);
     if (!rc) {
         uint64_t seq;
         struct crdt_ts ts = crdt_clock_tick(&replica->clock, &seq);
@@ -2992,12 +3329,15 @@ void meta_replica_set_fetch(struct meta_replica *replica, meta_chunk_fetch_fn fn
 int meta_replica_ops_since(struct meta_replica *replica, const struct crdt_vv *have, meta_op_fn fn,
                            void *ctx)
 {
-    return meta_oplog_since(replica->store, have, fn, ctx);
+    /* Only committed ops leave this device: a crash must not take back what a peer has. */
+    int rc = meta_replica_group_commit(replica);
+    return rc ? rc : meta_oplog_since(replica->store, have, fn, ctx);
 }
 
 int meta_replica_version(struct crdt_vv *out, struct meta_replica *replica)
 {
-    return meta_vv_load(out, replica->store);
+    int rc = meta_replica_group_commit(replica);
+    return rc ? rc : meta_vv_load(out, replica->store);
 }
 
 struct op_ref {

@@ -222,6 +222,28 @@ META_MUST_CHECK int meta_replica_commit_batch(struct meta_replica *replica, cons
  * commits then keep it dirty, since more bytes may come. 0 or -ENOMEM.
  */
 META_MUST_CHECK int meta_replica_set_writer(struct meta_replica *replica, uint64_t ino, bool open);
+/*
+ * Grouped mode (the mount's): file-system changes run as savepoints of one
+ * store transaction, committed by meta_replica_group_commit (the mount
+ * calls it every few milliseconds) or by any call that needs the changes
+ * committed: fsync, a change that moves working copies, remote ops,
+ * reading ops for peers, close. A failed change undoes only itself; change
+ * events come when the group commits. A kill -9 may lose the changes of a
+ * group not committed yet, never part of one. In a group, the content a
+ * save (a rename keeping identity) gives a file is committed with the group,
+ * so quick saves make one version. The next open removes the
+ * working copies of new files such a group left (the store's DIR/grouped
+ * marks a grouped run). Turning it off commits the group. Off by default.
+ */
+META_MUST_CHECK int meta_replica_set_grouped(struct meta_replica *replica, bool grouped);
+/*
+ * Commits the open group, if any. On failure every change of the group is
+ * lost, as in a crash, and memory is put back in step with the store.
+ */
+META_MUST_CHECK int meta_replica_group_commit(struct meta_replica *replica);
+/* Whether a group is open or a save's content waits for the group's commit. */
+bool meta_replica_group_pending(const struct meta_replica *replica);
+
 /* Commits ino (or everything, ino 0) and makes it durable: power-loss safe on return. */
 META_MUST_CHECK int meta_replica_fsync(struct meta_replica *replica, uint64_t ino);
 

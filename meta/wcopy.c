@@ -34,6 +34,14 @@ int meta_wc_path(char *out, size_t cap, const struct meta_store *store, const st
     return len < 0 || (size_t)len >= cap ? -ENAMETOOLONG : 0;
 }
 
+int meta_wc_stat(struct stat *out, const struct meta_store *store, const struct meta_id *node)
+{
+    struct wc_names names;
+    wc_names(&names, node);
+    /* Relative to DIR/files: two path components to walk, not the store's whole path. */
+    return fstatat(store->files_fd, names.file, out, 0) == 0 ? 0 : -errno;
+}
+
 /* fsyncs DIR/files/<name> (a directory) through the I/O hook. */
 static int fsync_files_dir(struct meta_store *store, const char *name)
 {

@@ -20,9 +20,13 @@
 #include "meta/store.h"
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 /* DIR/files/xx/<32 hex digits> of a node into out[0..cap); -ENAMETOOLONG. */
 META_MUST_CHECK int meta_wc_path(char *out, size_t cap, const struct meta_store *store,
+                                 const struct meta_id *node);
+/* stat(2) of a node's working copy into *out; -ENOENT if it has none. */
+META_MUST_CHECK int meta_wc_stat(struct stat *out, const struct meta_store *store,
                                  const struct meta_id *node);
 /*
  * Opens a node's working copy with open(2) flags (O_CLOEXEC added); with

@@ -18,6 +18,9 @@
  *                      its checkpoint); median of 3.                   (open)
  *   native_creates_per_s  the same files made with open, write, close under
  *                      DIR, just before: the file system's rate in this run.
+ *   creates_per_s_grouped  creates_per_s with the replica grouped as the
+ *                      mount runs it: savepoints of one transaction,
+ *                      committed every 64 files.                     (creates)
  *   creates_per_s_durable_each  store only, every commit fsync'ed (synchronous
  *                      FULL, working copy and directory fsyncs): a diagnostic
  *                      of what full durability costs.         (creates_durable)
@@ -271,11 +274,20 @@ static double bench_native_creates(const char *base)
     return rate;
 }
 
-/* Creates per second as the mount makes them: mknod, write 1-4 KiB, commit (lazy durability). */
-static double bench_replica_creates(const char *base)
+/*
+ * Creates per second: mknod, write 1-4 KiB, commit (lazy durability); with
+ * `grouped`, as the mount runs the replica (meta_replica_set_grouped), the
+ * group committed every GROUP_FILES files as the mount's committer would.
+ */
+#define GROUP_FILES 64
+static double bench_replica_creates(const char *base, bool grouped)
 {
     struct meta_replica *replica;
     char *dir = bench_share(base, &replica, "bench");
+    if (grouped && meta_replica_set_grouped(replica, true) != 0) {
+        fprintf(stderr, "grouped: %s\n", meta_replica_errmsg(replica));
+        exit(1);
+    }
     uint8_t data[4096];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 131 + 7);
@@ -290,6 +302,11 @@ static double bench_replica_creates(const char *base)
         }
         data[0] = (uint8_t)n;
         write_commit(replica, attr.ino, data, 1024 + n % 3072);
+        if (grouped && (n % GROUP_FILES == 0 || n == CREATES) &&
+            meta_replica_group_commit(replica) != 0) {
+            fprintf(stderr, "group commit: %s\n", meta_replica_errmsg(replica));
+            exit(1);
+        }
     }
     double rate = CREATES / (now_s() - start);
     bench_share_free(dir, replica);
@@ -473,7 +490,8 @@ int main(int argc, char **argv)
 #define RUN(name, call) (!only || strcmp(only, name) == 0 ? (call) : 0)
     double chunk_rate = RUN("chunk", bench_chunking(&chunks));
     double native_rate = RUN("creates", bench_native_creates(base));
-    double create_rate = RUN("creates", bench_replica_creates(base));
+    double create_rate = RUN("creates", bench_replica_creates(base, false));
+    double grouped_rate = RUN("creates", bench_replica_creates(base, true));
     double store_create_rate = RUN("creates_durable", bench_creates(base, NULL));
     double text_commit_ms = RUN("text", bench_text_commit(base));
     double apply_ms = RUN("apply", bench_apply_tree(base));
@@ -482,9 +500,10 @@ int main(int argc, char **argv)
         printf("{\"chunk_mb_per_s\": %.1f, \"creates_per_s\": %.0f, \"text_commit_ms\": %.3f, "
                "\"apply_10k_tree_ms\": %.1f, \"open_100k_ms\": %.1f, "
                "\"creates_per_s_durable_each\": %.0f, \"native_creates_per_s\": %.0f, "
+               "\"creates_per_s_grouped\": %.0f, "
                "\"chunks\": %llu, \"creates\": %d, \"store_dir\": \"%s\"}\n",
                chunk_rate, create_rate, text_commit_ms, apply_ms, open_ms, store_create_rate,
-               native_rate, (unsigned long long)chunks, CREATES, base);
+               native_rate, grouped_rate, (unsigned long long)chunks, CREATES, base);
     } else {
         printf("chunk_mb_per_s      %8.1f  (256 MiB, %llu chunks, best of 3)\n", chunk_rate,
                (unsigned long long)chunks);
@@ -501,6 +520,9 @@ int main(int argc, char **argv)
                store_create_rate);
         printf("native_creates_per_s %7.0f  (the same files: open, write, close in %s)\n",
                native_rate, base);
+        printf("creates_per_s_grouped %6.0f  (as creates_per_s, grouped as the mount runs it, "
+               "a commit per %d files)\n",
+               grouped_rate, GROUP_FILES);
     }
     printf("reproduce: %s%s --dir %s\n", argv[0], json ? " --json" : "", base);
     return only || (chunk_rate > 0 && create_rate > 0) ? 0 : 1;

@@ -44,7 +44,8 @@ dev() {
 }
 declare -A daemon
 mount_dev() { # mount_dev X: mounts device X's share ("s" + X) on $FUSE_TMP/mnt-X
-    mkdir -p "$FUSE_TMP/mnt-$1"
+    # After a kill -9 the mount point is stale: stat may fail on it (weft mount cleans it up).
+    fuse_mounted "$FUSE_TMP/mnt-$1" || mkdir -p "$FUSE_TMP/mnt-$1"
     XDG_DATA_HOME=$FUSE_TMP/dev-$1 weft_mount "s$1" "$FUSE_TMP/mnt-$1"
     daemon[$1]=$FUSE_DAEMON_PID
 }

@@ -467,6 +467,156 @@ static void test_text_cache_eviction(void)
     peer_free(&b);
 }
 
+/* Working copies under DIR/files (not files/tmp): how many files. */
+static int count_working_copies(struct peer *peer)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd),
+             "find '%s/share/files' -path '*/files/tmp' -prune -o -type f -print | wc -l",
+             peer->dir);
+    FILE *out = popen(cmd, "r");
+    int count = -1;
+    if (!out || fscanf(out, "%d", &count) != 1)
+        count = -1;
+    if (out)
+        pclose(out);
+    return count;
+}
+
+static bool grouped_mark_exists(struct peer *peer)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/share/grouped", peer->dir);
+    return access(path, F_OK) == 0;
+}
+
+/*
+ * Grouped mode: changes wait in one open transaction; a failed change undoes
+ * only itself; peers get ops only once committed; the group commits at close.
+ */
+static void test_grouped_changes(void)
+{
+    struct peer a, b;
+    peer_init(&a, "laptop");
+    peer_init(&b, "desktop");
+    CHECK_INT(0, meta_replica_set_grouped(a.replica, true));
+    CHECK(grouped_mark_exists(&a));
+    make_dirs(&a, "kept", 1);
+    CHECK(meta_replica_group_pending(a.replica));
+    /* A change that fails inside the group (its working copy cannot be made). */
+    char blocker[4200];
+    snprintf(blocker, sizeof(blocker), "%s/share/files/00", a.dir);
+    int fd = open(blocker, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    close(fd);
+    struct meta_attr attr;
+    CHECK(meta_replica_mknod(&attr, a.replica, META_INO_ROOT, "blocked", S_IFREG | 0644, 0, 0, 0) !=
+          0);
+    CHECK(meta_replica_group_pending(a.replica));
+    char names[1024];
+    listing(&a, "", names, sizeof(names));
+    CHECK_STR("kept0|", names);
+    CHECK_INT(0, unlink(blocker));
+    write_text(&a, "notes.txt", "grouped\n");
+    CHECK(meta_replica_group_pending(a.replica));
+    /* A peer's pull commits the group first: it gets every change made. */
+    exchange(&a, &b);
+    CHECK(!meta_replica_group_pending(a.replica));
+    listing(&b, "", names, sizeof(names));
+    CHECK_STR("kept0|notes.txt|", names);
+    check_content(&b, "notes.txt", "grouped\n");
+    /* Close commits the last group and removes the mark. */
+    make_dirs(&a, "late", 1);
+    peer_reopen(&a);
+    CHECK(!grouped_mark_exists(&a));
+    listing(&a, "", names, sizeof(names));
+    CHECK_STR("kept0|late0|notes.txt|", names);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    peer_free(&a);
+    peer_free(&b);
+}
+
+/* An editor's save (temp file renamed over the file) in a group. */
+static void save_over(struct peer *peer, const char *name, const char *text)
+{
+    struct meta_attr attr;
+    CHECK_INT(0, meta_replica_mknod(&attr, peer->replica, META_INO_ROOT, ".tmp", S_IFREG | 0644, 0,
+                                    0, 0));
+    int fd = -1;
+    CHECK_INT(0, meta_replica_open_file(&fd, peer->replica, attr.ino, O_WRONLY));
+    CHECK((size_t)write(fd, text, strlen(text)) == strlen(text));
+    close(fd);
+    CHECK_INT(0, meta_replica_rename(peer->replica, META_INO_ROOT, ".tmp", META_INO_ROOT, name, 0));
+}
+
+/* Saves in quick succession in a group: one node, one version for them, the last content. */
+static void test_grouped_saves(void)
+{
+    struct peer a;
+    peer_init(&a, "laptop");
+    CHECK_INT(0, meta_replica_set_grouped(a.replica, true));
+    write_text(&a, "doc.txt", "first\n");
+    CHECK_INT(0, meta_replica_group_commit(a.replica));
+    uint64_t ino = resolve(&a, "doc.txt");
+    struct meta_id before, after;
+    CHECK_INT(0, meta_replica_node_id(&before, a.replica, ino));
+    save_over(&a, "doc.txt", "second\n");
+    save_over(&a, "doc.txt", "third\n");
+    check_content(&a, "doc.txt", "third\n");
+    CHECK(meta_replica_group_pending(a.replica));
+    CHECK_INT(0, meta_replica_group_commit(a.replica));
+    CHECK_INT(0, meta_replica_node_id(&after, a.replica, resolve(&a, "doc.txt")));
+    CHECK(!memcmp(before.bytes, after.bytes, META_ID_LEN));
+    struct meta_log_entry *entries = NULL;
+    size_t count = 0;
+    CHECK_INT(0, meta_replica_log(&entries, &count, a.replica, resolve(&a, "doc.txt")));
+    CHECK_INT(2, count);
+    if (count)
+        CHECK_INT(6, entries[0].size);
+    free(entries);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_INT(0, meta_replica_text(&text, &len, a.replica, resolve(&a, "doc.txt")));
+    CHECK_STR("third\n", text);
+    free(text);
+    CHECK_INT(0, meta_replica_check(a.replica));
+    peer_free(&a);
+}
+
+static void work_grouped_then_die(struct peer *peer)
+{
+    CHECK_INT(0, meta_replica_set_grouped(peer->replica, true));
+    write_text(peer, "committed.txt", "kept\n");
+    CHECK_INT(0, meta_replica_group_commit(peer->replica));
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "lost%d.txt", i);
+        write_text(peer, name, "never committed\n");
+    }
+    CHECK(meta_replica_group_pending(peer->replica));
+}
+
+/* A crash loses the open group, never part of it; its new files' working copies go at open. */
+static void test_grouped_crash(void)
+{
+    struct peer a;
+    peer_init(&a, "laptop");
+    int before = count_working_copies(&a);
+    in_child_then_die(&a, work_grouped_then_die);
+    CHECK(!grouped_mark_exists(&a));
+    char names[1024];
+    listing(&a, "", names, sizeof(names));
+    CHECK_STR("committed.txt|", names);
+    check_content(&a, "committed.txt", "kept\n");
+    CHECK_INT(before + 1, count_working_copies(&a));
+    CHECK_INT(0, meta_replica_check(a.replica));
+    /* Life goes on: new files take the lost ones' ids. */
+    write_text(&a, "next.txt", "after\n");
+    check_content(&a, "next.txt", "after\n");
+    CHECK_INT(before + 2, count_working_copies(&a));
+    peer_free(&a);
+}
+
 int main(void)
 {
     test_tree_and_text_sync();
@@ -478,5 +628,8 @@ int main(void)
     test_bad_checkpoint();
     test_text_state_replay();
     test_text_cache_eviction();
+    test_grouped_changes();
+    test_grouped_crash();
+    test_grouped_saves();
     return test_finish("replica");
 }
