@@ -22,7 +22,8 @@
 
 /*
  * How often the agent looks for what never came (tick), and how long a
- * chunk asked for may take before it is asked for again, of every session.
+ * chunk asked for may take, and nothing at all come, before it is asked for
+ * again of every session.
  */
 #define TICK_MS 2000
 /* The least time between two seals of this device's changes (seal_and_push). */
@@ -87,8 +88,9 @@ struct sync_agent {
      */
     struct crdt_vv claimed;
     atomic_bool poke_pending;
-    int64_t last_seal_ns; /* loop thread only, as seal_deferred */
-    bool seal_deferred;   /* a seal waits for the gap after the last one (sync_net_later) */
+    int64_t last_seal_ns;    /* loop thread only, as seal_deferred and last_arrival_ns */
+    int64_t last_arrival_ns; /* when a record last came from any session */
+    bool seal_deferred;      /* a seal waits for the gap after the last one (sync_net_later) */
     pthread_mutex_t status_lock;
     struct sync_agent_status status;
 };
@@ -532,6 +534,7 @@ static int take_record(struct session *session, const uint8_t *record, size_t le
     struct sync_agent *agent = session->agent;
     enum sync_reason reason = SYNC_REASON_NONE;
     open_group(agent);
+    agent->last_arrival_ns = now_ns();
     struct sync_device_stats before;
     sync_device_stats(&before, agent->device);
     uint64_t applied_before = before.records_applied;
@@ -947,7 +950,13 @@ static void tick(void *ctx)
     sync_device_stats(&stats, agent->device);
     uint8_t(*ids)[SYNC_HASH_LEN] = NULL;
     size_t count = 0;
-    if (sync_device_wanted_stale(agent->device, &ids, &count, ASK_AGAIN_NS) != 0)
+    /*
+     * Only once nothing has come for a while: during a restore, chunks asked
+     * for wait their turn behind thousands of others, and asking again would
+     * have them sent twice.
+     */
+    if (now_ns() - agent->last_arrival_ns < ASK_AGAIN_NS ||
+        sync_device_wanted_stale(agent->device, &ids, &count, ASK_AGAIN_NS) != 0)
         count = 0;
     for (struct session *session = agent->sessions; session; session = session->next) {
         if (!session->hello_seen)
