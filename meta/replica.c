@@ -567,6 +567,19 @@ static int tree_rebuild(struct meta_replica *replica)
 }
 
 /*
+ * After a failed change (rc): the text cache and the tree go back to what
+ * the store holds; if even that fails, the message says to remount.
+ */
+static void memory_from_store(struct meta_replica *replica, int rc)
+{
+    text_cache_clear(replica);
+    if (tree_rebuild(replica) != 0)
+        replica_fail(replica, rc,
+                     "%s; and rebuilding the tree from the log failed too: remount the share",
+                     replica->errmsg);
+}
+
+/*
  * Writes the tree checkpoint: a snapshot of the tree in memory, which holds
  * exactly the logged tree ops (the caller is between transactions, or at
  * the end of one whose ops are all applied), with the version vector.
@@ -659,12 +672,8 @@ static void group_lost(struct meta_replica *replica)
     replica->group_open = false;
     replica->pending_len = 0;
     replica->moves_len = 0;
-    text_cache_clear(replica);
     saves_forget(replica);
-    if (tree_rebuild(replica) != 0)
-        replica_fail(replica, -EIO,
-                     "%s; and rebuilding the tree from the log failed too: remount the share",
-                     replica->errmsg);
+    memory_from_store(replica, -EIO);
 }
 
 static int commit_node(struct meta_replica *replica, const struct meta_node *node);
@@ -890,11 +899,7 @@ static int grouped_end(struct meta_replica *replica, int rc, const struct crdt_c
         /* The savepoint is undone: the store holds the group up to this change. */
         replica->pending_len = replica->pending_mark;
         replica->moves_len = 0;
-        text_cache_clear(replica);
-        if (tree_rebuild(replica) != 0)
-            replica_fail(replica, ended,
-                         "%s; and rebuilding the tree from the log failed too: remount the share",
-                         replica->errmsg);
+        memory_from_store(replica, ended);
     }
     if (saved->counter > replica->clock.counter)
         replica->clock.counter = saved->counter;
@@ -919,11 +924,7 @@ static int txn_end(struct meta_replica *replica, int rc, const struct crdt_clock
         meta_store_txn_rollback(replica->store);
     }
     if (rc) {
-        text_cache_clear(replica);
-        if (tree_rebuild(replica) != 0)
-            replica_fail(replica, rc,
-                         "%s; and rebuilding the tree from the log failed too: remount the share",
-                         replica->errmsg);
+        memory_from_store(replica, rc);
         /*
          * The log gives the seq; the counter stays where it was before the
          * change, which may be past the log's (merged versions take counters
