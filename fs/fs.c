@@ -8,6 +8,8 @@
 #define FUSE_USE_VERSION 314
 #include "fs/fs.h"
 
+#include "fs/passthrough.h"
+
 #include "sync/agent.h"
 #include "sync/invite.h"
 
@@ -71,6 +73,14 @@ struct writer {
     uint64_t ino;
     unsigned count;
     bool dirty; /* written since the last commit; set without the lock (atomic) */
+    /*
+     * Writes through a passed-through handle never reach weft, so the
+     * periodic commit looks at the working copy's ctime instead: `probe` is
+     * a descriptor of it (-1 if no handle is passed through), `seen` the
+     * ctime last committed.
+     */
+    int probe;
+    struct timespec seen;
     struct writer *next;
 };
 
@@ -79,6 +89,7 @@ struct handle {
     int fd;
     uint64_t ino;
     struct writer *writer; /* lives as long as any writable handle of the inode */
+    enum fs_pt_mode mode;  /* FS_PT_PASSTHROUGH: holds one fs_pt_open of the inode */
 };
 
 /* Notes a write through a handle: a flag store, no lock on the data path. */
@@ -104,6 +115,7 @@ struct fs {
     struct meta_replica *replica;
     const struct fs_options *options;
     struct fuse_session *session;
+    struct fs_pt *pt;     /* FUSE passthrough of file data (fs/passthrough) */
     pthread_mutex_t lock; /* the replica, `writers` and `closed` */
     struct writer *writers;
     uint64_t *closed; /* files whose last writer closed, waiting for the committer */
@@ -194,6 +206,7 @@ static int writer_add(struct fs *fs, uint64_t ino)
         if (!*slot)
             return -ENOMEM;
         (*slot)->ino = ino;
+        (*slot)->probe = -1;
     }
     (*slot)->count++;
     return 0;
@@ -209,8 +222,34 @@ static bool writer_drop(struct fs *fs, uint64_t ino)
         return false;
     struct writer *gone = *slot;
     *slot = gone->next;
+    if (gone->probe >= 0)
+        close(gone->probe);
     free(gone);
     return true;
+}
+
+/* Starts watching the working copy's ctime for a passed-through writer (under lock). */
+static void writer_probe(struct writer *writer, int fd)
+{
+    struct stat st;
+    if (writer->probe >= 0 || fstat(fd, &st) != 0)
+        return;
+    writer->probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    writer->seen = st.st_ctim;
+    /* Whatever happens before the first look is committed by the first look. */
+    __atomic_store_n(&writer->dirty, true, __ATOMIC_RELAXED);
+}
+
+/* Marks a passed-through writer dirty if its working copy changed since the last look. */
+static void writer_look(struct writer *writer)
+{
+    struct stat st;
+    if (writer->probe < 0 || fstat(writer->probe, &st) != 0)
+        return;
+    if (st.st_ctim.tv_sec != writer->seen.tv_sec || st.st_ctim.tv_nsec != writer->seen.tv_nsec) {
+        writer->seen = st.st_ctim;
+        __atomic_store_n(&writer->dirty, true, __ATOMIC_RELAXED);
+    }
 }
 
 static void writer_mark(struct fs *fs, uint64_t ino)
@@ -541,6 +580,13 @@ static int open_handle(struct fs *fs, struct handle **out, fuse_ino_t ino, int f
         else if (flags & O_TRUNC)
             handle_wrote(handle);
     }
+    if (!rc) {
+        /* Under the lock: the working copy is pinned before a remote change can replace it. */
+        int32_t backing_id = 0;
+        handle->mode = fs_pt_open(fs->pt, ino, handle->fd, &backing_id);
+        if (handle->mode == FS_PT_PASSTHROUGH && handle->writer)
+            writer_probe(handle->writer, handle->fd);
+    }
     unlock_changed(fs);
     if (rc) {
         free(handle);
@@ -548,6 +594,33 @@ static int open_handle(struct fs *fs, struct handle **out, fuse_ino_t ino, int f
     }
     *out = handle;
     return 0;
+}
+
+/* The open reply's flags for a handle (fs/passthrough patches in its backing id). */
+static void handle_open_flags(const struct handle *handle, struct fuse_file_info *fi)
+{
+    fi->fh = (uint64_t)(uintptr_t)handle;
+    /* The page cache stays valid across opens: remote changes invalidate it explicitly. */
+    fi->keep_cache = handle->mode == FS_PT_CACHED;
+    fi->direct_io = handle->mode == FS_PT_DIRECT;
+    /* close(2) has nothing to wait for (op_flush): spare it a request. */
+    fi->noflush = 1;
+}
+
+/* Undoes an open whose reply found the opener gone (interrupted), as a release would. */
+static void undo_open(struct fs *fs, struct handle *handle)
+{
+    if (handle->writer) {
+        pthread_mutex_lock(&fs->lock);
+        if (writer_drop(fs, handle->ino) &&
+            meta_replica_set_writer(fs->replica, handle->ino, false) != 0)
+            fs_log(LOG_WARNING, "out of memory updating the writer list");
+        pthread_mutex_unlock(&fs->lock);
+    }
+    if (handle->mode == FS_PT_PASSTHROUGH)
+        fs_pt_release(fs->pt, handle->ino);
+    close(handle->fd);
+    free(handle);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -560,22 +633,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->fh = (uint64_t)(uintptr_t)handle;
-    /* The page cache stays valid across opens: remote changes invalidate it explicitly. */
-    fi->keep_cache = 1;
-    /* close(2) has nothing to wait for (op_flush): spare it a request. */
-    fi->noflush = 1;
-    if (fuse_reply_open(req, fi) == -ENOENT) {
-        /* The opener was interrupted: undo the open as a release would. */
-        if (handle->writer) {
-            pthread_mutex_lock(&fs->lock);
-            if (writer_drop(fs, ino) && meta_replica_set_writer(fs->replica, ino, false) != 0)
-                fs_log(LOG_WARNING, "out of memory updating the writer list");
-            pthread_mutex_unlock(&fs->lock);
-        }
-        close(handle->fd);
-        free(handle);
-    }
+    handle_open_flags(handle, fi);
+    if (fuse_reply_open(req, fi) == -ENOENT)
+        undo_open(fs, handle);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -596,9 +656,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->fh = (uint64_t)(uintptr_t)handle;
-    fi->keep_cache = 1;
-    fi->noflush = 1;
+    handle_open_flags(handle, fi);
     struct fuse_entry_param entry;
     memset(&entry, 0, sizeof(entry));
     entry.ino = attr.ino;
@@ -606,7 +664,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     to_stat(&entry.attr, &attr);
     entry.attr_timeout = fs->options->attr_timeout;
     entry.entry_timeout = fs->options->entry_timeout;
-    fuse_reply_create(req, &entry, fi);
+    if (fuse_reply_create(req, &entry, fi) == -ENOENT)
+        undo_open(fs, handle);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -677,6 +736,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         else if (last)
             wake_committer(fs);
     }
+    if (handle->mode == FS_PT_PASSTHROUGH)
+        fs_pt_release(fs->pt, ino);
     close(handle->fd);
     free(handle);
     fuse_reply_err(req, 0);
@@ -1184,11 +1245,17 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
-    if (conn->capable & FUSE_CAP_SPLICE_READ)
-        conn->want |= FUSE_CAP_SPLICE_READ;
-    if (conn->capable & FUSE_CAP_SPLICE_MOVE)
-        conn->want |= FUSE_CAP_SPLICE_MOVE;
+    struct fs *fs = userdata;
+    /*
+     * Passed-through files never send their data here, and fs/passthrough
+     * must see every request as bytes: splice reads only without it.
+     */
+    if (!fs_pt_init(fs->pt, fuse_session_fd(fs->session))) {
+        if (conn->capable & FUSE_CAP_SPLICE_READ)
+            conn->want |= FUSE_CAP_SPLICE_READ;
+        if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+            conn->want |= FUSE_CAP_SPLICE_MOVE;
+    }
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     /* O_TRUNC arrives with open, so a truncate-and-write save is one request, not two. */
@@ -1329,6 +1396,7 @@ static void *committer_main(void *arg)
         pthread_mutex_lock(&fs->lock);
         commit_closed(fs);
         for (struct writer *writer = fs->writers; writer; writer = writer->next) {
+            writer_look(writer);
             if (!writer_take_dirty(writer))
                 continue;
             int rc = meta_replica_commit(fs->replica, writer->ino);
@@ -1393,6 +1461,16 @@ static void sync_log(void *ctx, enum sync_net_log_level level, const char *line)
         fs_log(priorities[level], "sync: %s", line);
 }
 
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+    return fs_pt_read(((struct fs *)userdata)->pt, fd, buf, len);
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    return fs_pt_writev(((struct fs *)userdata)->pt, fd, iov, count);
+}
+
 int fs_serve(struct meta_replica *replica, const struct fs_options *options, char *errbuf,
              size_t errlen)
 {
@@ -1410,6 +1488,12 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
     char *argv[] = {"weft", "-o", opts, options->debug ? "-d" : NULL, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(options->debug ? 4 : 3, argv);
     int rc = 0;
+    fs.pt = fs_pt_new(!options->no_passthrough);
+    if (!fs.pt) {
+        snprintf(errbuf, errlen, "out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
     fs.session = fuse_session_new(&args, &ops, sizeof(ops), &fs);
     if (!fs.session) {
         snprintf(errbuf, errlen, "could not start a FUSE session (is /dev/fuse there?)");
@@ -1426,6 +1510,14 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
                  "could not mount on %s (see the messages above; is it an empty directory "
                  "you may write to, and is the fuse3 package installed?)",
                  options->mountpoint);
+        rc = -EIO;
+        goto out_signals;
+    }
+    /* Between libfuse and /dev/fuse, to speak the passthrough libfuse 3.14 cannot. */
+    static const struct fuse_custom_io io = {.read = io_read, .writev = io_writev};
+    if (fuse_session_custom_io(fs.session, &io, fuse_session_fd(fs.session)) != 0) {
+        snprintf(errbuf, errlen, "could not set up the FUSE session's I/O");
+        fuse_session_unmount(fs.session);
         rc = -EIO;
         goto out_signals;
     }
@@ -1449,6 +1541,7 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
         }
     }
     meta_replica_subscribe(replica, on_change, &fs);
+    meta_replica_set_wc_pinned(replica, fs_pt_pinned, fs.pt);
     if (meta_replica_set_grouped(replica, true) != 0)
         fs_log(LOG_WARNING, "changes are committed one by one: %s", meta_replica_errmsg(replica));
     pthread_create(&fs.notifier, NULL, notifier_main, &fs);
@@ -1498,12 +1591,14 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
         sync_agent_poke(fs.agent);
     sync_agent_stop(fs.agent);
     meta_replica_subscribe(replica, NULL, NULL);
+    meta_replica_set_wc_pinned(replica, NULL, NULL);
     fuse_session_unmount(fs.session);
 out_signals:
     fuse_remove_signal_handlers(fs.session);
 out_session:
     fuse_session_destroy(fs.session);
 out:
+    fs_pt_free(fs.pt);
     fuse_opt_free_args(&args);
     for (struct queued_change *queued = fs.queue_head, *next; queued; queued = next) {
         next = queued->next;

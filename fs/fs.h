@@ -20,6 +20,8 @@ struct fs_options {
     bool allow_other;       /* let other users in (needs root or user_allow_other) */
     bool read_only;
     bool debug;                 /* libfuse's request trace on stderr */
+    bool no_passthrough;        /* serve file data through the daemon even where the
+                                   kernel could pass it through (fs/passthrough) */
     double entry_timeout;       /* seconds the kernel may cache names (remote changes invalidate) */
     double attr_timeout;        /* seconds the kernel may cache attributes */
     unsigned commit_interval_s; /* commit files held open for writing this often */

@@ -89,7 +89,14 @@ static const char usage_mount[] =
     "  -d, --debug        also print every FUSE request (implies --foreground)\n"
     "  -o OPTIONS         comma-separated: ro (read-only), allow_other (let other\n"
     "                     users in; needs root or user_allow_other in\n"
-    "                     /etc/fuse.conf)\n";
+    "                     /etc/fuse.conf), nopassthrough (serve file data through\n"
+    "                     the daemon even where the kernel could read and write\n"
+    "                     the working copies directly)\n"
+    "\n"
+    "File data: where the kernel has FUSE passthrough (Linux 6.9 or later) and\n"
+    "the daemon runs as root, an open file's reads, writes and mmaps go straight\n"
+    "to its working copy on the local disk; otherwise through the daemon and the\n"
+    "page cache. The daemon logs which at the first open.\n";
 
 static const char usage_umount[] =
     "usage: weft umount DIR\n"
@@ -453,6 +460,8 @@ static int cmd_mount(int argc, char **argv)
                     fs_options.read_only = false;
                 else if (!strcmp(item, "allow_other"))
                     fs_options.allow_other = true;
+                else if (!strcmp(item, "nopassthrough"))
+                    fs_options.no_passthrough = true;
                 else {
                     int rc = usage_error(usage_mount, "mount: unknown option -o %s", item);
                     free(list);

@@ -35,7 +35,10 @@ struct meta_store {
     bool lazy;          /* commits reach the disk at meta_store_sync (see store.h) */
     bool stale_pending; /* a change marked a working copy STALE: redo after commit */
     bool wc_batch_sync; /* working-copy replacements skip their fsyncs: the caller syncs once */
-    int save_depth;     /* open store_save_begin levels */
+    /* Working copies to rewrite in place, not replace (meta_replica_set_wc_pinned). */
+    bool (*wc_pinned)(void *ctx, dev_t dev, ino_t ino);
+    void *wc_pinned_ctx;
+    int save_depth; /* open store_save_begin levels */
     /*
      * The version vector, as far as it was asked for: each slot is the
      * highest seq of its replica in the ops table as this connection sees

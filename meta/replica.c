@@ -2958,6 +2958,13 @@ int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t i
     return rc;
 }
 
+void meta_replica_set_wc_pinned(struct meta_replica *replica,
+                                bool (*pinned)(void *ctx, dev_t dev, ino_t ino), void *ctx)
+{
+    replica->store->wc_pinned = pinned;
+    replica->store->wc_pinned_ctx = ctx;
+}
+
 int meta_replica_set_writer(struct meta_replica *replica, uint64_t ino, bool open)
 {
     for (size_t i = 0; i < replica->writers_len; i++) {

@@ -218,6 +218,17 @@ META_MUST_CHECK int meta_replica_commit(struct meta_replica *replica, uint64_t i
 META_MUST_CHECK int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos,
                                               size_t count);
 /*
+ * Names working copies (by st_dev, st_ino) that must keep their inode:
+ * replacing one's content then rewrites it in place instead of renaming a
+ * new file over it. A mount that passes open files' data through to their
+ * working copies (fs/passthrough) pins those, so that the files' readers and
+ * new opens see remote changes. Called under the replica's caller's lock;
+ * NULL unpins everything.
+ */
+void meta_replica_set_wc_pinned(struct meta_replica *replica,
+                                bool (*pinned)(void *ctx, dev_t dev, ino_t ino), void *ctx);
+
+/*
  * Tells the replica whether a program holds ino open for writing: its
  * commits then keep it dirty, since more bytes may come. 0 or -ENOMEM.
  */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -196,11 +197,62 @@ int meta_wc_mark_dirty(struct meta_store *store, const struct meta_id *node)
 
 typedef int (*fill_fn)(struct meta_store *store, int fd, void *ctx);
 
+/* True if the working copy `names` names must keep its inode (see wc_pinned). */
+static bool wc_is_pinned(struct meta_store *store, const struct wc_names *names)
+{
+    struct stat st;
+    return store->wc_pinned && fstatat(store->files_fd, names->file, &st, 0) == 0 &&
+           store->wc_pinned(store->wc_pinned_ctx, st.st_dev, st.st_ino);
+}
+
+/*
+ * Copies the new content in DIR/files/tmp/ over the pinned working copy's
+ * bytes, in place, then drops the temp file. Programs holding the file open
+ * see the new bytes as if another program wrote them. Not atomic: every
+ * caller has marked the node STALE (redone at open) or DIRTY (committed as
+ * found) first, so a crash here leaves nothing unaccounted for.
+ */
+static int copy_in_place(struct meta_store *store, const struct wc_names *names)
+{
+    int from = openat(store->files_fd, names->tmp, O_RDONLY | O_CLOEXEC);
+    int to = openat(store->files_fd, names->file, O_WRONLY | O_CLOEXEC);
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap);
+    int rc = from < 0 || to < 0 ? -errno : buf ? 0 : -ENOMEM;
+    off_t at = 0;
+    while (rc == 0) {
+        ssize_t got = pread(from, buf, cap, at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            rc = got < 0 ? -errno : 0;
+            break;
+        }
+        rc = wc_write_all(store, to, buf, (size_t)got, at);
+        at += got;
+    }
+    if (rc == 0 && ftruncate(to, at) != 0)
+        rc = -errno;
+    if (rc == 0 && !store->wc_batch_sync)
+        rc = wc_fsync(store, to);
+    free(buf);
+    if (from >= 0)
+        close(from);
+    if (to >= 0 && close(to) != 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0)
+        unlinkat(store->files_fd, names->tmp, 0);
+    return rc ? store_fail(store, rc, "rewriting working copy %s/files/%s in place: %s", store->dir,
+                           names->file, strerror(-rc))
+              : 0;
+}
+
 /*
  * Atomic replacement: the new content is written and fsync'ed under
  * DIR/files/tmp/, renamed over the working copy, and the directory fsync'ed
  * so the rename itself survives power loss. A crash leaves either the old
  * file or the new one under the name (and maybe a temp file, removed at open).
+ * A pinned working copy is rewritten in place instead (copy_in_place).
  */
 static int replace_with(struct meta_store *store, const struct meta_id *node, fill_fn fill,
                         void *ctx)
@@ -223,6 +275,12 @@ static int replace_with(struct meta_store *store, const struct meta_id *node, fi
     }
     if (close(fd) != 0 && rc == 0)
         rc = store_fail(store, -errno, "closing a working copy: %s", strerror(errno));
+    if (rc == 0 && wc_is_pinned(store, &names)) {
+        rc = copy_in_place(store, &names);
+        if (rc)
+            unlinkat(store->files_fd, names.tmp, 0);
+        return rc;
+    }
     if (rc == 0 && renameat(store->files_fd, names.tmp, store->files_fd, names.file) != 0)
         rc = store_fail(store, -errno, "renaming a working copy into place: %s", strerror(errno));
     if (rc) {

@@ -56,7 +56,7 @@ _weft()
     -o)
         # A comma-separated list: complete the item being typed.
         local done_items=${cur%"${cur##*,}"}
-        mapfile -t COMPREPLY < <(compgen -P "$done_items" -W 'ro rw allow_other' -- "${cur##*,}")
+        mapfile -t COMPREPLY < <(compgen -P "$done_items" -W 'ro rw allow_other nopassthrough' -- "${cur##*,}")
         compopt -o nospace
         return
         ;;

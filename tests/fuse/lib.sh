@@ -25,7 +25,9 @@
 # a daemon that detached into its own session is found too.
 #
 # Environment knobs: WEFT, WEFT_TEST_NATIVE, WEFT_TEST_KEEP=1 (keep the temp
-# dir), TMPDIR (where temp dirs go), WEFT_FUSE_BUILD_DIR (the C helpers).
+# dir), TMPDIR (where temp dirs go), WEFT_FUSE_BUILD_DIR (the C helpers),
+# WEFT_TEST_MOUNT_OPTIONS (passed to every `weft mount` as -o, e.g.
+# nopassthrough to test file data served through the daemon).
 
 set -Eeuo pipefail
 shopt -s inherit_errexit
@@ -321,7 +323,8 @@ weft_mount() {
     FUSE_MOUNT_SEQ=$((FUSE_MOUNT_SEQ + 1))
     log=$FUSE_TMP/log/mount-$FUSE_MOUNT_SEQ.log
     fuse_track_mount "$dir"
-    timeout -k 5 60 "$WEFT" mount "$name" "$dir" >"$log" 2>&1 </dev/null || rc=$?
+    timeout -k 5 60 "$WEFT" mount "$name" "$dir" ${WEFT_TEST_MOUNT_OPTIONS:+-o "$WEFT_TEST_MOUNT_OPTIONS"} \
+        >"$log" 2>&1 </dev/null || rc=$?
     # Only what `weft mount` itself printed before returning; the daemon may
     # go on writing to the same file.
     FUSE_MOUNT_OUTPUT=$(cat "$log")
