@@ -305,13 +305,20 @@ int tree__id_table_resize(struct crdt_tree *tree, uint32_t cap)
     return 0;
 }
 
+/* The chain head for `slot`: the live chain, or the trashed one. */
+static uint32_t *bucket_head(const struct crdt_tree *tree, uint32_t slot, bool trashed)
+{
+    return &tree->name_buckets[slot + (trashed ? tree->bucket_cap : 0)];
+}
+
 static void bucket_link(struct crdt_tree *tree, uint32_t idx)
 {
     struct node *node = &tree->nodes[idx];
     uint32_t slot =
         (uint32_t)(place_hash(tree, node->place_parent, node->place_name) & (tree->bucket_cap - 1));
-    node->name_next = tree->name_buckets[slot];
-    tree->name_buckets[slot] = idx;
+    uint32_t *head = bucket_head(tree, slot, node->flags & F_TRASHED);
+    node->name_next = *head;
+    *head = idx;
 }
 
 static void bucket_unlink(struct crdt_tree *tree, uint32_t idx)
@@ -319,7 +326,7 @@ static void bucket_unlink(struct crdt_tree *tree, uint32_t idx)
     struct node *node = &tree->nodes[idx];
     uint32_t slot =
         (uint32_t)(place_hash(tree, node->place_parent, node->place_name) & (tree->bucket_cap - 1));
-    uint32_t *link = &tree->name_buckets[slot];
+    uint32_t *link = bucket_head(tree, slot, node->flags & F_TRASHED);
     while (*link != idx) {
         assert(*link != NIL);
         link = &tree->nodes[*link].name_next;
@@ -328,12 +335,29 @@ static void bucket_unlink(struct crdt_tree *tree, uint32_t idx)
     node->name_next = NIL;
 }
 
+/* The first node of `slot`'s chains: live ones, then trashed ones if `with_trashed`. */
+static uint32_t chain_first(const struct crdt_tree *tree, uint32_t slot, bool with_trashed)
+{
+    uint32_t first = *bucket_head(tree, slot, false);
+    return first != NIL || !with_trashed ? first : *bucket_head(tree, slot, true);
+}
+
+/* The node after `idx` in chain_first's order. */
+static uint32_t chain_next(const struct crdt_tree *tree, uint32_t idx, uint32_t slot,
+                           bool with_trashed)
+{
+    const struct node *node = &tree->nodes[idx];
+    if (node->name_next != NIL || !with_trashed || (node->flags & F_TRASHED))
+        return node->name_next;
+    return *bucket_head(tree, slot, true);
+}
+
 int tree__buckets_resize(struct crdt_tree *tree, uint32_t cap)
 {
-    uint32_t *buckets = malloc((size_t)cap * sizeof(*buckets));
+    uint32_t *buckets = malloc((size_t)cap * 2 * sizeof(*buckets));
     if (!buckets)
         return -ENOMEM;
-    memset(buckets, 0xff, (size_t)cap * sizeof(*buckets));
+    memset(buckets, 0xff, (size_t)cap * 2 * sizeof(*buckets));
     free(tree->name_buckets);
     tree->name_buckets = buckets;
     tree->bucket_cap = cap;
@@ -430,6 +454,8 @@ void tree__set_state(struct crdt_tree *tree, uint32_t idx, uint32_t parent, uint
     bool place_changes =
         node->place_parent != parent || !handles_equal(tree, node->place_name, name);
     uint8_t old_trashed = node->flags & F_TRASHED;
+    /* Trashing or restoring moves the node between its bucket's two chains. */
+    bool relink = place_changes || old_trashed != (trashed & F_TRASHED);
 
     if (node->place_parent != NIL && !old_trashed) {
         struct node *old_parent = &tree->nodes[node->place_parent];
@@ -438,8 +464,9 @@ void tree__set_state(struct crdt_tree *tree, uint32_t idx, uint32_t parent, uint
         tree->causes += is_cause(old_parent);
     }
     tree->causes -= is_cause(node);
-    if (place_changes && node->place_parent != NIL) {
+    if (relink && node->place_parent != NIL)
         bucket_unlink(tree, idx);
+    if (place_changes && node->place_parent != NIL) {
         struct node *old_parent = &tree->nodes[node->place_parent];
         if (node->prev_sibling != NIL)
             tree->nodes[node->prev_sibling].next_sibling = node->next_sibling;
@@ -460,9 +487,10 @@ void tree__set_state(struct crdt_tree *tree, uint32_t idx, uint32_t parent, uint
             if (new_parent->first_child != NIL)
                 tree->nodes[new_parent->first_child].prev_sibling = idx;
             new_parent->first_child = idx;
-            bucket_link(tree, idx);
         }
     }
+    if (relink && node->place_parent != NIL)
+        bucket_link(tree, idx);
     tree->causes += is_cause(node);
     if (node->place_parent != NIL && !(node->flags & F_TRASHED)) {
         struct node *new_parent = &tree->nodes[node->place_parent];
@@ -914,7 +942,10 @@ static bool plain_name_taken(const struct crdt_tree *tree, uint32_t parent, cons
                              size_t len)
 {
     uint32_t slot = (uint32_t)(place_hash_str(parent, name, len) & (tree->bucket_cap - 1));
-    for (uint32_t idx = tree->name_buckets[slot]; idx != NIL; idx = tree->nodes[idx].name_next) {
+    /* No trashed node is shown while nothing causes one to be. */
+    bool with_trashed = tree->causes > 0;
+    for (uint32_t idx = chain_first(tree, slot, with_trashed); idx != NIL;
+         idx = chain_next(tree, idx, slot, with_trashed)) {
         const struct node *node = &tree->nodes[idx];
         if (node->place_parent == parent && name_equals(tree, node->place_name, name, len) &&
             shown_in_place(tree, idx, parent))
@@ -1016,8 +1047,9 @@ static void fill_entry(const struct crdt_tree *tree, uint32_t idx, struct crdt_t
     uint32_t slot = (uint32_t)(place_hash(tree, parent, node->place_name) & (tree->bucket_cap - 1));
     uint32_t winner = NIL;
     unsigned same_device = 0;
-    for (uint32_t other = tree->name_buckets[slot]; other != NIL;
-         other = tree->nodes[other].name_next) {
+    bool with_trashed = tree->causes > 0;
+    for (uint32_t other = chain_first(tree, slot, with_trashed); other != NIL;
+         other = chain_next(tree, other, slot, with_trashed)) {
         const struct node *peer = &tree->nodes[other];
         if (other == idx || peer->place_parent != parent ||
             !handles_equal(tree, peer->place_name, node->place_name) ||
@@ -1101,10 +1133,9 @@ static int add_group(const struct crdt_tree *tree, struct idx_list *list, uint32
         return 0;
     bool with_trashed = tree->causes_peak > 0;
     uint32_t slot = (uint32_t)(place_hash(tree, parent, name) & (tree->bucket_cap - 1));
-    for (uint32_t idx = tree->name_buckets[slot]; idx != NIL; idx = tree->nodes[idx].name_next) {
+    for (uint32_t idx = chain_first(tree, slot, with_trashed); idx != NIL;
+         idx = chain_next(tree, idx, slot, with_trashed)) {
         const struct node *node = &tree->nodes[idx];
-        if (!with_trashed && (node->flags & F_TRASHED))
-            continue;
         if (node->place_parent == parent && handles_equal(tree, node->place_name, name)) {
             int rc = idx_push(list, idx);
             if (rc)
@@ -1526,7 +1557,9 @@ int crdt_tree_lookup(const struct crdt_tree *tree, struct crdt_node_id *out,
     /* The plain name: the earliest-born of the nodes shown under it. */
     uint32_t slot = (uint32_t)(place_hash_str(parent_idx, name, name_len) & (tree->bucket_cap - 1));
     uint32_t best = NIL;
-    for (uint32_t idx = tree->name_buckets[slot]; idx != NIL; idx = tree->nodes[idx].name_next) {
+    bool with_trashed = tree->causes > 0; /* else no trashed node is shown */
+    for (uint32_t idx = chain_first(tree, slot, with_trashed); idx != NIL;
+         idx = chain_next(tree, idx, slot, with_trashed)) {
         const struct node *node = &tree->nodes[idx];
         if (node->place_parent != parent_idx ||
             !name_equals(tree, node->place_name, name, name_len) ||
@@ -1604,8 +1637,9 @@ size_t crdt_tree_log_len(const struct crdt_tree *tree)
 size_t crdt_tree_mem_bytes(const struct crdt_tree *tree)
 {
     return sizeof(*tree) + (size_t)tree->node_cap * (sizeof(struct node) + sizeof(uint32_t)) +
-           (size_t)tree->id_cap * sizeof(uint32_t) + (size_t)tree->bucket_cap * sizeof(uint32_t) +
-           tree->names_cap + (size_t)tree->replica_cap * sizeof(uint64_t) +
+           (size_t)tree->id_cap * sizeof(uint32_t) +
+           (size_t)tree->bucket_cap * 2 * sizeof(uint32_t) + tree->names_cap +
+           (size_t)tree->replica_cap * sizeof(uint64_t) +
            (size_t)tree->replica_table_cap * sizeof(uint32_t) +
            tree->log_cap * sizeof(struct log_entry) + tree->touched_cap * sizeof(struct touched);
 }

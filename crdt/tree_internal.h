@@ -62,8 +62,15 @@ struct crdt_tree {
     uint32_t *id_table; /* node index + 1; 0 = empty */
     uint32_t id_cap;    /* power of two */
 
-    uint32_t *name_buckets; /* chain heads, NIL = empty */
-    uint32_t bucket_cap;    /* power of two */
+    /*
+     * Chain heads by hash of (place_parent, place name), NIL = empty: the
+     * first bucket_cap for nodes not trashed, the next bucket_cap for
+     * trashed ones. A name saved by temp-and-rename N times has N trashed
+     * nodes placed under it; most walks skip them (none is shown while
+     * `causes` is 0), so they must not lengthen the live chain.
+     */
+    uint32_t *name_buckets;
+    uint32_t bucket_cap; /* power of two */
 
     uint8_t *names; /* arena: [len u8][bytes] records; a handle is an offset */
     uint32_t names_len;
