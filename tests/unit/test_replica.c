@@ -169,6 +169,79 @@ static void test_restore_is_an_edit(void)
     peer_free(&a);
 }
 
+/* The working copy a pinned() test callback keeps: one file, by device and inode. */
+struct pin {
+    dev_t dev;
+    ino_t ino;
+    unsigned asked;
+};
+
+static bool pinned(void *ctx, dev_t dev, ino_t ino)
+{
+    struct pin *pin = ctx;
+    pin->asked++;
+    return dev == pin->dev && ino == pin->ino;
+}
+
+/* A descriptor held on a pinned working copy sees a restore and a remote edit. */
+static void test_pinned_working_copy(void)
+{
+    struct peer a, b;
+    peer_init(&a, "laptop");
+    peer_init(&b, "desktop");
+    introduce(&a, &b);
+    write_text(&a, "held.txt", "first line\n");
+    write_text(&a, "held.txt", "first line\nsecond line\n");
+    exchange(&a, &b);
+    uint64_t ino = resolve(&a, "held.txt");
+    int held = -1;
+    CHECK_INT(0, meta_replica_open_file(&held, a.replica, ino, O_RDONLY));
+    struct stat before;
+    CHECK_INT(0, fstat(held, &before));
+    struct pin pin = {before.st_dev, before.st_ino, 0};
+    meta_replica_set_wc_pinned(a.replica, pinned, &pin);
+
+    struct meta_log_entry *log = NULL;
+    size_t count = 0;
+    CHECK_INT(0, meta_replica_log(&log, &count, a.replica, ino));
+    CHECK_INT(2, count);
+    if (count == 2)
+        CHECK_INT(0, meta_replica_restore(a.replica, ino, log[1].ts));
+    free(log);
+    char buf[64] = "";
+    CHECK_INT(11, (int)pread(held, buf, sizeof(buf) - 1, 0));
+    CHECK_STR("first line\n", buf);
+
+    /* A remote edit reaches the held descriptor too, and the file keeps its inode. */
+    exchange(&a, &b);
+    write_text(&b, "held.txt", "first line\nfrom desktop\n");
+    exchange(&a, &b);
+    check_content(&a, "held.txt", "first line\nfrom desktop\n");
+    memset(buf, 0, sizeof(buf));
+    CHECK_INT(24, (int)pread(held, buf, sizeof(buf) - 1, 0));
+    CHECK_STR("first line\nfrom desktop\n", buf);
+    int again = -1;
+    CHECK_INT(0, meta_replica_open_file(&again, a.replica, ino, O_RDONLY));
+    struct stat after;
+    CHECK_INT(0, fstat(again, &after));
+    CHECK(after.st_ino == before.st_ino && after.st_dev == before.st_dev);
+    CHECK(pin.asked >= 2);
+    close(again);
+    close(held);
+
+    /* Unpinned, a replacement is a new file again (atomic rename). */
+    meta_replica_set_wc_pinned(a.replica, NULL, NULL);
+    write_text(&b, "held.txt", "third\n");
+    exchange(&a, &b);
+    CHECK_INT(0, meta_replica_open_file(&again, a.replica, ino, O_RDONLY));
+    CHECK_INT(0, fstat(again, &after));
+    CHECK(after.st_ino != before.st_ino);
+    close(again);
+    check_content(&a, "held.txt", "third\n");
+    peer_free(&a);
+    peer_free(&b);
+}
+
 /* ---------- checkpoints ---------- */
 
 /*
@@ -624,6 +697,7 @@ int main(void)
     test_binary_sync();
     test_tree_rows();
     test_restore_is_an_edit();
+    test_pinned_working_copy();
     test_tree_checkpoint();
     test_bad_checkpoint();
     test_text_state_replay();
