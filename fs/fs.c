@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
+#include <linux/capability.h>
 #include <linux/fs.h>
 #include <pthread.h>
 #include <signal.h>
@@ -389,6 +390,44 @@ static int64_t now_ns(void)
     return timespec_ns(&ts);
 }
 
+/*
+ * Once FUSE_HANDLE_KILLPRIV_V2 is agreed (fs/passthrough), the kernel leaves
+ * to weft what Linux does to a regular file's set-ID bits when it is
+ * written, truncated or chowned: set-user-ID goes, and set-group-ID if group
+ * execute is set. The mode without them in *out; false if there are none.
+ */
+static bool mode_killed(const struct meta_attr *attr, mode_t *out)
+{
+    mode_t perms = attr->mode & 07777;
+    mode_t kill = S_ISUID | ((perms & S_IXGRP) ? S_ISGID : 0);
+    if (!S_ISREG(attr->mode) || !(perms & kill))
+        return false;
+    *out = perms & ~kill;
+    return true;
+}
+
+/*
+ * Kills the set-ID bits of `ino` (mode_killed), then tells the kernel,
+ * whose cached mode still has them. Takes the lock; 0 or -errno.
+ */
+static int kill_privs(struct fs *fs, uint64_t ino)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct meta_attr attr;
+    int rc = meta_replica_getattr(&attr, fs->replica, ino);
+    mode_t mode;
+    bool killed = !rc && mode_killed(&attr, &mode);
+    if (killed) {
+        struct meta_attr values = {.mode = mode};
+        rc = meta_replica_setattr(&attr, fs->replica, ino, &values, META_SET_MODE);
+    }
+    unlock_changed(fs);
+    /* Attributes only: no page or inode lock is taken, so a request handler may. */
+    if (killed && !rc)
+        fuse_lowlevel_notify_inval_inode(fs->session, ino, -1, 0);
+    return rc;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set,
                        struct fuse_file_info *fi)
 {
@@ -433,6 +472,16 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_s
             rc = -errno;
     }
     pthread_mutex_lock(&fs->lock);
+    /* chown always kills set-ID bits; truncate when the caller lacks CAP_FSETID. */
+    bool kill = fs_pt_killpriv(fs->pt) && !(mask & META_SET_MODE) &&
+                ((mask & (META_SET_UID | META_SET_GID)) ||
+                 ((mask & META_SET_SIZE) && fs_pt_kill_suidgid()));
+    mode_t killed;
+    if (!rc && kill && (rc = meta_replica_getattr(&attr, fs->replica, ino)) == 0 &&
+        mode_killed(&attr, &killed)) {
+        values.mode = killed;
+        mask |= META_SET_MODE;
+    }
     if (!rc)
         rc = meta_replica_setattr(&attr, fs->replica, ino, &values, mask);
     unlock_changed(fs);
@@ -623,16 +672,63 @@ static void undo_open(struct fs *fs, struct handle *handle)
     free(handle);
 }
 
+/* True if process `pid` has CAP_FSETID (its CapEff in /proc; uid 0 if that cannot be read). */
+static bool caller_has_fsetid(pid_t pid, uid_t uid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *status = fopen(path, "re");
+    if (!status)
+        return uid == 0;
+    bool found = false, has = uid == 0;
+    while (!found && fgets(line, sizeof(line), status)) {
+        unsigned long long caps;
+        if (sscanf(line, "CapEff: %llx", &caps) == 1) {
+            found = true;
+            has = caps & (1ULL << CAP_FSETID);
+        }
+    }
+    fclose(status);
+    return has;
+}
+
+/*
+ * A passed-through writer's writes never reach weft, so the set-ID bits the
+ * first write would kill (mode_killed) go when a caller without CAP_FSETID
+ * opens the file for writing. Linux kills them at the first write instead;
+ * the difference shows only for a file opened for writing and never written.
+ */
+static void kill_privs_at_open(struct fs *fs, fuse_req_t req, const struct handle *handle)
+{
+    if (handle->mode != FS_PT_PASSTHROUGH || !handle->writer || !fs_pt_killpriv(fs->pt))
+        return;
+    pthread_mutex_lock(&fs->lock);
+    struct meta_attr attr;
+    mode_t mode;
+    bool has_bits =
+        meta_replica_getattr(&attr, fs->replica, handle->ino) == 0 && mode_killed(&attr, &mode);
+    pthread_mutex_unlock(&fs->lock);
+    /* Only files with set-ID bits pay for reading the caller's capabilities. */
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (has_bits && !caller_has_fsetid(ctx->pid, ctx->uid))
+        report(fs, "killing set-ID bits", kill_privs(fs, handle->ino));
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
     struct handle *handle;
-    int rc = open_handle(fs, &handle, ino, fi->flags);
+    int rc = 0;
+    if ((fi->flags & O_TRUNC) && fs_pt_killpriv(fs->pt) && fs_pt_kill_suidgid())
+        rc = kill_privs(fs, ino);
+    if (!rc)
+        rc = open_handle(fs, &handle, ino, fi->flags);
     if (rc) {
         report(fs, "open", rc);
         fuse_reply_err(req, -rc);
         return;
     }
+    kill_privs_at_open(fs, req, handle);
     handle_open_flags(handle, fi);
     if (fuse_reply_open(req, fi) == -ENOENT)
         undo_open(fs, handle);
@@ -656,6 +752,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, -rc);
         return;
     }
+    kill_privs_at_open(fs, req, handle);
     handle_open_flags(handle, fi);
     struct fuse_entry_param entry;
     memset(&entry, 0, sizeof(entry));
@@ -684,8 +781,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                          struct fuse_file_info *fi)
 {
-    (void)ino;
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
+    if (fs_pt_killpriv(fs_of(req)->pt) && fs_pt_kill_suidgid()) {
+        struct fs *fs = fs_of(req);
+        int rc = kill_privs(fs, ino);
+        if (rc) {
+            report(fs, "write", rc);
+            fuse_reply_err(req, -rc);
+            return;
+        }
+    }
     struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     out.buf[0].fd = handle->fd;

@@ -10,7 +10,9 @@
  * backing id in an open reply, so this module sits between libfuse and
  * /dev/fuse (fuse_session_custom_io): it notes each request's opcode as it is
  * read, and patches the INIT, OPEN and CREATE replies as they are written.
- * Everything else passes through untouched.
+ * Everything else passes through untouched. It also agrees to
+ * FUSE_HANDLE_KILLPRIV_V2 (newer than libfuse 3.14 too) and passes on the
+ * request flags that come with it (fs_pt_kill_suidgid).
  *
  * The kernel allows one backing file per inode at a time, so the backing id
  * of an inode is shared by its open files and closed with the last of them.
@@ -70,6 +72,16 @@ void fs_pt_release(struct fs_pt *pt, uint64_t ino);
  * the struct fs_pt).
  */
 bool fs_pt_pinned(void *ctx, dev_t dev, ino_t file_ino);
+
+/*
+ * True if the INIT reply agreed to FUSE_HANDLE_KILLPRIV_V2: weft, not the
+ * kernel, then clears set-user-ID and set-group-ID on chown, and on write,
+ * truncate and O_TRUNC when fs_pt_kill_suidgid says so.
+ */
+bool fs_pt_killpriv(const struct fs_pt *pt);
+/* True if the request this thread serves asks that set-ID bits be killed (caller lacks CAP_FSETID).
+ */
+bool fs_pt_kill_suidgid(void);
 
 /* True once passthrough was negotiated and is in use (for logs and status). */
 bool fs_pt_active(struct fs_pt *pt);

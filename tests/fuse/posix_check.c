@@ -1341,6 +1341,18 @@ static void perm_setup(void)
     OK(chown("perm/sticky", OTHER2_UID, OTHER2_UID));
     OK(write_file("perm/sticky/theirs", "t", 0644));
     OK(chown("perm/sticky/theirs", OTHER_UID, OTHER_UID));
+    /* set-ID files a caller without CAP_FSETID writes to */
+    OK(mkdir("perm/setid", 0755));
+    const struct {
+        const char *name;
+        mode_t mode;
+    } setid[] = {{"perm/setid/suid", 04777},     {"perm/setid/sgid-x", 02777},
+                 {"perm/setid/sgid-nox", 02767}, {"perm/setid/trunc", 06777},
+                 {"perm/setid/otrunc", 04777},   {"perm/setid/kept", 04777}};
+    for (size_t i = 0; i < sizeof setid / sizeof setid[0]; i++) {
+        OK(write_file(setid[i].name, "setid", 0644));
+        OK(chmod(setid[i].name, setid[i].mode));
+    }
 }
 
 /* Runs fn in a child (so privileges can be dropped); its checks count here. */
@@ -1400,6 +1412,38 @@ static void perm_as_root_without_caps(void)
     OK(stat("perm/open/mine", &st));
     EQ(0, st.st_uid);
     OK(unlink("perm/open/mine"));
+    /*
+     * Without CAP_FSETID a write kills set-user-ID, and set-group-ID when
+     * group execute is set; so do truncate and O_TRUNC. Reading does not.
+     */
+    fd = OK(open("perm/setid/suid", O_WRONLY | O_APPEND));
+    if (fd >= 0) {
+        EQ(1, write(fd, "w", 1));
+        close(fd);
+    }
+    EQ_OCT(0777, mode_of("perm/setid/suid") & 07777);
+    fd = OK(open("perm/setid/sgid-x", O_RDWR));
+    if (fd >= 0) {
+        EQ(1, pwrite(fd, "w", 1, 0));
+        close(fd);
+    }
+    EQ_OCT(0777, mode_of("perm/setid/sgid-x") & 07777);
+    fd = OK(open("perm/setid/sgid-nox", O_WRONLY | O_APPEND));
+    if (fd >= 0) {
+        EQ(1, write(fd, "w", 1));
+        close(fd);
+    }
+    EQ_OCT(02767, mode_of("perm/setid/sgid-nox") & 07777);
+    OK(truncate("perm/setid/trunc", 2));
+    EQ_OCT(0777, mode_of("perm/setid/trunc") & 07777);
+    fd = OK(open("perm/setid/otrunc", O_WRONLY | O_TRUNC));
+    if (fd >= 0) {
+        EQ(1, write(fd, "w", 1));
+        close(fd);
+    }
+    EQ_OCT(0777, mode_of("perm/setid/otrunc") & 07777);
+    CONTENT("perm/setid/kept", "setid");
+    EQ_OCT(04777, mode_of("perm/setid/kept") & 07777);
 }
 
 static void perm_as_nobody(void)
