@@ -9,11 +9,15 @@
  *       them cycle pairs (A moves x under y, B moves y under x), then each
  *       applies the other's K ops as one batch; both must converge;
  *   (d) snapshot size and load time, after truncating the log (all ops stable),
- *       and with the full log kept.
+ *       and with the full log kept;
+ *   (e) S saves of one file by temp-and-rename as the store makes them: a
+ *       node created under the name, looked up, and trashed, with change
+ *       lists on. Every save leaves a trashed node placed under that name;
+ *       the last 1,000 saves must cost what the first 1,000 did.
  * Memory is what the tree holds (nodes, indexes, names, undo log) at the end
  * of (c), with the whole log still there.
  *
- * Usage: weft-bench-tree [--nodes N] [--moves M] [--concurrent K] [--seed S] [--json]
+ * Usage: weft-bench-tree [--nodes N] [--moves M] [--concurrent K] [--saves S] [--seed S] [--json]
  */
 #include "crdt/tree.h"
 #include "test.h"
@@ -40,13 +44,15 @@ static int double_cmp(const void *a, const void *b)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: weft-bench-tree [--nodes N] [--moves M] [--concurrent K] [--seed S] [--json]\n"
-            "  --nodes N       nodes in the random tree (default 10000)\n"
-            "  --moves M       random local moves after the build (default 100000)\n"
-            "  --concurrent K  moves per replica while partitioned, then merged (default 10000)\n"
-            "  --seed S        random seed (default 1)\n"
-            "  --json          print one JSON object instead of a table\n");
+    fprintf(
+        out,
+        "usage: weft-bench-tree [--nodes N] [--moves M] [--concurrent K] [--saves S] [--seed S] "
+        "[--json]\n"
+        "  --nodes N       nodes in the random tree (default 10000)\n"
+        "  --moves M       random local moves after the build (default 100000)\n"
+        "  --concurrent K  moves per replica while partitioned, then merged (default 10000)\n"
+        "  --seed S        random seed (default 1)\n"
+        "  --json          print one JSON object instead of a table\n");
 }
 
 struct bench_replica {
@@ -65,7 +71,7 @@ static void die(const char *what, int rc)
 
 int main(int argc, char **argv)
 {
-    uint64_t nodes = 10000, moves = 100000, concurrent = 10000, seed = 1;
+    uint64_t nodes = 10000, moves = 100000, concurrent = 10000, saves = 20000, seed = 1;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         uint64_t *target = NULL;
@@ -75,6 +81,8 @@ int main(int argc, char **argv)
             target = &moves;
         else if (!strcmp(argv[i], "--concurrent"))
             target = &concurrent;
+        else if (!strcmp(argv[i], "--saves"))
+            target = &saves;
         else if (!strcmp(argv[i], "--seed"))
             target = &seed;
         else if (!strcmp(argv[i], "--json"))
@@ -98,6 +106,10 @@ int main(int argc, char **argv)
     }
     if (nodes < 2) {
         fprintf(stderr, "weft-bench-tree: --nodes must be at least 2\n");
+        return 2;
+    }
+    if (saves < 2000) {
+        fprintf(stderr, "weft-bench-tree: --saves must be at least 2000\n");
         return 2;
     }
     uint64_t rng = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -245,6 +257,42 @@ int main(int argc, char **argv)
     qsort(loads, 7, sizeof(loads[0]), double_cmp);
     double load_ms = loads[3];
     double moves_per_s = moves_ms > 0 ? (double)moves / (moves_ms / 1e3) : 0;
+
+    /* (e) saves of one name */
+    struct crdt_tree *saver;
+    if ((rc = crdt_tree_new(&saver)))
+        die("crdt_tree_new", rc);
+    struct crdt_clock clock_s;
+    crdt_clock_init(&clock_s, 3);
+    if ((rc = crdt_tree_create(saver, &op, &clock_s, CRDT_NODE_ROOT, "docs", 4, CRDT_KIND_DIR,
+                               NULL)))
+        die("create", rc);
+    struct crdt_node_id docs = op.child;
+    double first_ms = 0, last_ms = 0;
+    t0 = now_ms();
+    for (uint64_t s = 0; s < saves; s++) {
+        double started = now_ms();
+        struct crdt_tree_changes saved = {0};
+        struct crdt_node_id found;
+        if ((rc = crdt_tree_create(saver, &op, &clock_s, docs, "notes.txt", 9, CRDT_KIND_FILE,
+                                   &saved)) ||
+            (rc = crdt_tree_lookup(saver, &found, docs, "notes.txt", 9)))
+            die("save", rc);
+        crdt_tree_changes_free(&saved);
+        if ((rc = crdt_tree_move(saver, &op, &clock_s, found, CRDT_NODE_TRASH, "notes.txt", 9,
+                                 &saved)))
+            die("trash", rc);
+        crdt_tree_changes_free(&saved);
+        double took = now_ms() - started;
+        if (s < 1000)
+            first_ms += took;
+        if (s >= saves - 1000)
+            last_ms += took;
+    }
+    double saves_ms = now_ms() - t0;
+    crdt_tree_free(saver);
+    double saves_per_s = saves_ms > 0 ? (double)saves / (saves_ms / 1e3) : 0;
+    double saves_growth = first_ms > 0 ? last_ms / first_ms : 0;
     size_t budget = 128 * node_count + 64 * log_ops;
 
     if (json) {
@@ -254,12 +302,14 @@ int main(int argc, char **argv)
                "\"cycle_pairs\": %llu, \"converged\": %s, \"snapshot_bytes\": %zu, "
                "\"load_ms\": %.3f, \"snapshot_with_log_bytes\": %zu, \"load_with_log_ms\": %.3f, "
                "\"mem_bytes\": %zu, \"mem_budget_bytes\": %zu, \"mem_truncated_bytes\": %zu, "
-               "\"log_ops\": %zu, \"tree_nodes\": %zu}\n",
+               "\"log_ops\": %zu, \"tree_nodes\": %zu, \"saves\": %llu, \"saves_per_s\": %.0f, "
+               "\"saves_last_vs_first\": %.2f}\n",
                (unsigned long long)nodes, (unsigned long long)moves, (unsigned long long)concurrent,
                (unsigned long long)seed, build_ms, moves_per_s, (unsigned long long)refused,
                merge_ms, merge[0], merge[1], (unsigned long long)pairs,
                converged ? "true" : "false", snap.len, load_ms, log_snapshot_bytes, log_load_ms,
-               mem_bytes, budget, mem_truncated, log_ops, node_count);
+               mem_bytes, budget, mem_truncated, log_ops, node_count, (unsigned long long)saves,
+               saves_per_s, saves_growth);
     } else {
         printf("weft-bench-tree --nodes %llu --moves %llu --concurrent %llu --seed %llu\n",
                (unsigned long long)nodes, (unsigned long long)moves, (unsigned long long)concurrent,
@@ -278,6 +328,9 @@ int main(int argc, char **argv)
         printf("  memory: %zu bytes for %zu nodes + %zu logged ops (budget 128/node + 64/op = "
                "%zu); %zu after truncation\n",
                mem_bytes, node_count, log_ops, budget, mem_truncated);
+        printf("  (e) %llu saves of one name  %10.2f ms  (%.0f saves/s; the last 1,000 took "
+               "%.2fx the first)\n",
+               (unsigned long long)saves, saves_ms, saves_per_s, saves_growth);
     }
     crdt_buf_free(&base);
     crdt_buf_free(&snap);
