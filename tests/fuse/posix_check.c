@@ -1379,6 +1379,16 @@ static void in_child(const char *name, void (*fn)(void))
     failures += WEXITSTATUS(status);
 }
 
+/* Opens `path` with `flags` and writes one byte through it. */
+static void write_one_byte(const char *path, int flags)
+{
+    int fd = OK(open(path, flags));
+    if (fd >= 0) {
+        EQ(1, write(fd, "w", 1));
+        close(fd);
+    }
+}
+
 static void perm_as_root_without_caps(void)
 {
     struct timespec ts[2] = {{1000000000, 0}, {1000000000, 0}};
@@ -1416,31 +1426,15 @@ static void perm_as_root_without_caps(void)
      * Without CAP_FSETID a write kills set-user-ID, and set-group-ID when
      * group execute is set; so do truncate and O_TRUNC. Reading does not.
      */
-    fd = OK(open("perm/setid/suid", O_WRONLY | O_APPEND));
-    if (fd >= 0) {
-        EQ(1, write(fd, "w", 1));
-        close(fd);
-    }
+    write_one_byte("perm/setid/suid", O_WRONLY | O_APPEND);
     EQ_OCT(0777, mode_of("perm/setid/suid") & 07777);
-    fd = OK(open("perm/setid/sgid-x", O_RDWR));
-    if (fd >= 0) {
-        EQ(1, pwrite(fd, "w", 1, 0));
-        close(fd);
-    }
+    write_one_byte("perm/setid/sgid-x", O_RDWR);
     EQ_OCT(0777, mode_of("perm/setid/sgid-x") & 07777);
-    fd = OK(open("perm/setid/sgid-nox", O_WRONLY | O_APPEND));
-    if (fd >= 0) {
-        EQ(1, write(fd, "w", 1));
-        close(fd);
-    }
+    write_one_byte("perm/setid/sgid-nox", O_WRONLY | O_APPEND);
     EQ_OCT(02767, mode_of("perm/setid/sgid-nox") & 07777);
     OK(truncate("perm/setid/trunc", 2));
     EQ_OCT(0777, mode_of("perm/setid/trunc") & 07777);
-    fd = OK(open("perm/setid/otrunc", O_WRONLY | O_TRUNC));
-    if (fd >= 0) {
-        EQ(1, write(fd, "w", 1));
-        close(fd);
-    }
+    write_one_byte("perm/setid/otrunc", O_WRONLY | O_TRUNC);
     EQ_OCT(0777, mode_of("perm/setid/otrunc") & 07777);
     CONTENT("perm/setid/kept", "setid");
     EQ_OCT(04777, mode_of("perm/setid/kept") & 07777);
