@@ -11,6 +11,7 @@
 #include "meta/nodes.h"
 #include "meta/store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #define STMT_CACHE_MAX 128
@@ -35,6 +36,15 @@ struct meta_store {
     bool lazy;          /* commits reach the disk at meta_store_sync (see store.h) */
     bool stale_pending; /* a change marked a working copy STALE: redo after commit */
     bool wc_batch_sync; /* working-copy replacements skip their fsyncs: the caller syncs once */
+    /*
+     * Empty working copies made ahead in DIR/files/tmp as "pool-<n>" (n in
+     * [pool_taken, pool_made)), renamed into place for new nodes
+     * (meta_replica_wc_pool_fill). The only store state another thread
+     * touches: under pool_lock, with tmp_fd, which stays open.
+     */
+    int tmp_fd;
+    pthread_mutex_t pool_lock;
+    uint64_t pool_made, pool_taken;
     /* Working copies to rewrite in place, not replace (meta_replica_set_wc_pinned). */
     bool (*wc_pinned)(void *ctx, dev_t dev, ino_t ino);
     void *wc_pinned_ctx;
@@ -154,6 +164,11 @@ int version_write_wc(struct meta_store *store, const struct meta_id *node, struc
 int wc_write_all(struct meta_store *store, int fd, const void *data, size_t len, off_t offset);
 /* fsync through the store's I/O hook; 0 or -errno (wcopy.c). */
 int wc_fsync(struct meta_store *store, int fd);
+/* Makes pooled empty working copies until `target` wait; how many it made, or -errno. Any thread.
+ */
+int wc_pool_fill(struct meta_store *store, unsigned target);
+/* How many pooled working copies wait. Any thread. */
+unsigned wc_pool_level(struct meta_store *store);
 /* Replaces a working copy with a version's content atomically (wcopy.c). */
 int wc_replace_from_version(struct meta_store *store, const struct meta_id *node,
                             const struct crdt_ts *ts);

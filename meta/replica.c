@@ -2958,6 +2958,16 @@ int meta_replica_open_file(int *out_fd, struct meta_replica *replica, uint64_t i
     return rc;
 }
 
+int meta_replica_wc_pool_fill(struct meta_replica *replica, unsigned target)
+{
+    return wc_pool_fill(replica->store, target);
+}
+
+unsigned meta_replica_wc_pool_level(struct meta_replica *replica)
+{
+    return wc_pool_level(replica->store);
+}
+
 void meta_replica_set_wc_pinned(struct meta_replica *replica,
                                 bool (*pinned)(void *ctx, dev_t dev, ino_t ino), void *ctx)
 {

@@ -218,6 +218,18 @@ META_MUST_CHECK int meta_replica_commit(struct meta_replica *replica, uint64_t i
 META_MUST_CHECK int meta_replica_commit_batch(struct meta_replica *replica, const uint64_t *inos,
                                               size_t count);
 /*
+ * Makes empty working copies ahead, until `target` wait, so that a new
+ * file's working copy costs a rename instead of an ext4 create in a fan-out
+ * directory (meta/README "Working copies"). Unlike every other call here it
+ * may run on another thread while the replica is in use: it touches only
+ * DIR/files/tmp and the pool's own lock. Returns how many it made, or
+ * -errno (nothing is logged in the replica's error message).
+ */
+int meta_replica_wc_pool_fill(struct meta_replica *replica, unsigned target);
+/* How many made-ahead working copies wait (any thread, as above). */
+unsigned meta_replica_wc_pool_level(struct meta_replica *replica);
+
+/*
  * Names working copies (by st_dev, st_ino) that must keep their inode:
  * replacing one's content then rewrites it in place instead of renaming a
  * new file over it. A mount that passes open files' data through to their

@@ -495,6 +495,8 @@ static struct meta_store *store_alloc(const char *dir)
     }
     store->lock_fd = -1;
     store->files_fd = -1;
+    store->tmp_fd = -1;
+    pthread_mutex_init(&store->pool_lock, NULL);
     return store;
 }
 
@@ -722,7 +724,11 @@ out:
     return rc;
 }
 
-/* Empties DIR/files/tmp (made if missing): leftovers of replacements a crash interrupted. */
+/*
+ * Empties DIR/files/tmp (made if missing): leftovers of replacements a crash
+ * interrupted, and the last run's pool of empty working copies. Keeps it
+ * open as store->tmp_fd.
+ */
 static int clean_tmp(struct meta_store *store)
 {
     int tmp_fd = openat(store->files_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -731,6 +737,12 @@ static int clean_tmp(struct meta_store *store)
     if (tmp_fd < 0)
         return store_fail(store, -errno, "cannot open %s/files/tmp: %s", store->dir,
                           strerror(errno));
+    store->tmp_fd = fcntl(tmp_fd, F_DUPFD_CLOEXEC, 0);
+    if (store->tmp_fd < 0) {
+        close(tmp_fd);
+        return store_fail(store, -errno, "cannot open %s/files/tmp: %s", store->dir,
+                          strerror(errno));
+    }
     DIR *dir = fdopendir(tmp_fd);
     if (!dir) {
         close(tmp_fd);
@@ -953,6 +965,8 @@ int meta_store_create(struct meta_store **out, struct meta_err *err, const char 
     }
     if (rc == 0)
         rc = open_files(store);
+    if (rc == 0)
+        rc = clean_tmp(store); /* empty: opens it as tmp_fd */
     if (rc) {
         copy_err(err, store, "cannot create the share");
         meta_store_close(store);
@@ -976,6 +990,9 @@ void meta_store_close(struct meta_store *store)
     }
     if (store->files_fd >= 0)
         close(store->files_fd);
+    if (store->tmp_fd >= 0)
+        close(store->tmp_fd);
+    pthread_mutex_destroy(&store->pool_lock);
     /* Closing the descriptor drops the OFD lock. */
     if (store->lock_fd >= 0)
         close(store->lock_fd);

@@ -6,6 +6,7 @@
  */
 #include "replica_peers.h"
 
+#include <dirent.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 
@@ -240,6 +241,58 @@ static void test_pinned_working_copy(void)
     check_content(&a, "held.txt", "third\n");
     peer_free(&a);
     peer_free(&b);
+}
+
+/* Files in DIR/files/tmp of a peer's share. */
+static int tmp_entries(struct peer *peer)
+{
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/share/files/tmp", peer->dir);
+    DIR *dir = opendir(path);
+    int count = 0;
+    for (struct dirent *entry; dir && (entry = readdir(dir));)
+        count += entry->d_name[0] != '.';
+    if (dir)
+        closedir(dir);
+    return count;
+}
+
+/* New files take working copies made ahead; they look new; a reopen drops the rest. */
+static void test_working_copy_pool(void)
+{
+    struct peer a;
+    peer_init(&a, "laptop");
+    CHECK_INT(0, (int)meta_replica_wc_pool_level(a.replica));
+    CHECK_INT(3, meta_replica_wc_pool_fill(a.replica, 3));
+    CHECK_INT(0, meta_replica_wc_pool_fill(a.replica, 3));
+    CHECK_INT(3, (int)meta_replica_wc_pool_level(a.replica));
+    CHECK_INT(3, tmp_entries(&a));
+    /* Made long ago, as far as its times say: the new file must not show them. */
+    char pooled[4300];
+    snprintf(pooled, sizeof(pooled), "%s/share/files/tmp/pool-0", a.dir);
+    struct timespec old[2] = {{946684800, 0}, {946684800, 0}};
+    CHECK_INT(0, utimensat(AT_FDCWD, pooled, old, 0));
+    struct meta_attr attr;
+    CHECK_INT(
+        0, meta_replica_mknod(&attr, a.replica, META_INO_ROOT, "new.txt", S_IFREG | 0644, 0, 0, 0));
+    CHECK_INT(2, (int)meta_replica_wc_pool_level(a.replica));
+    CHECK(attr.mtime_ns > (int64_t)1600000000 * 1000000000);
+    CHECK_INT(0, (int)attr.size);
+    write_text(&a, "new.txt", "pooled\n");
+    check_content(&a, "new.txt", "pooled\n");
+    /* Pool empty: files are made as before. */
+    write_text(&a, "two.txt", "two\n");
+    write_text(&a, "three.txt", "three\n");
+    CHECK_INT(0, (int)meta_replica_wc_pool_level(a.replica));
+    write_text(&a, "four.txt", "four\n");
+    check_content(&a, "four.txt", "four\n");
+    CHECK_INT(2, meta_replica_wc_pool_fill(a.replica, 2));
+    peer_reopen(&a);
+    CHECK_INT(0, tmp_entries(&a));
+    CHECK_INT(0, (int)meta_replica_wc_pool_level(a.replica));
+    check_content(&a, "new.txt", "pooled\n");
+    check_content(&a, "three.txt", "three\n");
+    peer_free(&a);
 }
 
 /* ---------- checkpoints ---------- */
@@ -698,6 +751,7 @@ int main(void)
     test_tree_rows();
     test_restore_is_an_edit();
     test_pinned_working_copy();
+    test_working_copy_pool();
     test_tree_checkpoint();
     test_bad_checkpoint();
     test_text_state_replay();
