@@ -1397,16 +1397,17 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     struct fs *fs = userdata;
+    fs_pt_init(fs->pt, fuse_session_fd(fs->session));
     /*
-     * Passed-through files never send their data here, and fs/passthrough
-     * must see every request as bytes: splice reads only without it.
+     * Reads of files not passed through are spliced from the working copy
+     * to the kernel (io_splice_send). Requests are never spliced in:
+     * fs/passthrough must see each one as bytes, and libfuse offers
+     * FUSE_CAP_SPLICE_READ only with a splice_receive hook, which weft has not.
      */
-    if (!fs_pt_init(fs->pt, fuse_session_fd(fs->session))) {
-        if (conn->capable & FUSE_CAP_SPLICE_READ)
-            conn->want |= FUSE_CAP_SPLICE_READ;
-        if (conn->capable & FUSE_CAP_SPLICE_MOVE)
-            conn->want |= FUSE_CAP_SPLICE_MOVE;
-    }
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+        conn->want |= FUSE_CAP_SPLICE_MOVE;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     /* O_TRUNC arrives with open, so a truncate-and-write save is one request, not two. */
@@ -1617,6 +1618,14 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
     return fs_pt_read(((struct fs *)userdata)->pt, fd, buf, len);
 }
 
+/* Read replies only (fuse_reply_data): never one fs/passthrough patches. */
+static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+                              unsigned int flags, void *userdata)
+{
+    (void)userdata;
+    return splice(fdin, offin, fdout, offout, len, flags);
+}
+
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     return fs_pt_writev(((struct fs *)userdata)->pt, fd, iov, count);
@@ -1666,7 +1675,8 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
         goto out_signals;
     }
     /* Between libfuse and /dev/fuse, to speak the passthrough libfuse 3.14 cannot. */
-    static const struct fuse_custom_io io = {.read = io_read, .writev = io_writev};
+    static const struct fuse_custom_io io = {
+        .read = io_read, .writev = io_writev, .splice_send = io_splice_send};
     if (fuse_session_custom_io(fs.session, &io, fuse_session_fd(fs.session)) != 0) {
         snprintf(errbuf, errlen, "could not set up the FUSE session's I/O");
         fuse_session_unmount(fs.session);
