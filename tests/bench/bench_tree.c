@@ -63,7 +63,7 @@ struct bench_replica {
     size_t count;
 };
 
-static void die(const char *what, int rc)
+__attribute__((noreturn)) static void die(const char *what, int rc)
 {
     fprintf(stderr, "weft-bench-tree: %s failed: %s\n", what, strerror(-rc));
     exit(1);
