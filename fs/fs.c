@@ -518,7 +518,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_s
     /* chown always kills set-ID bits; truncate when the caller lacks CAP_FSETID. */
     bool kill = fs_pt_killpriv(fs->pt) && !(mask & META_SET_MODE) &&
                 ((mask & (META_SET_UID | META_SET_GID)) ||
-                 ((mask & META_SET_SIZE) && fs_pt_kill_suidgid()));
+                 ((mask & META_SET_SIZE) && fs_pt_kill_suidgid(fs->pt)));
     mode_t killed;
     if (!rc && kill && (rc = meta_replica_getattr(&attr, fs->replica, ino)) == 0 &&
         mode_killed(&attr, &killed)) {
@@ -764,7 +764,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = fs_of(req);
     struct handle *handle;
     int rc = 0;
-    if ((fi->flags & O_TRUNC) && fs_pt_killpriv(fs->pt) && fs_pt_kill_suidgid())
+    if ((fi->flags & O_TRUNC) && fs_pt_kill_suidgid(fs->pt))
         rc = kill_privs(fs, ino);
     if (!rc)
         rc = open_handle(fs, &handle, ino, fi->flags);
@@ -797,7 +797,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, -rc);
         return;
     }
-    kill_privs_at_open(fs, req, handle);
+    /* A new file has set-ID bits only if created with them: spare the others a lookup. */
+    if (attr.mode & (S_ISUID | S_ISGID))
+        kill_privs_at_open(fs, req, handle);
     handle_open_flags(handle, fi);
     struct fuse_entry_param entry;
     memset(&entry, 0, sizeof(entry));
@@ -828,8 +830,8 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
                          struct fuse_file_info *fi)
 {
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
-    if (fs_pt_killpriv(fs_of(req)->pt) && fs_pt_kill_suidgid()) {
-        struct fs *fs = fs_of(req);
+    struct fs *fs = fs_of(req);
+    if (fs_pt_kill_suidgid(fs->pt)) {
         int rc = kill_privs(fs, ino);
         if (rc) {
             report(fs, "write", rc);

@@ -221,12 +221,10 @@ static struct pt_inode **inode_slot(struct fs_pt *pt, uint64_t ino)
 
 enum fs_pt_mode fs_pt_open(struct fs_pt *pt, uint64_t ino, int fd, int32_t *backing_id)
 {
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        return FS_PT_CACHED;
     pthread_mutex_lock(&pt->lock);
     enum fs_pt_mode mode = FS_PT_CACHED;
-    if (pt->state == PT_OFF)
+    struct stat st;
+    if (pt->state == PT_OFF || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         goto out;
     struct pt_inode **slot = inode_slot(pt, ino);
     if (*slot) {
@@ -320,15 +318,7 @@ bool fs_pt_killpriv(const struct fs_pt *pt)
     return pt->killpriv;
 }
 
-bool fs_pt_kill_suidgid(void)
+bool fs_pt_kill_suidgid(const struct fs_pt *pt)
 {
-    return current.kill_suidgid;
-}
-
-bool fs_pt_active(struct fs_pt *pt)
-{
-    pthread_mutex_lock(&pt->lock);
-    bool working = pt->state == PT_WORKING;
-    pthread_mutex_unlock(&pt->lock);
-    return working;
+    return pt->killpriv && current.kill_suidgid;
 }

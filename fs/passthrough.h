@@ -79,11 +79,10 @@ bool fs_pt_pinned(void *ctx, dev_t dev, ino_t file_ino);
  * truncate and O_TRUNC when fs_pt_kill_suidgid says so.
  */
 bool fs_pt_killpriv(const struct fs_pt *pt);
-/* True if the request this thread serves asks that set-ID bits be killed (caller lacks CAP_FSETID).
+/*
+ * True if killpriv v2 is agreed and the request this thread serves asks that
+ * set-ID bits be killed (its caller lacks CAP_FSETID).
  */
-bool fs_pt_kill_suidgid(void);
-
-/* True once passthrough was negotiated and is in use (for logs and status). */
-bool fs_pt_active(struct fs_pt *pt);
+bool fs_pt_kill_suidgid(const struct fs_pt *pt);
 
 #endif
