@@ -1132,50 +1132,52 @@ static int history(char **out, size_t *out_len, struct fs *fs, uint64_t ino, boo
     return fclose(json) == 0 ? 0 : -ENOMEM;
 }
 
-/* The syncer's status for `weft status`: one JSON object (no keys, nothing secret). */
+/*
+ * The mount's status for `weft status`: one JSON object (no keys, nothing
+ * secret): what serves file data, then the syncer's figures.
+ */
 static int sync_status_json(char **out, size_t *len, struct fs *fs)
 {
     struct sync_agent_status st = {0};
     if (fs->agent)
         sync_agent_status(&st, fs->agent);
-    char error[2 * sizeof(st.last_error)];
-    size_t at = 0;
-    for (const char *c = st.last_error; *c && at + 2 < sizeof(error); c++) {
-        if (*c == '"' || *c == '\\')
-            error[at++] = '\\';
-        error[at++] = (unsigned char)*c < 0x20 ? ' ' : *c;
-    }
-    error[at] = '\0';
+    char why[160];
+    bool passthrough = fs_pt_describe(fs->pt, why, sizeof(why));
     uint64_t conflicts = 0;
     if (meta_replica_count_conflicts(&conflicts, fs->replica) != 0)
         conflicts = 0; /* a status line is not worth failing over */
     uint64_t refused = st.undecodable;
     for (int i = 0; i < SYNC_REASON_COUNT; i++)
         refused += st.device.refused[i];
-    char *text = NULL;
-    int n = asprintf(
-        &text,
-        "{\"relay\": %s%s%s, \"relay_connected\": %s, \"relay_last_seen_ns\": %lld, "
-        "\"peers_connected\": %u, \"listen_port\": %u, "
-        "\"records_sealed\": %llu, \"records_applied\": %llu, "
-        "\"records_pending\": %llu, \"records_refused\": %llu, "
-        "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
-        "\"rollbacks\": %llu, \"records_unacked\": %llu, "
-        "\"relay_records\": %llu, \"conflicts\": %llu, \"last_error\": \"%s\"}",
-        fs->options->relay ? "\"" : "", fs->options->relay ? fs->options->relay : "null",
-        fs->options->relay ? "\"" : "", st.relay_connected ? "true" : "false",
-        (long long)st.relay_last_seen_ns, st.peers_connected, st.listen_port,
-        (unsigned long long)st.device.records_sealed, (unsigned long long)st.device.records_applied,
-        (unsigned long long)st.device.pending, (unsigned long long)refused,
-        (unsigned long long)st.records_sent, (unsigned long long)st.records_received,
-        (unsigned long long)st.forks, (unsigned long long)st.rollbacks,
-        (unsigned long long)st.records_unacked, (unsigned long long)st.relay_records,
-        (unsigned long long)conflicts, error);
-    if (n < 0)
+    FILE *json = open_memstream(out, len);
+    if (!json)
         return -ENOMEM;
-    *out = text;
-    *len = (size_t)n;
-    return 0;
+    fprintf(json,
+            "{\"file_data\": \"%s\", \"file_data_why\": ", passthrough ? "passthrough" : "daemon");
+    json_string(json, why);
+    fprintf(json, ", \"relay\": ");
+    if (fs->options->relay)
+        json_string(json, fs->options->relay);
+    else
+        fprintf(json, "null");
+    fprintf(json,
+            ", \"relay_connected\": %s, \"relay_last_seen_ns\": %lld, "
+            "\"peers_connected\": %u, \"listen_port\": %u, "
+            "\"records_sealed\": %llu, \"records_applied\": %llu, "
+            "\"records_pending\": %llu, \"records_refused\": %llu, "
+            "\"records_sent\": %llu, \"records_received\": %llu, \"forks\": %llu, "
+            "\"rollbacks\": %llu, \"records_unacked\": %llu, "
+            "\"relay_records\": %llu, \"conflicts\": %llu, \"last_error\": ",
+            st.relay_connected ? "true" : "false", (long long)st.relay_last_seen_ns,
+            st.peers_connected, st.listen_port, (unsigned long long)st.device.records_sealed,
+            (unsigned long long)st.device.records_applied, (unsigned long long)st.device.pending,
+            (unsigned long long)refused, (unsigned long long)st.records_sent,
+            (unsigned long long)st.records_received, (unsigned long long)st.forks,
+            (unsigned long long)st.rollbacks, (unsigned long long)st.records_unacked,
+            (unsigned long long)st.relay_records, (unsigned long long)conflicts);
+    json_string(json, st.last_error);
+    fputc('}', json);
+    return fclose(json) == 0 ? 0 : -ENOMEM;
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)

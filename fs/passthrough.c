@@ -6,6 +6,7 @@
 #include <linux/capability.h>
 #include <linux/fuse.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -56,6 +57,7 @@ struct fs_pt {
     int fd;               /* the session's /dev/fuse (for the ioctls) */
     pthread_mutex_t lock;
     enum pt_state state; /* under lock */
+    char off_why[160];   /* under lock: why state is PT_OFF, for `weft status` */
     struct pt_inode *inodes;
 };
 
@@ -138,18 +140,23 @@ bool fs_pt_init(struct fs_pt *pt, int session_fd)
 {
     pt->fd = session_fd;
     pt->killpriv = pt->killpriv_offers;
-    if (!pt->allowed || !pt->kernel_offers)
-        return false;
+    const char *why = NULL;
+    if (!pt->allowed)
+        why = "the mount was asked not to use FUSE passthrough (-o nopassthrough)";
+    else if (!pt->kernel_offers)
+        why = "this kernel does not offer FUSE passthrough (it needs Linux 6.9 or later)";
     /* The kernel lets only CAP_SYS_ADMIN open backing files (until lsof can show them). */
-    if (!has_sys_admin()) {
-        fs_log(LOG_INFO, "file data goes through the daemon: FUSE passthrough needs "
-                         "CAP_SYS_ADMIN (mount as root for local-disk reads and writes)");
-        return false;
-    }
+    else if (!has_sys_admin())
+        why = "FUSE passthrough needs CAP_SYS_ADMIN (mount as root for local-disk I/O)";
     pthread_mutex_lock(&pt->lock);
-    pt->state = PT_ASKED;
+    if (why)
+        snprintf(pt->off_why, sizeof(pt->off_why), "%s", why);
+    else
+        pt->state = PT_ASKED;
     pthread_mutex_unlock(&pt->lock);
-    return true;
+    if (why && pt->allowed)
+        fs_log(LOG_INFO, "file data goes through the daemon: %s", why);
+    return !why;
 }
 
 /* Patches a reply of `len` bytes in `out` (header first) for the request being served. */
@@ -262,8 +269,10 @@ enum fs_pt_mode fs_pt_open(struct fs_pt *pt, uint64_t ino, int fd, int32_t *back
             mode = FS_PT_DIRECT;
         } else {
             /* Nothing is passed through yet: serve everything as before, for good. */
-            fs_log(LOG_INFO, "file data goes through the daemon: FUSE passthrough refused (%s)",
-                   strerror(err));
+            snprintf(pt->off_why, sizeof(pt->off_why),
+                     "the kernel refused FUSE passthrough for the working copies (%s)",
+                     strerror(err));
+            fs_log(LOG_INFO, "file data goes through the daemon: %s", pt->off_why);
             pt->state = PT_OFF;
         }
         goto out;
@@ -311,6 +320,15 @@ bool fs_pt_pinned(void *ctx, dev_t dev, ino_t file_ino)
         pinned = inode->dev == dev && inode->file_ino == file_ino;
     pthread_mutex_unlock(&pt->lock);
     return pinned;
+}
+
+bool fs_pt_describe(struct fs_pt *pt, char *why, size_t cap)
+{
+    pthread_mutex_lock(&pt->lock);
+    bool on = pt->state != PT_OFF;
+    snprintf(why, cap, "%s", on ? "" : pt->off_why);
+    pthread_mutex_unlock(&pt->lock);
+    return on;
 }
 
 bool fs_pt_killpriv(const struct fs_pt *pt)

@@ -19,7 +19,7 @@
  * Meanwhile its working copy is pinned: a remote change rewrites it in place
  * (meta_replica_set_wc_pinned), so readers holding it open and new opens
  * see the change.
- * Without passthrough (an older kernel, no CAP_SYS_ADMIN, `--no-passthrough`,
+ * Without passthrough (an older kernel, no CAP_SYS_ADMIN, `-o nopassthrough`,
  * the share on a stacked file system) every open is served as before, through
  * the daemon and the kernel's page cache.
  */
@@ -72,6 +72,13 @@ void fs_pt_release(struct fs_pt *pt, uint64_t ino);
  * the struct fs_pt).
  */
 bool fs_pt_pinned(void *ctx, dev_t dev, ino_t file_ino);
+
+/*
+ * True if file data is passed through (asked for at INIT and not refused
+ * since); else copies into `why` the sentence saying why it goes through the
+ * daemon. For `weft status`.
+ */
+bool fs_pt_describe(struct fs_pt *pt, char *why, size_t cap);
 
 /*
  * True if the INIT reply agreed to FUSE_HANDLE_KILLPRIV_V2: weft, not the

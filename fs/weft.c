@@ -109,7 +109,9 @@ static const char usage_status[] =
     "usage: weft status [NAME] [--json]\n"
     "\n"
     "Lists the shares on this device (or just NAME): where each is mounted and by\n"
-    "which process. --json prints one JSON object for scripts.\n";
+    "which process; for a mounted share, what serves file data (FUSE passthrough\n"
+    "or the daemon, and why), conflict copies waiting for you, and how syncing\n"
+    "goes. --json prints one JSON object for scripts.\n";
 
 static const char usage_log[] =
     "usage: weft log PATH [--json]\n"
@@ -751,6 +753,19 @@ static int read_virtual(char **out, const char *path, const char *name)
     return 0;
 }
 
+/* Prints `text` as the inside of a JSON string. */
+static void print_json_chars(const char *text)
+{
+    for (const unsigned char *at = (const unsigned char *)text; *at; at++) {
+        if (*at == '"' || *at == '\\')
+            printf("\\%c", *at);
+        else if (*at < 0x20)
+            printf("\\u%04x", *at);
+        else
+            putchar(*at);
+    }
+}
+
 /* A number or string field of the daemon's flat JSON status ("" if absent). */
 static void json_field(char *out, size_t cap, const char *json, const char *key)
 {
@@ -770,6 +785,18 @@ static void json_field(char *out, size_t cap, const char *json, const char *key)
         out[n++] = *at++;
     }
     out[n] = '\0';
+}
+
+/* What serves the mount's file data, from the daemon's status. */
+static void print_file_data(const char *json)
+{
+    char mode[32], why[400];
+    json_field(mode, sizeof(mode), json, "file_data");
+    json_field(why, sizeof(why), json, "file_data_why");
+    if (!strcmp(mode, "passthrough"))
+        printf("%-20s file data: straight to the working copies (FUSE passthrough)\n", "");
+    else if (mode[0])
+        printf("%-20s file data: through the daemon: %s\n", "", why);
 }
 
 static void print_sync(const char *json)
@@ -878,8 +905,14 @@ static int cmd_status(int argc, char **argv)
             if (states[i].mountpoint[0])
                 printf(", \"mountpoint\": \"%s\", \"pid\": %d", states[i].mountpoint,
                        states[i].pid);
-            if (sync[i])
-                printf(", \"sync\": %s", sync[i]);
+            if (sync[i]) {
+                char mode[32], why[400];
+                json_field(mode, sizeof(mode), sync[i], "file_data");
+                json_field(why, sizeof(why), sync[i], "file_data_why");
+                printf(", \"file_data\": \"%s\", \"file_data_why\": \"", mode);
+                print_json_chars(why);
+                printf("\", \"sync\": %s", sync[i]);
+            }
             printf("}");
             free(sync[i]);
         }
@@ -896,8 +929,10 @@ static int cmd_status(int argc, char **argv)
                    states[i].pid);
         else
             printf("%-20s not mounted\n", states[i].name);
-        if (sync[i])
+        if (sync[i]) {
+            print_file_data(sync[i]);
             print_sync(sync[i]);
+        }
         free(sync[i]);
     }
     return 0;
@@ -942,8 +977,7 @@ static int cmd_log(int argc, char **argv)
     if (json) {
         /* Add the path the user gave, in front of what the daemon said. */
         printf("{\"path\": \"");
-        for (const char *at = path; *at; at++)
-            printf(*at == '"' || *at == '\\' ? "\\%c" : "%c", *at);
+        print_json_chars(path);
         printf("\", %s", value + 1);
     } else {
         printf("%s", value);

@@ -39,6 +39,23 @@ assert_eq abc "$(cat "$MNT/both.bin")" "a second open sees the first one's write
 exec 4>&-
 wait_until 10 weft_settled "$MNT/both.bin" || fail "both.bin never committed"
 
+# weft status says what serves file data, and why not passthrough when it is not.
+assert_status 0 "weft status pt" "$WEFT" status pt
+status_text=$FUSE_OUT
+assert_status 0 "weft status pt --json" "$WEFT" status pt --json
+mode=$(printf '%s' "$FUSE_OUT" | python3 -c 'import json, sys; print(json.load(sys.stdin)["shares"][0]["file_data"])') ||
+    fail "weft status --json has no file_data: $FUSE_OUT"
+if [[ ${WEFT_TEST_MOUNT_OPTIONS:-} == *nopassthrough* ]]; then
+    assert_eq daemon "$mode" "file_data with -o nopassthrough"
+    assert_contains "$status_text" "through the daemon: the mount was asked not to use FUSE passthrough" \
+        "weft status with -o nopassthrough"
+elif [ "$mode" = passthrough ]; then
+    assert_contains "$status_text" "file data: straight to the working copies" "weft status, passthrough"
+else
+    assert_eq daemon "$mode" "file_data: passthrough or daemon"
+    assert_contains "$status_text" "file data: through the daemon: " "weft status says why not passthrough"
+fi
+
 # After a remount the same content (what was passed through reached the working copies).
 weft_umount "$MNT"
 weft_mount pt "$MNT"
