@@ -82,6 +82,12 @@ struct writer {
      */
     int probe;
     struct timespec seen;
+    /*
+     * The next write must look at the set-ID bits (op_write_buf): set when
+     * the writer is made and whenever the mode may have changed, so that
+     * writes of files without the bits (all but a few) take no lock.
+     */
+    bool check_setid; /* atomic */
     struct writer *next;
 };
 
@@ -210,6 +216,7 @@ static int writer_add(struct fs *fs, uint64_t ino)
             return -ENOMEM;
         (*slot)->ino = ino;
         (*slot)->probe = -1;
+        (*slot)->check_setid = true;
     }
     (*slot)->count++;
     return 0;
@@ -253,6 +260,14 @@ static void writer_look(struct writer *writer)
         writer->seen = st.st_ctim;
         __atomic_store_n(&writer->dirty, true, __ATOMIC_RELAXED);
     }
+}
+
+/* The mode of `ino` may have changed: its next write looks at its set-ID bits (under lock). */
+static void writer_check_setid(struct fs *fs, uint64_t ino)
+{
+    struct writer *writer = *writer_slot(fs, ino);
+    if (writer)
+        __atomic_store_n(&writer->check_setid, true, __ATOMIC_RELAXED);
 }
 
 static void writer_mark(struct fs *fs, uint64_t ino)
@@ -527,6 +542,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_s
     }
     if (!rc)
         rc = meta_replica_setattr(&attr, fs->replica, ino, &values, mask);
+    if (!rc && (mask & META_SET_MODE))
+        writer_check_setid(fs, ino);
     unlock_changed(fs);
     if (rc) {
         report(fs, "setattr", rc);
@@ -831,9 +848,11 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 {
     struct handle *handle = (struct handle *)(uintptr_t)fi->fh;
     struct fs *fs = fs_of(req);
-    if (fs_pt_kill_suidgid(fs->pt)) {
+    if (fs_pt_kill_suidgid(fs->pt) && handle->writer &&
+        __atomic_exchange_n(&handle->writer->check_setid, false, __ATOMIC_RELAXED)) {
         int rc = kill_privs(fs, ino);
         if (rc) {
+            __atomic_store_n(&handle->writer->check_setid, true, __ATOMIC_RELAXED);
             report(fs, "write", rc);
             fuse_reply_err(req, -rc);
             return;
@@ -1459,6 +1478,9 @@ static const struct fuse_lowlevel_ops ops = {
 static void on_change(void *ctx, const struct meta_change *change)
 {
     struct fs *fs = ctx;
+    /* Called under fs->lock, as every change of the replica is. */
+    if (change->kind == META_CHANGE_ATTR)
+        writer_check_setid(fs, change->ino);
     if (!change->remote) {
         /* The kernel made local changes itself and knows them; peers do not yet. */
         sync_agent_poke(fs->agent);
@@ -1747,12 +1769,19 @@ int fs_serve(struct meta_replica *replica, const struct fs_options *options, cha
     if (pooling)
         pthread_join(fs.pooler, NULL);
     commit_closed(&fs);
-    /* Files still open for writing when the mount goes are committed now. */
-    for (struct writer *writer = fs.writers, *next; writer; writer = next) {
+    /*
+     * Files still open for writing when the mount goes are committed now.
+     * The list is taken first: the commits' change events look writers up.
+     */
+    struct writer *open_writers = fs.writers;
+    fs.writers = NULL;
+    for (struct writer *writer = open_writers, *next; writer; writer = next) {
         next = writer->next;
         if (meta_replica_set_writer(replica, writer->ino, false) == 0 &&
             meta_replica_commit(replica, writer->ino) != 0)
             fs_log(LOG_ERR, "commit at unmount failed: %s", meta_replica_errmsg(replica));
+        if (writer->probe >= 0)
+            close(writer->probe);
         free(writer);
     }
     commit_group(&fs);
